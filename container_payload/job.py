@@ -1,0 +1,174 @@
+"""The host <-> payload contract: job.json, event lines and result.json.
+
+Standard library only and Python 3.8 compatible: the host imports this module, and so does the payload inside
+the Vitis AI image. Every document carries a schema version; a reader refuses a version it does not know
+instead of guessing.
+"""
+
+import json
+import math
+from dataclasses import asdict, dataclass, field, fields
+from typing import Any, Dict, List, Optional, Tuple
+
+SCHEMA_VERSION = 1
+EVENT_PREFIX = "@@hostctl "
+
+BUILTIN_MODEL = "container_payload.models.unet:Unet"
+QUANTIZERS = ("auto", "vai", "portable")
+EXPORT_FORMATS = ("xmodel", "onnx", "torchscript")
+
+# Names of the files a run produces inside its run directory (DESIGN.md section 4).
+QUANT_INFO = "quant_info.json"
+QUANT_PREDS = "quantization_test_preds.h5"
+FLOAT_PREDS = "float_test_preds.h5"
+RESULT = "result.json"
+JOB = "job.json"
+SAMPLES = "quantization_samples.h5"
+STATE_DICT = "state_dict.pt"
+
+
+class SchemaError(ValueError):
+    """A job, event or result document that this version cannot read."""
+
+
+@dataclass(frozen=True)
+class Job:
+    """Everything the payload needs, with paths as the payload sees them."""
+
+    state_dict: str
+    samples: str
+    run_dir: str
+    input_size: Tuple[int, int, int] = (3, 512, 512)
+    num_classes: int = 7
+    calib_batch_size: int = 8
+    eval_batch_size: int = 8
+    calib_limit: Optional[int] = None
+    test_limit: Optional[int] = None
+    model: str = BUILTIN_MODEL
+    model_path: Optional[str] = None
+    model_args: Dict[str, Any] = field(default_factory=dict)
+    quantizer: str = "auto"
+    target: Optional[str] = None
+    exports: Optional[Tuple[str, ...]] = None  # None: the backend's default
+    quant_opt: int = 3
+    float_preds: bool = True
+    version: int = SCHEMA_VERSION
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), indent=2, ensure_ascii=False, sort_keys=True)
+
+    @classmethod
+    def from_json(cls, text: str) -> "Job":
+        data = _load_versioned(text, "job")
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise SchemaError("job has unknown fields: {}".format(", ".join(unknown)))
+        data["input_size"] = tuple(data.get("input_size", (3, 512, 512)))
+        if data.get("exports") is not None:
+            data["exports"] = tuple(data["exports"])
+        job = cls(**data)
+        job.check()
+        return job
+
+    def check(self) -> None:
+        """Reject values that no run could use; the host validates files, this validates the document."""
+        if len(self.input_size) != 3 or any(int(d) <= 0 for d in self.input_size):
+            raise SchemaError("input_size must be three positive integers, got {}".format(self.input_size))
+        for name in ("num_classes", "calib_batch_size", "eval_batch_size"):
+            if getattr(self, name) <= 0:
+                raise SchemaError("{} must be positive".format(name))
+        for name in ("calib_limit", "test_limit"):
+            value = getattr(self, name)
+            if value is not None and value <= 0:
+                raise SchemaError("{} must be positive".format(name))
+        if self.quantizer not in QUANTIZERS:
+            raise SchemaError("quantizer must be one of {}".format(", ".join(QUANTIZERS)))
+        for fmt in self.exports or ():
+            if fmt not in EXPORT_FORMATS:
+                raise SchemaError("export format must be one of {}".format(", ".join(EXPORT_FORMATS)))
+        if ":" not in self.model:
+            raise SchemaError("model must be MODULE:CLASS, got {!r}".format(self.model))
+        if not 0 <= self.quant_opt <= 3:
+            raise SchemaError("quant_opt must be 0..3")
+
+
+@dataclass(frozen=True)
+class Result:
+    """What the payload reports in result.json when it finished its work."""
+
+    status: str  # "succeeded" or "failed"
+    backend: str
+    model_class: str
+    files: List[str]
+    num_calibration: int
+    num_test: int
+    timings: Dict[str, float]
+    versions: Dict[str, str]
+    warnings: List[str] = field(default_factory=list)
+    error: Optional[str] = None
+    version: int = SCHEMA_VERSION
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), indent=2, ensure_ascii=False, sort_keys=True)
+
+    @classmethod
+    def from_json(cls, text: str) -> "Result":
+        data = _load_versioned(text, "result")
+        known = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in data.items() if k in known})
+
+
+def _load_versioned(text: str, what: str) -> Dict[str, Any]:
+    try:
+        data = json.loads(text)
+    except ValueError as exc:
+        raise SchemaError("{} is not JSON: {}".format(what, exc)) from exc
+    if not isinstance(data, dict):
+        raise SchemaError("{} must be a JSON object".format(what))
+    version = data.get("version")
+    if version != SCHEMA_VERSION:
+        raise SchemaError(
+            "{} has schema version {!r}; this hostctl reads version {}: use the same hostctl version on both sides"
+            .format(what, version, SCHEMA_VERSION)
+        )
+    return data
+
+
+# Events ---------------------------------------------------------------------------------------------------------
+# phase:    {"event": "phase", "name": "calibrate", "state": "start"|"end", "total": N, "unit": "samples"}
+# progress: {"event": "progress", "name": "calibrate", "done": n, "total": N}
+# warning:  {"event": "warning", "message": "..."}
+# error:    {"event": "error", "message": "...", "kind": "ExceptionName"}
+# result:   {"event": "result", "status": "succeeded", "path": "result.json"}
+EVENTS = ("phase", "progress", "warning", "error", "result", "log")
+
+
+def format_event(event: str, **fields_: Any) -> str:
+    if event not in EVENTS:
+        raise SchemaError("unknown event {!r}".format(event))
+    body = {"v": SCHEMA_VERSION, "event": event}
+    body.update(fields_)
+    return EVENT_PREFIX + json.dumps(body, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
+
+
+def parse_event(line: str) -> Optional[Dict[str, Any]]:
+    """The event carried by a line, or None for an ordinary log line.
+
+    A line that starts with the prefix but does not hold a valid event is treated as a log line rather than an
+    error, so a payload bug can never crash the host's display.
+    """
+    if not line.startswith(EVENT_PREFIX):
+        return None
+    try:
+        body = json.loads(line[len(EVENT_PREFIX):])
+    except ValueError:
+        return None
+    if not isinstance(body, dict) or body.get("v") != SCHEMA_VERSION or body.get("event") not in EVENTS:
+        return None
+    for key in ("done", "total"):
+        value = body.get(key)
+        if value is not None and (not isinstance(value, (int, float)) or isinstance(value, bool)
+                                  or math.isnan(value) or value < 0):
+            return None
+    return body

@@ -1,0 +1,91 @@
+"""Building the model and loading its weights: shared by the payload and the host's input validation.
+
+The host imports this module (and job.py) only, so that a model that will not build or a state_dict that will
+not load is reported before any container starts.
+"""
+
+import contextlib
+import importlib
+import sys
+from typing import Any, Dict, Iterator, Mapping, Optional
+
+import torch
+
+
+class ModelError(ValueError):
+    """The model cannot be built or its weights do not fit; the message says which and why."""
+
+
+@contextlib.contextmanager
+def _on_path(path: Optional[str]) -> Iterator[None]:
+    if not path:
+        yield
+        return
+    sys.path.insert(0, path)
+    try:
+        yield
+    finally:
+        with contextlib.suppress(ValueError):
+            sys.path.remove(path)
+
+
+def build_model(spec: str, model_path: Optional[str] = None, kwargs: Optional[Mapping[str, Any]] = None,
+                num_classes: Optional[int] = None) -> torch.nn.Module:
+    """Instantiate MODULE:CLASS with kwargs; the built-in Unet also gets num_classes unless kwargs set it."""
+    module_name, _, class_name = spec.partition(":")
+    if not module_name or not class_name:
+        raise ModelError("model {!r} is not MODULE:CLASS".format(spec))
+    kwargs = dict(kwargs or {})
+    from container_payload.job import BUILTIN_MODEL
+
+    if spec == BUILTIN_MODEL and num_classes is not None:
+        kwargs.setdefault("num_classes", num_classes)
+    with _on_path(model_path):
+        try:
+            module = importlib.import_module(module_name)
+        except Exception as exc:  # noqa: BLE001 - any failure while importing user code is the user's to fix
+            raise ModelError("cannot import module {!r}: {}: {}".format(module_name, type(exc).__name__, exc)) from exc
+        cls = getattr(module, class_name, None)
+        if cls is None:
+            raise ModelError("module {!r} has no attribute {!r}".format(module_name, class_name))
+        try:
+            model = cls(**kwargs)
+        except Exception as exc:  # noqa: BLE001
+            raise ModelError("{}({}) failed: {}: {}".format(
+                class_name, ", ".join("{}={!r}".format(k, v) for k, v in kwargs.items()), type(exc).__name__, exc)
+            ) from exc
+    if not isinstance(model, torch.nn.Module):
+        raise ModelError("{} is not a torch.nn.Module".format(spec))
+    return model
+
+
+def read_state_dict(path: str) -> Dict[str, torch.Tensor]:
+    try:
+        try:
+            state = torch.load(path, map_location="cpu", weights_only=True)
+        except TypeError:  # torch < 1.13.0 has no weights_only
+            state = torch.load(path, map_location="cpu")
+    except Exception as exc:  # noqa: BLE001 - torch raises many types for a corrupt file
+        raise ModelError("cannot be read as a torch state_dict ({}: {})".format(type(exc).__name__, exc)) from exc
+    if not isinstance(state, Mapping) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise ModelError("does not hold a state_dict (a mapping of names to tensors); save it with "
+                         "torch.save(model.state_dict(), path)")
+    return dict(state)
+
+
+def load_weights(model: torch.nn.Module, state: Mapping[str, torch.Tensor]) -> None:
+    """Load strictly, with a message that lists what is missing, unexpected or mis-shaped."""
+    own = model.state_dict()
+    missing = [k for k in own if k not in state]
+    unexpected = [k for k in state if k not in own]
+    mismatched = ["{} {} vs model {}".format(k, tuple(state[k].shape), tuple(own[k].shape))
+                  for k in own if k in state and state[k].shape != own[k].shape]
+    problems = []
+    for label, items in (("missing keys", missing), ("unexpected keys", unexpected),
+                         ("shape mismatches", mismatched)):
+        if items:
+            shown = ", ".join(items[:3]) + (" and {} more".format(len(items) - 3) if len(items) > 3 else "")
+            problems.append("{} {} ({})".format(len(items), label, shown))
+    if problems:
+        raise ModelError("does not fit the model: " + "; ".join(problems))
+    model.load_state_dict(dict(state), strict=True)

@@ -1,0 +1,119 @@
+"""The payload's work: float predictions, calibration, quantized predictions, exports, result.json."""
+
+import copy
+import os
+import platform
+import sys
+import time
+import traceback
+from typing import Callable, Dict
+
+import h5py
+import numpy as np
+import torch
+
+from container_payload import backends
+from container_payload.data import Batch, PredictionWriter, SampleReader
+from container_payload.events import Phase, emit, log, warn
+from container_payload.job import FLOAT_PREDS, QUANT_PREDS, RESULT, Job, Result
+from container_payload.loading import build_model, load_weights, read_state_dict
+
+EXIT_FAILED = 1
+EXIT_BAD_JOB = 2
+
+
+def _batch_size(batch: Batch) -> int:
+    return len(batch[0])
+
+
+def predict(model: Callable[[torch.Tensor], torch.Tensor], reader: SampleReader, batch_size: int,
+            out_path: str, phase: str) -> None:
+    with Phase(phase, len(reader)) as progress, PredictionWriter(out_path) as writer, torch.no_grad():
+        for names, array in progress.track(reader.batches(batch_size), _batch_size):
+            output = model(torch.from_numpy(array))
+            writer.write(names, output.detach().cpu().numpy())
+
+
+def versions() -> Dict[str, str]:
+    return {"python": platform.python_version(), "torch": torch.__version__, "numpy": np.__version__,
+            "h5py": h5py.__version__}
+
+
+def execute(job: Job) -> Result:
+    timings = {}  # type: Dict[str, float]
+    warnings = []  # type: List[str]
+
+    def on_warning(message: str) -> None:
+        warnings.append(message)
+        warn(message)
+
+    start = time.perf_counter()
+    backend_name = backends.resolve(job.quantizer, on_warning)
+    calib = SampleReader(job.samples, "calibration", job.calib_limit)
+    test = SampleReader(job.samples, "test", job.test_limit)
+    model = build_model(job.model, job.model_path, job.model_args, job.num_classes)
+    load_weights(model, read_state_dict(job.state_dict))
+    model.eval()
+    model_class = type(model).__name__
+    log("model {} ({:,} parameters), quantizer {}, {} calibration and {} test samples".format(
+        model_class, sum(p.numel() for p in model.parameters()), backend_name, len(calib), len(test)))
+    timings["load"] = time.perf_counter() - start
+    files = []  # type: List[str]
+
+    if job.float_preds:
+        start = time.perf_counter()
+        predict(model, test, job.eval_batch_size, os.path.join(job.run_dir, FLOAT_PREDS), "float")
+        files.append(FLOAT_PREDS)
+        timings["float"] = time.perf_counter() - start
+
+    backend_cls = backends.load(backend_name)
+    exports = backend_cls.default_exports if job.exports is None else job.exports
+    unsupported = [fmt for fmt in exports if fmt not in backend_cls.supported_exports]
+    if unsupported:
+        raise backends.BackendError("the {} quantizer cannot export {}; it supports: {}".format(
+            backend_name, ", ".join(unsupported), ", ".join(backend_cls.supported_exports) or "nothing"))
+    backend = backend_cls(copy.deepcopy(model), job.run_dir, job.input_size, target=job.target,
+                          quant_opt=job.quant_opt, warn=on_warning)
+
+    start = time.perf_counter()
+    with Phase("calibrate", len(calib)) as progress:
+        batches = progress.track(calib.batches(job.calib_batch_size), _batch_size)
+        backend.calibrate(torch.from_numpy(array) for _, array in batches)
+    timings["calibrate"] = time.perf_counter() - start
+
+    start = time.perf_counter()
+    predict(backend.quantized(), test, job.eval_batch_size, os.path.join(job.run_dir, QUANT_PREDS), "test")
+    timings["test"] = time.perf_counter() - start
+
+    if exports:
+        start = time.perf_counter()
+        with Phase("export", len(exports), unit="files"):
+            names, first = next(test.batches(1))
+            files.extend(backend.export(exports, torch.from_numpy(first)))
+        timings["export"] = time.perf_counter() - start
+
+    files = ["quant_info.json", QUANT_PREDS] + [f for f in files if f != QUANT_PREDS]
+    return Result(status="succeeded", backend=backend_name, model_class=model_class, files=files,
+                  num_calibration=len(calib), num_test=len(test), timings=timings, versions=versions(),
+                  warnings=warnings)
+
+
+def main(job_path: str) -> int:
+    try:
+        with open(job_path, encoding="utf-8") as f:
+            job = Job.from_json(f.read())
+    except (OSError, ValueError) as exc:
+        emit("error", kind=type(exc).__name__, message="cannot read job {}: {}".format(job_path, exc))
+        return EXIT_BAD_JOB
+    try:
+        result = execute(job)
+    except Exception as exc:  # noqa: BLE001 - every failure is reported as one error event, then the traceback
+        traceback.print_exc(file=sys.stderr)
+        emit("error", kind=type(exc).__name__, message=str(exc) or type(exc).__name__)
+        return EXIT_FAILED
+    with open(os.path.join(job.run_dir, RESULT), "w", encoding="utf-8") as f:
+        f.write(result.to_json())
+    emit("result", status=result.status, path=RESULT)
+    return 0
+
+

@@ -1,0 +1,54 @@
+"""The Typer app: one module per verb. Commands parse options, call one core function and render its result."""
+
+from __future__ import annotations
+
+import os
+import sys
+
+import typer
+
+from hostctl import __version__
+from hostctl.errors import HostctlError
+
+app = typer.Typer(
+    name="hostctl",
+    help="Quantize PyTorch models for AMD/Xilinx DPUs (Vitis AI) with one command.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    rich_markup_mode="rich",
+)
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"hostctl {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="Print the version."),
+) -> None:
+    """Quantize PyTorch models for AMD/Xilinx DPUs (Vitis AI) with one command."""
+
+
+from hostctl.cli import quantize  # noqa: E402,F401 - TEMP
+
+
+def main() -> None:
+    """Console-script entry point: one error handler for every verb."""
+    from hostctl.config import load_default_map
+    from hostctl.ui import Reporter
+
+    debug = os.environ.get("HOSTCTL_DEBUG", "") not in ("", "0") or "--debug" in sys.argv
+    try:
+        default_map = load_default_map()
+        app(prog_name="hostctl", default_map=default_map)
+    except HostctlError as exc:
+        if debug:
+            import traceback
+
+            traceback.print_exc()
+        Reporter().error(exc.message, exc.hint)
+        sys.exit(exc.exit_code)

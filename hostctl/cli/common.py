@@ -1,0 +1,61 @@
+"""Options shared by several verbs, defined once as Annotated aliases, and the small parsers behind them."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from hostctl.errors import UsageError
+
+MODEL_PANEL = "Model"
+
+InputSize = Annotated[
+    tuple[int, int, int],
+    typer.Option("--input-size", metavar="C H W", envvar="HOSTCTL_INPUT_SIZE",
+                 help="Model input shape without the batch dimension.", rich_help_panel=MODEL_PANEL),
+]
+NumClasses = Annotated[
+    int,
+    typer.Option("--num-classes", min=1, envvar="HOSTCTL_NUM_CLASSES",
+                 help="Number of classes (passed to the built-in Unet).", rich_help_panel=MODEL_PANEL),
+]
+ModelSpec = Annotated[
+    str | None,
+    typer.Option("--model", metavar="MODULE:CLASS", envvar="HOSTCTL_MODEL",
+                 help="Any importable nn.Module; default: the built-in Unet.", rich_help_panel=MODEL_PANEL),
+]
+ModelPath = Annotated[
+    Path | None,
+    typer.Option("--model-path", metavar="DIR", envvar="HOSTCTL_MODEL_PATH",
+                 help="Directory put on the payload's import path for --model (mounted read-only).",
+                 rich_help_panel=MODEL_PANEL),
+]
+ModelArgs = Annotated[
+    list[str] | None,
+    typer.Option("--model-arg", metavar="KEY=VALUE",
+                 help="Keyword argument for the model constructor; repeatable; values parsed as JSON where they "
+                      "parse.", rich_help_panel=MODEL_PANEL),
+]
+JsonOutput = Annotated[
+    bool, typer.Option("--json", help="Print one JSON summary on stdout; human output goes to stderr."),
+]
+Debug = Annotated[
+    bool, typer.Option("--debug", envvar="HOSTCTL_DEBUG", help="Show tracebacks and debug logs."),
+]
+
+
+def parse_model_args(items: list[str] | None) -> dict[str, Any]:
+    result: dict[str, Any] = {}
+    for item in items or []:
+        key, sep, raw = item.partition("=")
+        if not sep or not key.strip():
+            raise UsageError(f"--model-arg {item!r} is not KEY=VALUE", "Write it like --model-arg width=16.")
+        try:
+            value: Any = json.loads(raw)
+        except ValueError:
+            value = raw
+        result[key.strip()] = value
+    return result

@@ -1,0 +1,137 @@
+"""hostctl quantize"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from container_payload.job import BUILTIN_MODEL, EXPORT_FORMATS
+from hostctl.cli import app
+from hostctl.cli.common import (
+    Debug,
+    InputSize,
+    JsonOutput,
+    ModelArgs,
+    ModelPath,
+    ModelSpec,
+    NumClasses,
+    parse_model_args,
+)
+from hostctl.errors import UsageError
+from hostctl.options import (
+    DEFAULT_CONDA_ENV,
+    DEFAULT_IMAGE,
+    DEFAULT_INPUT_DIR,
+    DEFAULT_OUTPUT_DIR,
+    PULL_POLICIES,
+    RUNTIMES,
+    QuantizeOptions,
+)
+from hostctl.ui import Reporter, print_json
+
+DOCKER = "Docker runtime"
+QUANT = "Quantization"
+
+EXAMPLES = """
+[bold]Examples[/]
+
+  hostctl quantize                                   [dim]# tutorial layout, Vitis AI image[/]
+  hostctl quantize --runtime local --quantizer portable --input-size 3 256 256
+  hostctl quantize --model mynet:Net --model-path ./src --model-arg width=16
+  hostctl quantize --print-docker-cmd                [dim]# the equivalent docker run line[/]
+"""
+
+
+def _choice(value: str, choices: tuple[str, ...], flag: str) -> str:
+    if value not in choices:
+        raise UsageError(f"{flag} {value!r} is not one of: {', '.join(choices)}", f"Pass one of {', '.join(choices)}.")
+    return value
+
+
+def _exports(values: list[str] | None) -> tuple[str, ...] | None:
+    if not values:
+        return None
+    if values == ["none"]:
+        return ()
+    for value in values:
+        _choice(value, EXPORT_FORMATS, "--export")
+    return tuple(dict.fromkeys(values))
+
+
+@app.command(epilog=EXAMPLES)
+def quantize(
+    input_dir: Annotated[Path, typer.Option(envvar="HOSTCTL_INPUT_DIR",
+                                            help="Holds state_dict.pt and quantization_samples.h5.")]
+    = DEFAULT_INPUT_DIR,
+    output_dir: Annotated[Path, typer.Option(envvar="HOSTCTL_OUTPUT_DIR", help="Where the results go.")]
+    = DEFAULT_OUTPUT_DIR,
+    input_size: InputSize = (3, 512, 512),
+    num_classes: NumClasses = 7,
+    calib_batch_size: Annotated[int, typer.Option(min=1, envvar="HOSTCTL_CALIB_BATCH_SIZE",
+                                                  help="Calibration batch size.", rich_help_panel=QUANT)] = 8,
+    calib_samples_limit: Annotated[int | None, typer.Option(
+        min=1, envvar="HOSTCTL_CALIB_SAMPLES_LIMIT", help="Use the first N calibration samples.",
+        rich_help_panel=QUANT)] = None,
+    test_samples_limit: Annotated[int | None, typer.Option(
+        "--test-samples-limit", "--quantization-samples-num-limit", min=1, envvar="HOSTCTL_TEST_SAMPLES_LIMIT",
+        help="Use the first N test samples.", rich_help_panel=QUANT)] = None,
+    model: ModelSpec = None,
+    model_path: ModelPath = None,
+    model_arg: ModelArgs = None,
+    runtime: Annotated[str, typer.Option(envvar="HOSTCTL_RUNTIME", help="Where the payload runs: docker or local.")]
+    = "docker",
+    quantizer: Annotated[str, typer.Option(envvar="HOSTCTL_QUANTIZER", rich_help_panel=QUANT,
+                                           help="auto (vai where pytorch_nndct imports, else portable), vai, "
+                                                "portable.")] = "auto",
+    target: Annotated[str | None, typer.Option(envvar="HOSTCTL_TARGET", rich_help_panel=QUANT,
+                                                  help="DPU target, e.g. DPUCZDX8G_ISA1_B4096 (KV260).")] = None,
+    export: Annotated[list[str] | None, typer.Option(
+        rich_help_panel=QUANT, help="xmodel, onnx, torchscript or none; repeatable. Default: xmodel for vai, "
+                                    "nothing for portable.")] = None,
+    quant_opt: Annotated[int, typer.Option(min=0, max=3, envvar="HOSTCTL_QUANT_OPT", rich_help_panel=QUANT,
+                                           help="nndct_quant_opt: 0 = no equalisation or bias correction, "
+                                                "3 = nndct's default.")] = 3,
+    image: Annotated[str, typer.Option(envvar="HOSTCTL_IMAGE", rich_help_panel=DOCKER)] = DEFAULT_IMAGE,
+    conda_env: Annotated[str, typer.Option(envvar="HOSTCTL_CONDA_ENV", rich_help_panel=DOCKER)] = DEFAULT_CONDA_ENV,
+    pull: Annotated[str, typer.Option(envvar="HOSTCTL_PULL", rich_help_panel=DOCKER,
+                                      help="missing, always or never.")] = "missing",
+    requirements: Annotated[Path | None, typer.Option(
+        envvar="HOSTCTL_REQUIREMENTS", rich_help_panel=DOCKER,
+        help="pip requirements installed for the run, cached between runs.")] = None,
+    keep_container: Annotated[bool, typer.Option(rich_help_panel=DOCKER,
+                                                 help="Keep the stopped container for debugging.")] = False,
+    print_docker_cmd: Annotated[bool, typer.Option(rich_help_panel=DOCKER,
+                                                   help="Print an equivalent docker run command and exit.")]
+    = False,
+    python: Annotated[str | None, typer.Option(envvar="HOSTCTL_PYTHON",
+                                                  help="Local runtime: the interpreter that runs the payload.")]
+    = None,
+    no_evaluate: Annotated[bool, typer.Option("--no-evaluate", help="Skip metrics and report.")] = False,
+    json_output: JsonOutput = False,
+    debug: Debug = False,
+) -> None:
+    """Quantize a model: validate inputs, run the payload (Vitis AI container or local), verify, evaluate."""
+    opts = QuantizeOptions(
+        input_dir=input_dir, output_dir=output_dir, input_size=tuple(input_size), num_classes=num_classes,
+        calib_batch_size=calib_batch_size, calib_limit=calib_samples_limit, test_limit=test_samples_limit,
+        model=model or BUILTIN_MODEL, model_path=model_path, model_args=parse_model_args(model_arg),
+        runtime=_choice(runtime, RUNTIMES, "--runtime"),
+        quantizer=_choice(quantizer, ("auto", "vai", "portable"), "--quantizer"), image=image,
+        conda_env=conda_env, pull=_choice(pull, PULL_POLICIES, "--pull"), requirements=requirements, target=target,
+        keep_container=keep_container, python=python, exports=_exports(export), quant_opt=quant_opt,
+        evaluate=not no_evaluate,
+    )
+    reporter = Reporter(debug=debug)
+    if print_docker_cmd:
+        from hostctl.runtime.docker import docker_command
+
+        typer.echo(docker_command(opts))
+        return
+    from hostctl.pipeline import quantize as run_quantize
+
+    summary = run_quantize(opts, reporter)
+    if json_output:
+        print_json(summary.to_dict())
+    reporter.success(f"results in {summary.output_dir}")

@@ -1,0 +1,67 @@
+"""One exception tree. Each error carries its exit code and the next step for the user.
+
+The CLI catches HostctlError once, at the top, and prints `error: <message>` plus the hint on one line each;
+tracebacks appear only with --debug.
+"""
+
+from __future__ import annotations
+
+EXIT_OK = 0
+EXIT_RUN = 1
+EXIT_USAGE = 2
+EXIT_ENV = 3
+EXIT_SIGNAL_BASE = 128
+
+
+class HostctlError(Exception):
+    exit_code = EXIT_RUN
+
+    def __init__(self, message: str, hint: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.hint = hint
+
+    def __str__(self) -> str:
+        return self.message if not self.hint else f"{self.message}. {self.hint}"
+
+
+class UsageError(HostctlError):
+    """Bad options or invalid inputs, found before anything runs."""
+
+    exit_code = EXIT_USAGE
+
+
+class InputError(UsageError):
+    """An input file that cannot be used; the message names the file."""
+
+    def __init__(self, path, problem: str, hint: str | None = None) -> None:
+        super().__init__(f"{path}: {problem}", hint)
+        self.path = path
+
+
+class EnvironmentProblem(HostctlError):
+    """The machine cannot run the job: engine unreachable, image missing, permissions."""
+
+    exit_code = EXIT_ENV
+
+
+class RunFailed(HostctlError):
+    """The payload ran and failed, died, or left outputs missing."""
+
+    exit_code = EXIT_RUN
+
+    def __init__(self, message: str, hint: str | None = None, log_tail: list[str] | None = None) -> None:
+        super().__init__(message, hint)
+        self.log_tail = log_tail or []
+
+
+class Interrupted(HostctlError):
+    """A signal ended the run; cleanup already happened."""
+
+    def __init__(self, signum: int) -> None:
+        import signal
+
+        name = signal.Signals(signum).name
+        super().__init__(f"interrupted by {name}; the run was stopped and cleaned up, earlier results are intact")
+        self.signum = signum
+        self.exit_code = EXIT_SIGNAL_BASE + signum

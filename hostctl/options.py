@@ -1,0 +1,45 @@
+"""The options of a quantize run as one frozen value: built by the CLI (or the demo), read by the pipeline."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from container_payload.job import BUILTIN_MODEL
+
+DEFAULT_IMAGE = "xilinx/vitis-ai-pytorch-cpu:ubuntu2004-3.5.0.306"
+DEFAULT_CONDA_ENV = "vitis-ai-wego-torch2"
+DEFAULT_INPUT_DIR = Path("deployment/deployment_artifacts/deployment_inputs")
+DEFAULT_OUTPUT_DIR = Path("deployment/deployment_artifacts/quantization_results")
+RUNTIMES = ("docker", "local")
+PULL_POLICIES = ("missing", "always", "never")
+
+
+@dataclass(frozen=True)
+class QuantizeOptions:
+    input_dir: Path = DEFAULT_INPUT_DIR
+    output_dir: Path = DEFAULT_OUTPUT_DIR
+    input_size: tuple[int, int, int] = (3, 512, 512)
+    num_classes: int = 7
+    calib_batch_size: int = 8
+    calib_limit: int | None = None
+    test_limit: int | None = None
+    model: str = BUILTIN_MODEL
+    model_path: Path | None = None
+    model_args: dict[str, Any] = field(default_factory=dict)
+    runtime: str = "docker"
+    quantizer: str = "auto"
+    image: str = DEFAULT_IMAGE
+    conda_env: str = DEFAULT_CONDA_ENV
+    pull: str = "missing"
+    requirements: Path | None = None
+    target: str | None = None
+    keep_container: bool = False
+    python: str | None = None
+    exports: tuple[str, ...] | None = None  # None: the backend's default; () for none
+    quant_opt: int = 3
+    evaluate: bool = True
+
+    def to_dict(self) -> dict[str, Any]:
+        return {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(self).items()}

@@ -1,0 +1,216 @@
+"""hostctl quantize: validate -> job -> runtime -> verify -> evaluate -> manifest, into a staged directory."""
+
+from __future__ import annotations
+
+import collections
+import json
+import os
+import platform
+import re
+import socket
+import time
+import uuid
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, TextIO
+
+import h5py
+
+from container_payload.job import (
+    FLOAT_PREDS,
+    JOB,
+    QUANT_INFO,
+    QUANT_PREDS,
+    RESULT,
+    Job,
+    Result,
+    SchemaError,
+    parse_event,
+)
+from hostctl import __version__, runtime
+from hostctl.errors import HostctlError, Interrupted, RunFailed
+from hostctl.options import QuantizeOptions
+from hostctl.signals import trap_signals
+from hostctl.staging import Staging
+from hostctl.ui import Reporter
+from hostctl.validate import Inputs, validate_quantize
+
+RUN_LOG = "run.log"
+MANIFEST = "run.json"
+TAIL_LINES = 15
+EVAL_BATCH = 8
+ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
+
+
+@dataclass(frozen=True)
+class RunSummary:
+    status: str
+    output_dir: Path
+    run_id: str
+    backend: str
+    files: list[str]
+    timings: dict[str, float]
+    metrics: dict[str, Any] | None = None
+    warnings: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["output_dir"] = str(self.output_dir)
+        return data
+
+
+class PayloadOutput:
+    """Routes each payload line: events to the progress display, the rest to the log and run.log."""
+
+    def __init__(self, reporter: Reporter, log: TextIO) -> None:
+        self.reporter = reporter
+        self.log = log
+        self.tail: collections.deque[str] = collections.deque(maxlen=TAIL_LINES)
+        self.error: dict[str, Any] | None = None
+        self.result_seen = False
+
+    def on_line(self, stream: str, line: str) -> None:
+        event = parse_event(line)
+        if event is None:
+            line = ANSI.sub("", line)
+            self.log.write(line + "\n" if stream == "stdout" else f"[stderr] {line}\n")
+            self.log.flush()
+            self.tail.append(line)
+            self.reporter.log(line, stream)
+            return
+        kind = event["event"]
+        if kind in ("warning", "error"):
+            self.log.write(f"[{kind}] {event.get('message', '')}\n")
+        if kind == "error":
+            self.error = event
+        elif kind == "result":
+            self.result_seen = True
+        else:
+            self.reporter.event(event)
+
+
+def quantize(opts: QuantizeOptions, reporter: Reporter) -> RunSummary:
+    inputs = validate_quantize(opts)
+    run_id = time.strftime("%Y%m%d-%H%M%S-") + uuid.uuid4().hex[:8]
+    started = time.time()
+    timings: dict[str, float] = {}
+    with trap_signals() as trap, Staging(opts.output_dir, run_id) as stage:
+        run_dir = stage.run_dir
+        manifest: dict[str, Any] = {
+            "run_id": run_id, "status": "running", "hostctl_version": __version__,
+            "options": opts.to_dict(), "host": {"hostname": socket.gethostname(), "platform": platform.platform(),
+                                                "python": platform.python_version(), "uid": os.getuid(),
+                                                "gid": os.getgid()},
+            "inputs": {"samples": str(inputs.samples), "state_dict": str(inputs.state_dict),
+                       "num_calibration": inputs.num_calibration, "num_test": inputs.num_test},
+            "started": _iso(started),
+        }
+        try:
+            rt = runtime.create(opts, run_dir, reporter, trap)
+            rt.prepare()
+            manifest["runtime"] = rt.describe()
+            result = _run_payload(opts, inputs, rt, run_dir, reporter, timings)
+            manifest["payload"] = {"backend": result.backend, "versions": result.versions,
+                                   "timings": result.timings, "warnings": result.warnings}
+            metrics = None
+            if opts.evaluate:
+                t0 = time.perf_counter()
+                metrics = _evaluate(opts, inputs, run_dir, reporter)
+                timings["evaluate"] = time.perf_counter() - t0
+            files = sorted(p.name for p in run_dir.iterdir()) + [MANIFEST]
+            manifest.update(status="succeeded", files=sorted(set(files)), timings=timings)
+            _finish_manifest(run_dir, manifest, started)
+            stage.commit()
+        except BaseException as exc:
+            status = "interrupted" if isinstance(exc, (Interrupted, KeyboardInterrupt)) else "failed"
+            manifest.update(status=status, error=str(exc) or type(exc).__name__, timings=timings)
+            if run_dir.exists():
+                _finish_manifest(run_dir, manifest, started)
+            raise
+        finally:
+            reporter.close()
+    return RunSummary(status="succeeded", output_dir=stage.output_dir, run_id=run_id, backend=result.backend,
+                      files=manifest["files"], timings=timings, metrics=metrics,
+                      warnings=list(result.warnings))
+
+
+def _run_payload(opts: QuantizeOptions, inputs: Inputs, rt: runtime.Runtime, run_dir: Path, reporter: Reporter,
+                 timings: dict[str, float]) -> Result:
+    job = Job(
+        state_dict=rt.view(inputs.state_dict), samples=rt.view(inputs.samples), run_dir=rt.view(run_dir),
+        input_size=tuple(opts.input_size), num_classes=opts.num_classes, calib_batch_size=opts.calib_batch_size,
+        eval_batch_size=EVAL_BATCH, calib_limit=opts.calib_limit, test_limit=opts.test_limit, model=opts.model,
+        model_path=rt.view(opts.model_path) if opts.model_path else None, model_args=dict(opts.model_args),
+        quantizer=opts.quantizer, target=opts.target, exports=opts.exports, quant_opt=opts.quant_opt,
+    )
+    job_file = run_dir / JOB
+    job_file.write_text(job.to_json(), encoding="utf-8")
+    t0 = time.perf_counter()
+    with open(run_dir / RUN_LOG, "w", encoding="utf-8") as log:
+        output = PayloadOutput(reporter, log)
+        try:
+            code = rt.run(job_file, output.on_line)
+        finally:
+            reporter.close()
+    timings["payload"] = time.perf_counter() - t0
+    return verify_outputs(run_dir, inputs, code, output)
+
+
+def verify_outputs(run_dir: Path, inputs: Inputs, code: int, output: PayloadOutput) -> Result:
+    """Trust files, not exit codes: nndct can exit 0 after an error."""
+    tail = list(output.tail)
+    if output.error is not None:
+        raise RunFailed(f"the payload failed: {output.error.get('kind', 'error')}: {output.error.get('message')}",
+                        f"See {RUN_LOG} in the failed-run directory.", tail)
+    result_file = run_dir / RESULT
+    if code != 0 or not result_file.is_file():
+        why = f"exited with status {code}" if code != 0 else f"exited with status 0 but wrote no {RESULT}"
+        raise RunFailed(f"the payload {why}", _tail_hint(tail), tail)
+    try:
+        result = Result.from_json(result_file.read_text(encoding="utf-8"))
+    except SchemaError as exc:
+        raise RunFailed(f"{result_file.name} cannot be read: {exc}", None, tail) from exc
+    missing = [name for name in [QUANT_INFO, QUANT_PREDS, FLOAT_PREDS, *result.files]
+               if not (run_dir / name).is_file()]
+    if missing:
+        raise RunFailed(f"the payload reported success but did not write {', '.join(sorted(set(missing)))}",
+                        _tail_hint(tail), tail)
+    try:
+        json.loads((run_dir / QUANT_INFO).read_text(encoding="utf-8"))["param"]
+    except (ValueError, KeyError, TypeError) as exc:
+        raise RunFailed(f"{QUANT_INFO} is not a valid quantization config ({exc})", None, tail) from exc
+    for name in (QUANT_PREDS, FLOAT_PREDS):
+        with h5py.File(run_dir / name, "r") as h5:
+            if len(h5) != inputs.num_test:
+                raise RunFailed(f"{name} holds {len(h5)} predictions, expected {inputs.num_test}", None, tail)
+    return result
+
+
+def _tail_hint(tail: list[str]) -> str:
+    return "Last lines of the payload's log:\n  " + "\n  ".join(tail) if tail else "The payload printed nothing."
+
+
+def _evaluate(opts: QuantizeOptions, inputs: Inputs, run_dir: Path, reporter: Reporter) -> dict[str, Any]:
+    from hostctl.evaluate import evaluate, render_metrics, write_metrics
+    from hostctl.report import write_report
+
+    metrics = evaluate(inputs.samples, run_dir / FLOAT_PREDS, run_dir / QUANT_PREDS, opts.num_classes, reporter)
+    write_metrics(metrics, run_dir / "metrics.json")
+    write_report(metrics, inputs.samples, run_dir / FLOAT_PREDS, run_dir / QUANT_PREDS, run_dir / "report")
+    render_metrics(metrics, reporter)
+    return metrics.to_dict()
+
+
+def _finish_manifest(run_dir: Path, manifest: dict[str, Any], started: float) -> None:
+    finished = time.time()
+    manifest.update(finished=_iso(finished), duration_s=round(finished - started, 3))
+    tmp = run_dir / (MANIFEST + ".tmp")
+    tmp.write_text(json.dumps(manifest, indent=2, ensure_ascii=False, sort_keys=True, default=str), encoding="utf-8")
+    tmp.replace(run_dir / MANIFEST)
+
+
+def _iso(ts: float) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%S%z", time.localtime(ts))
+
+
+__all__ = ["quantize", "RunSummary", "QuantizeOptions", "HostctlError"]

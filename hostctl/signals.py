@@ -1,0 +1,60 @@
+"""SIGINT, SIGTERM and SIGHUP end a run through one cleanup path.
+
+The first signal raises Interrupted in the main thread, so every `finally` and context manager on the stack
+runs its cleanup (stop the container, terminate the subprocess, keep earlier results). A second signal during
+that cleanup does not raise again (that would cut the cleanup short); it calls the registered "hurry" callbacks,
+which kill at once instead of waiting out a grace period.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import signal
+import threading
+from collections.abc import Callable, Iterator
+
+from hostctl.errors import Interrupted
+
+HANDLED = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+
+
+class SignalTrap:
+    def __init__(self) -> None:
+        self.signum: int | None = None
+        self._hurry: list[Callable[[], None]] = []
+
+    @property
+    def hurry(self) -> bool:
+        return self.signum is not None and self._hurried
+
+    _hurried = False
+
+    def on_hurry(self, callback: Callable[[], None]) -> None:
+        self._hurry.append(callback)
+
+    def _handle(self, signum: int, _frame: object) -> None:
+        if self.signum is None:
+            self.signum = signum
+            raise Interrupted(signum)
+        self._hurried = True
+        for callback in list(self._hurry):
+            callback()
+
+    def check(self) -> None:
+        """Raise Interrupted if a signal arrived while it could not be raised (e.g. on another thread)."""
+        if self.signum is not None:
+            raise Interrupted(self.signum)
+
+
+@contextlib.contextmanager
+def trap_signals() -> Iterator[SignalTrap]:
+    trap = SignalTrap()
+    if threading.current_thread() is not threading.main_thread():
+        yield trap
+        return
+    previous = {sig: signal.signal(sig, trap._handle) for sig in HANDLED}
+    try:
+        yield trap
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)

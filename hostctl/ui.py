@@ -1,0 +1,175 @@
+"""The terminal: the only module that imports rich.
+
+Human output goes to stderr so that stdout stays free for `--json` summaries and `--print-docker-cmd`.
+Core code talks to a Reporter; tests pass a Reporter writing to a buffer, or use `Reporter(quiet=True)`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import sys
+from collections.abc import Iterator, Sequence
+from typing import Any, TextIO
+
+from rich.console import Console
+from rich.markup import escape
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TaskID,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
+from rich.table import Table
+
+PHASE_TITLES = {
+    "load": "Loading model",
+    "float": "Float predictions",
+    "calibrate": "Calibrating",
+    "test": "Quantized predictions",
+    "export": "Exporting",
+    "requirements": "Installing requirements",
+    "pull": "Pulling image",
+}
+
+
+class _Rate(TextColumn):
+    """Samples per second for a task, blank until there is a rate."""
+
+    def __init__(self) -> None:
+        super().__init__("")
+
+    def render(self, task):  # noqa: ANN001 - rich's Task type
+        speed = task.finished_speed or task.speed
+        unit = task.fields.get("unit", "it")
+        return self.text_format if speed is None else f"{speed:,.1f} {unit}/s"
+
+
+class Reporter:
+    def __init__(self, *, stream: TextIO | None = None, quiet: bool = False, debug: bool = False) -> None:
+        self.console = Console(file=stream or sys.stderr, highlight=False, soft_wrap=True)
+        self.quiet = quiet
+        self.debug_enabled = debug
+        self._progress: Progress | None = None
+        self._tasks: dict[str, TaskID] = {}
+        self.warnings: list[str] = []
+
+    # -- plain messages ------------------------------------------------------------------------------------------
+    def info(self, message: str) -> None:
+        if not self.quiet:
+            self.console.print(escape(message))
+
+    def success(self, message: str) -> None:
+        if not self.quiet:
+            self.console.print(f"[green]✓[/] {escape(message)}")
+
+    def warn(self, message: str) -> None:
+        self.warnings.append(message)
+        self.console.print(f"[yellow]warning:[/] {escape(message)}")
+
+    def error(self, message: str, hint: str | None = None) -> None:
+        self.console.print(f"[bold red]error:[/] {escape(message)}")
+        if hint:
+            self.console.print(f"[dim]hint:[/] {escape(hint)}")
+
+    def debug(self, message: str) -> None:
+        if self.debug_enabled:
+            self.console.print(f"[dim]debug: {escape(message)}[/]")
+
+    def log(self, line: str, stream: str = "stdout") -> None:
+        """A line the payload printed, shown dimmed."""
+        if not self.quiet:
+            style = "dim red" if stream == "stderr" else "dim"
+            self.console.print(f"[{style}]│ {escape(line)}[/]")
+
+    def status(self, message: str) -> None:
+        """A transient status update (a `\r` line from the payload)."""
+        self.debug(message)
+
+    # -- progress ------------------------------------------------------------------------------------------------
+    def _bars(self) -> Progress:
+        if self._progress is None:
+            self._progress = Progress(
+                TextColumn("[bold]{task.description}"),
+                BarColumn(),
+                MofNCompleteColumn(),
+                _Rate(),
+                TimeElapsedColumn(),
+                TextColumn("eta"),
+                TimeRemainingColumn(),
+                console=self.console,
+                disable=self.quiet,
+            )
+            self._progress.start()
+        return self._progress
+
+    def start_task(self, key: str, total: float | None, description: str | None = None,
+                   unit: str = "samples") -> None:
+        bars = self._bars()
+        if key in self._tasks:
+            bars.update(self._tasks[key], total=total, completed=0)
+            return
+        self._tasks[key] = bars.add_task(description or PHASE_TITLES.get(key, key), total=total, unit=unit)
+
+    def update_task(self, key: str, *, done: float | None = None, advance: float | None = None,
+                    total: float | None = None) -> None:
+        if key not in self._tasks:
+            self.start_task(key, total)
+        self._bars().update(self._tasks[key], completed=done, advance=advance, total=total)
+
+    def finish_task(self, key: str) -> None:
+        if key in self._tasks:
+            task = self._tasks[key]
+            total = self._bars().tasks[task].total
+            if total is not None:
+                self._bars().update(task, completed=total)
+
+    @contextlib.contextmanager
+    def task(self, key: str, total: float | None, description: str | None = None,
+             unit: str = "samples") -> Iterator[None]:
+        self.start_task(key, total, description, unit)
+        try:
+            yield
+        finally:
+            self.finish_task(key)
+
+    def event(self, event: dict[str, Any]) -> None:
+        """Render one payload event (container_payload.job event schema)."""
+        kind = event.get("event")
+        name = str(event.get("name", ""))
+        if kind == "phase":
+            if event.get("state") == "start":
+                self.start_task(name, event.get("total"), unit=str(event.get("unit", "samples")))
+            else:
+                self.finish_task(name)
+        elif kind == "progress":
+            self.update_task(name, done=event.get("done"), total=event.get("total"))
+        elif kind == "warning":
+            self.warn(str(event.get("message", "")))
+        elif kind == "log":
+            self.log(str(event.get("message", "")))
+
+    def close(self) -> None:
+        if self._progress is not None:
+            self._progress.stop()
+            self._progress = None
+            self._tasks.clear()
+
+    # -- results -------------------------------------------------------------------------------------------------
+    def table(self, title: str, columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:
+        if self.quiet:
+            return
+        table = Table(title=title, title_justify="left")
+        for i, column in enumerate(columns):
+            table.add_column(column, justify="left" if i == 0 else "right")
+        for row in rows:
+            table.add_row(*(escape(str(cell)) for cell in row))
+        self.console.print(table)
+
+
+def print_json(data: Any) -> None:
+    sys.stdout.write(json.dumps(data, indent=2, ensure_ascii=False, sort_keys=True) + "\n")
+    sys.stdout.flush()

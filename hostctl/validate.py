@@ -1,0 +1,148 @@
+"""Everything that can be checked before a run starts, each failure one line naming the file and the fix."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import h5py
+import numpy as np
+
+from container_payload.job import SAMPLES, STATE_DICT
+from hostctl.errors import InputError, UsageError
+from hostctl.options import QuantizeOptions
+
+PREPARE_HINT = "Create it with `hostctl prepare` or point --input-dir at the right directory."
+
+
+@dataclass(frozen=True)
+class Inputs:
+    """Facts about validated inputs that later steps use."""
+
+    state_dict: Path
+    samples: Path
+    num_calibration: int
+    num_test: int
+    has_labels: bool
+
+
+def validate_quantize(opts: QuantizeOptions, *, check_model: bool = True) -> Inputs:
+    _check_options(opts)
+    input_dir = opts.input_dir
+    if not input_dir.is_dir():
+        raise InputError(input_dir, "input directory does not exist", PREPARE_HINT)
+    state_dict, samples = input_dir / STATE_DICT, input_dir / SAMPLES
+    for path in (state_dict, samples):
+        if not path.is_file():
+            raise InputError(path, "file not found", PREPARE_HINT)
+    counts, has_labels = check_samples(samples, opts.input_size, opts.calib_batch_size)
+    if check_model:
+        check_model_and_weights(opts, state_dict)
+    check_output_dir(opts.output_dir)
+    return Inputs(state_dict, samples, min(counts["calibration"], opts.calib_limit or counts["calibration"]),
+                  min(counts["test"], opts.test_limit or counts["test"]), has_labels)
+
+
+def _check_options(opts: QuantizeOptions) -> None:
+    if opts.quantizer == "portable" and opts.exports and "xmodel" in opts.exports:
+        raise UsageError("--export xmodel needs the vai quantizer (pytorch_nndct)",
+                         "Use --quantizer vai in the Vitis AI image, or --export none/onnx/torchscript.")
+    if opts.model_path is not None and not opts.model_path.is_dir():
+        raise InputError(opts.model_path, "--model-path is not a directory", "Pass the directory that holds "
+                         "your model's module.")
+    if opts.requirements is not None and not opts.requirements.is_file():
+        raise InputError(opts.requirements, "requirements file not found", "Fix the --requirements path.")
+    if opts.python is not None and opts.runtime != "local":
+        raise UsageError("--python applies to --runtime local only", "Drop --python or add --runtime local.")
+
+
+def check_samples(path: Path, input_size: tuple[int, int, int], batch: int) -> tuple[dict[str, int], bool]:
+    try:
+        h5 = h5py.File(path, "r")
+    except OSError as exc:
+        raise InputError(path, f"cannot be opened as HDF5 ({exc})", "Write it with h5py or `hostctl prepare`.") from exc
+    with h5:
+        counts = {}
+        for group_name in ("calibration", "test"):
+            group = h5.get(group_name)
+            if not isinstance(group, h5py.Group):
+                raise InputError(path, f"has no '{group_name}' group",
+                                 f"Store {group_name} samples as datasets under /{group_name}.")
+            names = list(group.keys())
+            if not names:
+                raise InputError(path, f"group '{group_name}' is empty", f"Add {group_name} samples to it.")
+            for name in names:
+                item = group[name]
+                where = f"sample '{group_name}/{name}'"
+                if not isinstance(item, h5py.Dataset):
+                    raise InputError(path, f"{where} is a group, not a dataset", "Store each sample as a dataset.")
+                if tuple(item.shape) != tuple(input_size):
+                    raise InputError(path, f"{where} has shape {list(item.shape)}, expected {list(input_size)}",
+                                     "Preprocess to --input-size or pass the right --input-size.")
+                if item.dtype.kind != "f":
+                    raise InputError(path, f"{where} has dtype {item.dtype}, expected a float type",
+                                     "Store preprocessed float32 samples.")
+            first = np.stack([np.asarray(group[name][()], dtype=np.float32) for name in names[:batch]])
+            if not np.isfinite(first).all():
+                bad = next(n for n, a in zip(names, first, strict=False) if not np.isfinite(a).all())
+                raise InputError(path, f"sample '{group_name}/{bad}' contains NaN or inf",
+                                 "Fix the preprocessing that produced it.")
+            counts[group_name] = len(names)
+        labels = h5.get("labels")
+        if labels is not None:
+            _check_labels(path, labels, list(h5["test"].keys()), input_size)
+    return counts, labels is not None
+
+
+def _check_labels(path: Path, labels: h5py.Group, test_names: list[str], input_size: tuple[int, int, int]) -> None:
+    if not isinstance(labels, h5py.Group):
+        raise InputError(path, "'labels' is not a group", "Store one label map per test sample under /labels.")
+    missing = [n for n in test_names if n not in labels]
+    if missing:
+        raise InputError(path, f"'labels' has no entry for test sample '{missing[0]}' ({len(missing)} missing)",
+                         "Give every test sample a label map of the same name, or drop the labels group.")
+    for name in test_names:
+        item = labels[name]
+        if tuple(item.shape) != tuple(input_size[1:]) or item.dtype.kind not in "ui":
+            raise InputError(path, f"label 'labels/{name}' has shape {list(item.shape)} and dtype {item.dtype}, "
+                             f"expected {list(input_size[1:])} integers", "Store uint8 class maps [H,W].")
+
+
+def check_model_and_weights(opts: QuantizeOptions, state_dict: Path) -> None:
+    import torch
+
+    from container_payload.loading import ModelError, build_model, load_weights, read_state_dict
+
+    try:
+        model = build_model(opts.model, str(opts.model_path) if opts.model_path else None, opts.model_args,
+                            opts.num_classes)
+    except ModelError as exc:
+        raise UsageError(f"--model {opts.model}: {exc}", "Check --model, --model-path and --model-arg.") from exc
+    try:
+        load_weights(model, read_state_dict(str(state_dict)))
+    except ModelError as exc:
+        raise InputError(state_dict, str(exc), "Save the state_dict of the same model class and arguments.") from exc
+    model.eval()
+    try:
+        with torch.no_grad():
+            output = model(torch.zeros((1, *opts.input_size)))
+    except Exception as exc:  # noqa: BLE001 - any failure of user code on the declared input is a usage error
+        raise UsageError(f"--model {opts.model} fails on an input of shape {[1, *opts.input_size]}: "
+                         f"{type(exc).__name__}: {exc}", "Check --input-size against what the model expects.") from exc
+    if not isinstance(output, torch.Tensor):
+        raise UsageError(f"--model {opts.model} returns {type(output).__name__}, not a tensor",
+                         "Quantization needs a model with a single tensor output.")
+
+
+def check_output_dir(output_dir: Path) -> None:
+    if output_dir.exists() and not output_dir.is_dir():
+        raise InputError(output_dir, "output path exists and is not a directory", "Choose another --output-dir.")
+    if output_dir.is_dir() and any(output_dir.iterdir()) and not (output_dir / "run.json").exists():
+        raise InputError(output_dir, "output directory holds files that hostctl did not write",
+                         "Choose an empty or new --output-dir; hostctl replaces only its own results.")
+    ancestor = output_dir.parent.resolve()
+    while not ancestor.exists():
+        ancestor = ancestor.parent
+    if not os.access(ancestor, os.W_OK | os.X_OK):
+        raise InputError(ancestor, "directory is not writable", "Choose an --output-dir you can write to.")
