@@ -39,7 +39,20 @@ def versions() -> Dict[str, str]:
             "h5py": h5py.__version__}
 
 
+def use_all_cpus() -> None:
+    """Some torch builds (Debian's among them) default to one thread; use what this process may run on."""
+    if os.environ.get("OMP_NUM_THREADS"):
+        return
+    try:
+        available = len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        available = os.cpu_count() or 1
+    if torch.get_num_threads() < available:
+        torch.set_num_threads(available)
+
+
 def execute(job: Job) -> Result:
+    use_all_cpus()
     timings = {}  # type: Dict[str, float]
     warnings = []  # type: List[str]
 

@@ -99,3 +99,17 @@ def unet_inputs(tmp_path: Path) -> Inputs:
 @pytest.fixture
 def fake_nndct_env() -> dict[str, str]:
     return {"PYTHONPATH": os.pathsep.join(p for p in (str(FAKE_NNDCT), os.environ.get("PYTHONPATH")) if p)}
+
+
+def hostctl_inprocess(args: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
+    """Run the CLI in this process (fast: torch is already imported); returns (exit code, stdout, stderr)."""
+    from hostctl.cli import main
+
+    capsys.readouterr()
+    try:
+        main(args)
+        code = 0
+    except SystemExit as exc:
+        code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+    out, err = capsys.readouterr()
+    return code, out, err

@@ -33,18 +33,19 @@ def _root(
     """Quantize PyTorch models for AMD/Xilinx DPUs (Vitis AI) with one command."""
 
 
-from hostctl.cli import quantize  # noqa: E402,F401 - TEMP
+from hostctl.cli import clean, doctor, quantize  # noqa: E402,F401 - TEMP
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     """Console-script entry point: one error handler for every verb."""
     from hostctl.config import load_default_map
     from hostctl.ui import Reporter
 
-    debug = os.environ.get("HOSTCTL_DEBUG", "") not in ("", "0") or "--debug" in sys.argv
+    args = sys.argv[1:] if argv is None else argv
+    debug = os.environ.get("HOSTCTL_DEBUG", "") not in ("", "0") or "--debug" in args
     try:
         default_map = load_default_map()
-        app(prog_name="hostctl", default_map=default_map)
+        app(args=args, prog_name="hostctl", default_map=default_map)
     except HostctlError as exc:
         if debug:
             import traceback

@@ -1,0 +1,96 @@
+"""hostctl doctor: can this machine run `hostctl quantize`, and if not, what to fix."""
+
+from __future__ import annotations
+
+import os
+import platform
+import shutil
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from hostctl.errors import EnvironmentProblem
+
+MIN_FREE_GB = 20  # the Vitis AI images are 11-17 GB
+
+
+@dataclass(frozen=True)
+class Finding:
+    check: str
+    ok: bool
+    detail: str
+    fix: str = ""
+
+    def to_dict(self) -> dict[str, object]:
+        return asdict(self)
+
+
+def diagnose(image: str, output_dir: Path) -> list[Finding]:
+    findings = [_platform(), _identity(), _disk(output_dir), *_socket()]
+    try:
+        from hostctl.runtime.docker import engine_facts
+
+        facts = engine_facts(image)
+    except EnvironmentProblem as exc:
+        findings.append(Finding("engine", False, exc.message, exc.hint or ""))
+        return findings
+    findings.append(Finding("engine", True, f"Docker {facts['version']} (API {facts['api_version']}, "
+                                            f"{facts['os_arch']}) at {facts['url']}"))
+    if not facts["local"]:
+        findings.append(Finding("engine location", False, "the engine is remote: it cannot see this machine's files",
+                                "Use a local engine, or --runtime local."))
+    if facts["image"] is None:
+        findings.append(Finding("image", False, f"{image} is not on this machine",
+                                f"docker pull {image} (or hostctl quantize pulls it with --pull missing)"))
+    else:
+        size = facts.get("image_size") or 0
+        findings.append(Finding("image", True, f"{image} ({facts['image'][7:19]}, {size / 1e9:.1f} GB)"))
+        findings.append(Finding("image platform", bool(facts.get("platform_ok")),
+                                facts.get("platform_problem") or f"{facts['image_arch']} runs here",
+                                "" if facts.get("platform_ok") else "Use an amd64 host or install binfmt emulation."))
+    leftovers = facts["leftovers"]
+    findings.append(Finding("leftover containers", leftovers == 0, f"{leftovers} hostctl container(s) to clean",
+                            "hostctl clean" if leftovers else ""))
+    return findings
+
+
+def _platform() -> Finding:
+    machine = platform.machine()
+    ok = machine in ("x86_64", "AMD64")
+    return Finding("platform", ok, f"{platform.system()} {machine}, Python {platform.python_version()}",
+                   "" if ok else "The Vitis AI images are amd64 only: use an x86_64 host or binfmt emulation, "
+                                 "or --runtime local with the portable quantizer.")
+
+
+def _identity() -> Finding:
+    uid, gid = os.getuid(), os.getgid()
+    detail = f"uid {uid}, gid {gid}: container files will be owned by {uid}:{gid}"
+    if uid == 0:
+        return Finding("uid/gid", True, detail + " (root: the payload runs as root in the container)")
+    return Finding("uid/gid", True, detail)
+
+
+def _disk(output_dir: Path) -> Finding:
+    where = output_dir.resolve()
+    while not where.exists():
+        where = where.parent
+    free = shutil.disk_usage(where).free / 1e9
+    docker_root = Path("/var/lib/docker")
+    docker_free = shutil.disk_usage(docker_root).free / 1e9 if docker_root.exists() else None
+    ok = free > 1 and (docker_free is None or docker_free > MIN_FREE_GB)
+    detail = f"{free:.0f} GB free for results at {where}"
+    if docker_free is not None:
+        detail += f", {docker_free:.0f} GB free for images at {docker_root}"
+    return Finding("disk", ok, detail, "" if ok else f"Free space: the Vitis AI image needs about {MIN_FREE_GB} GB.")
+
+
+def _socket() -> list[Finding]:
+    host = os.environ.get("DOCKER_HOST", "")
+    if host and not host.startswith("unix://"):
+        return []
+    path = Path(host[len("unix://"):] if host else "/var/run/docker.sock")
+    if not path.exists():
+        return [Finding("socket", False, f"{path} does not exist",
+                        "Start Docker (sudo systemctl start docker) or set DOCKER_HOST.")]
+    ok = os.access(path, os.R_OK | os.W_OK)
+    return [Finding("socket", ok, f"{path} is {'' if ok else 'not '}readable and writable by you",
+                    "" if ok else "sudo usermod -aG docker $USER, then log in again.")]

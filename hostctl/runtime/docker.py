@@ -1,0 +1,590 @@
+"""The payload in the Vitis AI image, through the Docker SDK. The only module that imports docker.
+
+Life of a run (DESIGN.md sections 6-8):
+  prepare: connect -> sweep containers whose hostctl process is gone -> ensure image (per --pull) -> requirements
+  run:     create (labelled, init, no network, read-only inputs) -> attach -> start -> stream -> wait -> remove
+
+The image maps UID/GID only in interactive bash, so the container starts as root with our own shim, which maps
+the caller's uid/gid onto vitis-ai-user, drops privileges with gosu, activates the conda env and execs the
+payload: files land on the host owned by the caller, and the payload's exit code is the container's.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import platform
+import queue
+import re
+import shlex
+import shutil
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import docker
+import docker.errors
+import requests.exceptions
+from docker.types import Mount
+
+import container_payload
+from hostctl import __version__
+from hostctl.errors import EnvironmentProblem, RunFailed, UsageError
+from hostctl.options import QuantizeOptions
+from hostctl.runtime import LineSink
+from hostctl.runtime.lines import LineSplitter
+from hostctl.signals import SignalTrap
+from hostctl.ui import Reporter
+
+LABEL_RUN = "hostctl.run"
+LABEL_PID = "hostctl.pid"
+LABEL_PID_START = "hostctl.pid-start"
+LABEL_HOST = "hostctl.host"
+LABEL_VERSION = "hostctl.version"
+LABEL_KEEP = "hostctl.keep"
+LABEL_ROLE = "hostctl.role"
+
+PAYLOAD_DIR = Path(container_payload.__file__).resolve().parent
+IN_INPUTS = "/hostctl/inputs"
+IN_RUN = "/hostctl/run"
+IN_MODEL = "/hostctl/model"
+IN_CODE = "/opt/hostctl"
+IN_USERBASE = "/hostctl/userbase"
+IN_REQ = "/hostctl/req"
+CONDA_SH = "/opt/vitis_ai/conda/etc/profile.d/conda.sh"
+STOP_GRACE = 5.0
+WAIT_POLL = 1.0
+PROTECTED_PACKAGES = {"torch", "torchvision", "torchaudio", "pytorch-nndct", "pytorch_nndct"}
+
+# Runs as root in the container. Maps the caller onto vitis-ai-user/group (-o: the ids may already be taken),
+# drops privileges with gosu (keeps HOME, passwd entry and exit code), activates the env with conda.sh (not
+# `conda run`, which buffers output) and execs the command, so that signals and the exit status go straight
+# through docker-init to the payload.
+SHIM = r"""set -e
+if [ -n "${HOSTCTL_JOB:-}" ]; then printf '%s' "$HOSTCTL_JOB" > /hostctl/run/job.json; fi
+if [ "$HOSTCTL_UID" != 0 ]; then
+  groupmod -o -g "$HOSTCTL_GID" vitis-ai-group
+  usermod -o -u "$HOSTCTL_UID" -g "$HOSTCTL_GID" vitis-ai-user >/dev/null
+  set -- gosu vitis-ai-user
+else
+  set --
+fi
+exec "$@" bash -c 'source "$0" && conda activate "$HOSTCTL_CONDA_ENV" && exec "$@"' \
+  /opt/vitis_ai/conda/etc/profile.d/conda.sh HOSTCTL_COMMAND
+"""
+
+
+def shim(command: list[str]) -> list[str]:
+    """The container command: bash -c SHIM with `command` spliced in as the activated env's command."""
+    script = SHIM.replace("HOSTCTL_COMMAND", " ".join(shlex.quote(c) for c in command))
+    return ["bash", "-c", script]
+
+
+PAYLOAD_COMMAND = ["python", "-u", "-m", "container_payload", "--job", f"{IN_RUN}/job.json"]
+
+
+# -- engine -------------------------------------------------------------------------------------------------------
+def connect() -> docker.DockerClient:
+    """A client for the engine the docker CLI would use (DOCKER_HOST, then the current context)."""
+    try:
+        client = docker.from_env(timeout=120)
+        client.ping()
+        return client
+    except docker.errors.DockerException as exc:
+        raise _engine_problem(exc) from exc
+    except requests.exceptions.RequestException as exc:
+        raise _engine_problem(exc) from exc
+
+
+def _engine_problem(exc: Exception) -> EnvironmentProblem:
+    text = str(exc)
+    where = os.environ.get("DOCKER_HOST") or "the default engine (/var/run/docker.sock or the current context)"
+    if "Permission denied" in text or "PermissionError" in text:
+        return EnvironmentProblem(f"permission denied on the Docker socket of {where}",
+                                  "Add yourself to the docker group (sudo usermod -aG docker $USER, then log in "
+                                  "again) or use rootless Docker.")
+    if "No such file" in text or "FileNotFoundError" in text:
+        return EnvironmentProblem(f"no Docker engine at {where}: the socket does not exist",
+                                  "Start Docker (sudo systemctl start docker, or scripts/docker-engine.sh start) "
+                                  "or set DOCKER_HOST; or run with --runtime local.")
+    if "Connection refused" in text or "ConnectionRefused" in text:
+        return EnvironmentProblem(f"the Docker engine at {where} refused the connection",
+                                  "Start the engine or fix DOCKER_HOST; or run with --runtime local.")
+    return EnvironmentProblem(f"cannot reach the Docker engine at {where}: {text.splitlines()[0] if text else exc}",
+                              "Check `docker info`; or run with --runtime local.")
+
+
+def is_local_engine(client: docker.DockerClient) -> bool:
+    url = client.api.base_url
+    return url.startswith(("http+docker://localhost", "http+docker://localunixsocket")) or \
+        bool(re.match(r"^https?://(localhost|127\.0\.0\.1|\[::1\])[:/]", url))
+
+
+# -- leftovers ----------------------------------------------------------------------------------------------------
+def _process_start(pid: int) -> str:
+    """The kernel's start time of a process (guards against pid reuse), or '' if there is no such process."""
+    try:
+        with open(f"/proc/{pid}/stat", encoding="ascii", errors="replace") as f:
+            return f.read().rsplit(")", 1)[1].split()[19]
+    except (OSError, IndexError):
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return ""
+        except PermissionError:
+            return "?"
+        return "?"
+
+
+def owner_alive(labels: dict[str, str]) -> bool:
+    if labels.get(LABEL_HOST) != socket.gethostname():
+        return True  # another machine's run: not ours to judge
+    try:
+        pid = int(labels.get(LABEL_PID, ""))
+    except ValueError:
+        return False
+    start = _process_start(pid)
+    return bool(start) and (start == "?" or start == labels.get(LABEL_PID_START, start))
+
+
+def orphans(client: docker.DockerClient, include_kept: bool = False) -> list[Any]:
+    found = []
+    for container in client.containers.list(all=True, filters={"label": LABEL_RUN}):
+        labels = container.labels or {}
+        if labels.get(LABEL_KEEP) == "1" and not include_kept:
+            continue
+        if include_kept and labels.get(LABEL_KEEP) == "1" or not owner_alive(labels):
+            found.append(container)
+    return found
+
+
+def sweep(client: docker.DockerClient, reporter: Reporter) -> int:
+    """Remove containers left by hostctl processes that no longer exist (e.g. after kill -9)."""
+    removed = 0
+    for container in orphans(client):
+        try:
+            container.remove(force=True)
+            removed += 1
+        except docker.errors.NotFound:
+            pass
+        except docker.errors.APIError as exc:
+            reporter.warn(f"could not remove leftover container {container.short_id}: {exc.explanation}")
+    if removed:
+        reporter.info(f"removed {removed} container(s) left behind by earlier interrupted hostctl runs")
+    return removed
+
+
+# -- image --------------------------------------------------------------------------------------------------------
+def split_image(image: str) -> tuple[str, str]:
+    if "@" in image:
+        return image, ""
+    repo, _, tag = image.rpartition(":")
+    if not repo or "/" in tag:
+        return image, "latest"
+    return repo, tag
+
+
+def ensure_image(client: docker.DockerClient, image: str, pull: str, reporter: Reporter) -> Any:
+    present = None
+    try:
+        present = client.images.get(image)
+    except docker.errors.ImageNotFound:
+        pass
+    except docker.errors.APIError as exc:
+        raise EnvironmentProblem(f"cannot inspect image {image}: {exc.explanation}") from exc
+    if present is not None and pull != "always":
+        return present
+    if pull == "never":
+        raise EnvironmentProblem(f"image {image} is not on this machine and --pull never forbids pulling it",
+                                 f"Pull it (docker pull {image}) or load it (docker load -i FILE), or drop "
+                                 "--pull never; or run with --runtime local.")
+    _pull(client, image, reporter)
+    try:
+        return client.images.get(image)
+    except docker.errors.ImageNotFound as exc:
+        raise EnvironmentProblem(f"pulled {image} but the engine does not list it") from exc
+
+
+def _pull(client: docker.DockerClient, image: str, reporter: Reporter) -> None:
+    repo, tag = split_image(image)
+    reporter.info(f"pulling {image} (the Vitis AI images are 11-17 GB; this happens once)")
+    layers: dict[str, tuple[int, int]] = {}
+    try:
+        for event in client.api.pull(repo, tag or None, stream=True, decode=True):
+            if "error" in event:
+                raise EnvironmentProblem(f"pulling {image} failed: {event['error']}",
+                                         "Check the image name, your network and `docker login`.")
+            layer, detail = event.get("id"), event.get("progressDetail") or {}
+            if layer and detail.get("total"):
+                layers[layer] = (detail.get("current", 0), detail["total"])
+                done = sum(c for c, _ in layers.values())
+                total = sum(t for _, t in layers.values())
+                reporter.update_task("pull", done=done, total=total)
+            elif layer and event.get("status") in ("Pull complete", "Already exists") and layer in layers:
+                layers[layer] = (layers[layer][1], layers[layer][1])
+    except docker.errors.APIError as exc:
+        raise EnvironmentProblem(f"pulling {image} failed: {exc.explanation or exc}",
+                                 "Check the image name, your network and `docker login`.") from exc
+    finally:
+        reporter.close()
+
+
+def check_platform(image: Any) -> None:
+    arch = image.attrs.get("Architecture", "")
+    host = {"x86_64": "amd64", "aarch64": "arm64", "arm64": "arm64"}.get(platform.machine(), platform.machine())
+    if arch and arch != host and not _emulates(arch):
+        raise EnvironmentProblem(f"image {image.tags[0] if image.tags else image.short_id} is built for {arch} and "
+                                 f"this host is {host} without emulation for it",
+                                 "Run on an amd64 machine, or install binfmt emulation "
+                                 "(docker run --privileged --rm tonistiigi/binfmt --install all).")
+
+
+def _emulates(arch: str) -> bool:
+    names = {"amd64": "qemu-x86_64", "arm64": "qemu-aarch64"}
+    return Path("/proc/sys/fs/binfmt_misc", names.get(arch, f"qemu-{arch}")).exists()
+
+
+# -- requirements -------------------------------------------------------------------------------------------------
+def check_requirements(path: Path) -> str:
+    """The file's text; refuses lines that would replace the image's torch (nndct exits on a torch mismatch)."""
+    text = path.read_text(encoding="utf-8")
+    for number, raw in enumerate(text.splitlines(), 1):
+        line = raw.split("#", 1)[0].strip()
+        if not line or line.startswith("-"):
+            continue
+        name = re.split(r"[\s<>=!~;\[@]", line, maxsplit=1)[0].lower().replace("_", "-")
+        if name in {p.replace("_", "-") for p in PROTECTED_PACKAGES}:
+            raise UsageError(f"{path}:{number}: '{raw.strip()}' would replace the image's {name}, and "
+                             "pytorch_nndct refuses to run with a torch other than its own",
+                             "Remove that line; the Vitis AI env already has torch.")
+    return text
+
+
+def cache_root() -> Path:
+    if os.environ.get("HOSTCTL_CACHE_DIR"):
+        return Path(os.environ["HOSTCTL_CACHE_DIR"])
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "hostctl"
+
+
+def requirements_cache(image_id: str, text: str, env: str) -> Path:
+    key = hashlib.sha256(f"{image_id}\n{env}\n{text}".encode()).hexdigest()[:16]
+    return cache_root() / "requirements" / key
+
+
+def stale_caches(client: docker.DockerClient | None) -> list[Path]:
+    """Requirement caches of images no longer on the engine, and half-written ones (never completed)."""
+    root = cache_root() / "requirements"
+    if not root.is_dir():
+        return []
+    present = {image.id for image in client.images.list()} if client is not None else None
+    stale = []
+    for entry in sorted(root.iterdir()):
+        marker = entry / ".complete"
+        if not marker.is_file():
+            stale.append(entry)
+            continue
+        try:
+            image_id = json.loads(marker.read_text(encoding="utf-8")).get("image_id")
+        except ValueError:
+            image_id = None
+        if present is not None and image_id not in present:
+            stale.append(entry)
+    return stale
+
+
+def engine_facts(image: str) -> dict[str, Any]:
+    """What `hostctl doctor` reports about the engine and the image; raises EnvironmentProblem if unreachable."""
+    client = connect()
+    version = client.version()
+    facts: dict[str, Any] = {"url": client.api.base_url, "local": is_local_engine(client),
+                             "version": version.get("Version"), "api_version": version.get("ApiVersion"),
+                             "os_arch": f"{version.get('Os')}/{version.get('Arch')}", "image": None,
+                             "image_arch": None, "leftovers": len(orphans(client, include_kept=True))}
+    try:
+        found = client.images.get(image)
+        facts.update(image=found.id, image_arch=found.attrs.get("Architecture"),
+                     image_size=found.attrs.get("Size"))
+        try:
+            check_platform(found)
+            facts["platform_ok"] = True
+        except EnvironmentProblem as exc:
+            facts["platform_ok"] = False
+            facts["platform_problem"] = exc.message
+    except docker.errors.ImageNotFound:
+        pass
+    return facts
+
+
+def clean(dry_run: bool, include_caches: bool = True) -> dict[str, list[str]]:
+    """Remove labelled containers whose owner is gone or that were kept, and stale requirement caches."""
+    client = connect()
+    containers = orphans(client, include_kept=True)
+    caches = stale_caches(client) if include_caches else []
+    if not dry_run:
+        for container in containers:
+            try:
+                container.remove(force=True)
+            except docker.errors.NotFound:
+                pass
+        for path in caches:
+            shutil.rmtree(path, ignore_errors=True)
+    return {"containers": [f"{c.short_id} {c.labels.get(LABEL_RUN, '')}" for c in containers],
+            "caches": [str(p) for p in caches]}
+
+
+# -- the runtime --------------------------------------------------------------------------------------------------
+class DockerRuntime:
+    def __init__(self, opts: QuantizeOptions, run_dir: Path, reporter: Reporter, trap: SignalTrap) -> None:
+        self.opts = opts
+        self.run_dir = run_dir
+        self.reporter = reporter
+        self.trap = trap
+        self.client: docker.DockerClient | None = None
+        self.image: Any = None
+        self.userbase: Path | None = None
+        self.requirements_text = check_requirements(opts.requirements) if opts.requirements else None
+        self.container_id: str | None = None
+
+    def prepare(self) -> None:
+        self.client = connect()
+        if not is_local_engine(self.client):
+            raise EnvironmentProblem(f"the Docker engine at {self.client.api.base_url} is remote and cannot see "
+                                     "this machine's files", "Use a local engine (unset DOCKER_HOST or switch "
+                                     "context), or run with --runtime local.")
+        sweep(self.client, self.reporter)
+        self.image = ensure_image(self.client, self.opts.image, self.opts.pull, self.reporter)
+        check_platform(self.image)
+        if self.requirements_text is not None:
+            self.userbase = self._install_requirements()
+
+    def view(self, path: Path) -> str:
+        path = path.resolve()
+        for host, inside in self._mapped_dirs():
+            if path == host or host in path.parents:
+                return str(Path(inside) / path.relative_to(host))
+        raise AssertionError(f"{path} is not mounted in the container")
+
+    def _mapped_dirs(self) -> list[tuple[Path, str]]:
+        dirs = [(self.run_dir.resolve(), IN_RUN), (self.opts.input_dir.resolve(), IN_INPUTS)]
+        if self.opts.model_path:
+            dirs.append((self.opts.model_path.resolve(), IN_MODEL))
+        return dirs
+
+    def describe(self) -> dict[str, Any]:
+        assert self.client is not None and self.image is not None
+        version = self.client.version()
+        return {"runtime": "docker", "image": self.opts.image, "image_id": self.image.id,
+                "conda_env": self.opts.conda_env, "engine_version": version.get("Version"),
+                "api_version": version.get("ApiVersion"), "requirements_cache": str(self.userbase or "")}
+
+    # -- containers -----------------------------------------------------------------------------------------------
+    def _labels(self, role: str) -> dict[str, str]:
+        pid = os.getpid()
+        labels = {LABEL_RUN: self.run_dir.name, LABEL_PID: str(pid), LABEL_PID_START: _process_start(pid),
+                  LABEL_HOST: socket.gethostname(), LABEL_VERSION: __version__, LABEL_ROLE: role}
+        if self.opts.keep_container and role == "payload":
+            labels[LABEL_KEEP] = "1"
+        return labels
+
+    def _environment(self) -> dict[str, str]:
+        env = {"HOSTCTL_UID": str(os.getuid()), "HOSTCTL_GID": str(os.getgid()),
+               "HOSTCTL_CONDA_ENV": self.opts.conda_env, "PYTHONUNBUFFERED": "1", "PYTHONIOENCODING": "utf-8",
+               "PYTHONPATH": IN_CODE, "PYTHONDONTWRITEBYTECODE": "1"}
+        if self.userbase is not None:
+            env["PYTHONUSERBASE"] = IN_USERBASE
+        return env
+
+    def _mounts(self) -> list[Mount]:
+        mounts = [Mount(IN_INPUTS, str(self.opts.input_dir.resolve()), type="bind", read_only=True),
+                  Mount(IN_RUN, str(self.run_dir.resolve()), type="bind", read_only=False),
+                  Mount(f"{IN_CODE}/container_payload", str(PAYLOAD_DIR), type="bind", read_only=True)]
+        if self.opts.model_path:
+            mounts.append(Mount(IN_MODEL, str(self.opts.model_path.resolve()), type="bind", read_only=True))
+        if self.userbase is not None:
+            mounts.append(Mount(IN_USERBASE, str(self.userbase), type="bind", read_only=True))
+        return mounts
+
+    def run(self, job_file: Path, on_line: LineSink) -> int:
+        return self._run_container(shim(PAYLOAD_COMMAND), self._mounts(), self._environment(), "payload",
+                                   network=False, on_line=on_line, keep=self.opts.keep_container)
+
+    def _run_container(self, command: list[str], mounts: list[Mount], environment: dict[str, str], role: str, *,
+                       network: bool, on_line: LineSink, keep: bool = False, workdir: str = IN_RUN) -> int:
+        assert self.client is not None
+        container = None
+        try:
+            container = self.client.containers.create(
+                self.image.id, command=command, entrypoint=[], user="root", working_dir=workdir,
+                environment=environment, mounts=mounts, labels=self._labels(role), init=True, tty=False,
+                stdin_open=False, network_mode="bridge" if network else "none", detach=True,
+            )
+            self.container_id = container.id
+            stream = self.client.api.attach(container.id, stream=True, logs=True, demux=True)
+            container.start()
+            self._pump(stream, on_line)
+            code = self._wait(container)
+            self._check_oom(container, code)
+            return code
+        except docker.errors.APIError as exc:
+            raise RunFailed(f"the Docker engine refused to run the container: {exc.explanation or exc}",
+                            "Run `hostctl doctor` to check the engine and image.") from exc
+        finally:
+            if container is not None:
+                self._stop(container)
+                if keep:
+                    self.reporter.info(f"kept container {container.short_id} (docker logs {container.short_id}; "
+                                       "remove it with `hostctl clean`)")
+                else:
+                    self._remove(container)
+
+    def _pump(self, stream: Iterator[tuple[bytes | None, bytes | None]], on_line: LineSink) -> None:
+        """Read the attach stream on a thread; hand whole lines to on_line here, on the main thread."""
+        lines: queue.Queue[tuple[str, str] | BaseException | None] = queue.Queue()
+        splitters = {name: LineSplitter(lambda text, name=name: lines.put((name, text)))
+                     for name in ("stdout", "stderr")}
+
+        def read() -> None:
+            try:
+                for out, err in stream:
+                    if out:
+                        splitters["stdout"].feed(out)
+                    if err:
+                        splitters["stderr"].feed(err)
+                for splitter in splitters.values():
+                    splitter.close()
+                lines.put(None)
+            except BaseException as exc:  # noqa: BLE001 - handed to the main thread
+                lines.put(exc)
+
+        threading.Thread(target=read, name="docker-attach", daemon=True).start()
+        while (item := lines.get()) is not None:
+            if isinstance(item, BaseException):
+                if isinstance(item, (requests.exceptions.RequestException, docker.errors.DockerException)):
+                    self.reporter.debug(f"attach stream ended: {item}")
+                    return
+                raise item
+            on_line(*item)
+
+    def _wait(self, container: Any) -> int:
+        while True:
+            try:
+                status = container.wait(timeout=WAIT_POLL)
+                return int(status.get("StatusCode", 1))
+            except (requests.exceptions.ReadTimeout, requests.exceptions.ConnectionError):
+                continue  # wait's timeout is an HTTP read timeout: keep waiting
+
+    def _check_oom(self, container: Any, code: int) -> None:
+        if code == 0:
+            return
+        container.reload()
+        if container.attrs.get("State", {}).get("OOMKilled"):
+            raise RunFailed("the container ran out of memory and was killed",
+                            "Lower --calib-batch-size, or give Docker more memory.")
+
+    def _stop(self, container: Any) -> None:
+        """TERM through docker-init, a grace period (cut short by a second signal), then KILL."""
+        try:
+            container.reload()
+            if container.status not in ("running", "restarting"):
+                return
+            hurried = threading.Event()
+            self.trap.on_hurry(hurried.set)
+            container.kill(signal="SIGTERM")
+            deadline = time.monotonic() + STOP_GRACE
+            while time.monotonic() < deadline and not hurried.is_set():
+                container.reload()
+                if container.status not in ("running", "restarting"):
+                    return
+                time.sleep(0.1)
+            container.kill(signal="SIGKILL")
+            container.wait(timeout=30)
+        except docker.errors.NotFound:
+            pass
+        except (docker.errors.APIError, requests.exceptions.RequestException) as exc:
+            self.reporter.warn(f"could not stop container {container.short_id}: {exc}")
+
+    def _remove(self, container: Any) -> None:
+        for _ in range(3):
+            try:
+                container.remove(force=True)
+                return
+            except docker.errors.NotFound:
+                return
+            except (docker.errors.APIError, requests.exceptions.RequestException) as exc:
+                last = exc
+                time.sleep(0.5)
+        self.reporter.warn(f"could not remove container {container.short_id}: {last}; `hostctl clean` will")
+
+    # -- requirements ---------------------------------------------------------------------------------------------
+    def _install_requirements(self) -> Path:
+        """pip install --user into a host cache keyed by image id + env + requirements; a hit installs nothing."""
+        assert self.opts.requirements is not None and self.requirements_text is not None
+        cache = requirements_cache(self.image.id, self.requirements_text, self.opts.conda_env)
+        marker = cache / ".complete"
+        if marker.is_file():
+            self.reporter.info(f"requirements: using the cache in {cache}")
+            return cache
+        staging = cache.with_name(cache.name + f".tmp-{os.getpid()}")
+        shutil.rmtree(staging, ignore_errors=True)
+        staging.mkdir(parents=True)
+        req = self.opts.requirements.resolve()
+        mounts = [Mount(IN_USERBASE, str(staging), type="bind", read_only=False),
+                  Mount(IN_REQ, str(req.parent), type="bind", read_only=True)]
+        environment = dict(self._environment(), PYTHONUSERBASE=IN_USERBASE, PIP_DISABLE_PIP_VERSION_CHECK="1")
+        command = shim(["python", "-m", "pip", "install", "--user", "--no-warn-script-location",
+                        "-r", f"{IN_REQ}/{req.name}"])
+        self.reporter.info(f"requirements: installing {req.name} into {cache}")
+        log: list[str] = []
+
+        def on_line(stream: str, line: str) -> None:
+            log.append(line)
+            self.reporter.log(line, stream)
+
+        try:
+            code = self._run_container(command, mounts, environment, "requirements", network=True,
+                                       on_line=on_line, workdir=IN_REQ)
+            if code != 0:
+                raise RunFailed(f"pip install -r {req.name} failed in the image (exit {code})",
+                                "Last lines:\n  " + "\n  ".join(log[-10:]), log[-10:])
+            (staging / ".complete").write_text(json.dumps({"image_id": self.image.id, "conda_env": self.opts.conda_env,
+                                                           "requirements": self.requirements_text}),
+                                               encoding="utf-8")
+            if cache.exists():
+                shutil.rmtree(cache)
+            staging.rename(cache)
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
+        return cache
+
+
+# -- the equivalent command line ----------------------------------------------------------------------------------
+def docker_command(opts: QuantizeOptions) -> str:
+    """A runnable `docker run` line equivalent to the run (it writes straight into --output-dir)."""
+    from container_payload.job import SAMPLES, STATE_DICT, Job
+
+    out = opts.output_dir.resolve()
+    job = Job(state_dict=f"{IN_INPUTS}/{STATE_DICT}", samples=f"{IN_INPUTS}/{SAMPLES}", run_dir=IN_RUN,
+              input_size=tuple(opts.input_size), num_classes=opts.num_classes,
+              calib_batch_size=opts.calib_batch_size, calib_limit=opts.calib_limit, test_limit=opts.test_limit,
+              model=opts.model, model_path=IN_MODEL if opts.model_path else None, model_args=dict(opts.model_args),
+              quantizer=opts.quantizer, target=opts.target, exports=opts.exports, quant_opt=opts.quant_opt)
+    env = {"HOSTCTL_UID": "$(id -u)", "HOSTCTL_GID": "$(id -g)", "HOSTCTL_CONDA_ENV": opts.conda_env,
+           "PYTHONUNBUFFERED": "1", "PYTHONPATH": IN_CODE, "PYTHONDONTWRITEBYTECODE": "1"}
+    parts = ["mkdir", "-p", shlex.quote(str(out)), "&&", "docker", "run", "--rm", "--init", "--network", "none",
+             "--user", "root", "--entrypoint", "''", "-w", IN_RUN]
+    binds = [(opts.input_dir.resolve(), IN_INPUTS, True), (out, IN_RUN, False),
+             (PAYLOAD_DIR, f"{IN_CODE}/container_payload", True)]
+    if opts.model_path:
+        binds.append((opts.model_path.resolve(), IN_MODEL, True))
+    for source, target, read_only in binds:
+        spec = f"type=bind,source={source},target={target}" + (",readonly" if read_only else "")
+        parts += ["--mount", shlex.quote(spec)]
+    for key, value in env.items():
+        parts += ["-e", f'{key}="{value}"' if value.startswith("$(") else shlex.quote(f"{key}={value}")]
+    parts += ["-e", shlex.quote(f"HOSTCTL_JOB={job.to_json()}")]
+    parts += [shlex.quote(opts.image), *map(shlex.quote, shim(PAYLOAD_COMMAND))]
+    return " ".join(parts)

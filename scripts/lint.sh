@@ -1,0 +1,24 @@
+#!/usr/bin/env bash
+# Static checks: ruff on everything; container_payload must stay Python 3.8 and stdlib + torch/numpy/h5py.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PYTHON="${PYTHON:-python3}"
+
+"$PYTHON" -m ruff check hostctl container_payload tests scripts
+# vermin reports the minimum version each file needs; fail on anything newer than 3.8.
+"$PYTHON" -m vermin --no-tips --violations --eval-annotations -t=3.8- container_payload tests/fake_nndct
+# The payload runs in the Vitis AI env: only the standard library, torch, numpy and h5py are there.
+"$PYTHON" - <<'PY'
+import ast, pathlib, sys
+allowed = {"torch", "numpy", "h5py", "container_payload"} | set(sys.stdlib_module_names)
+bad = []
+for path in pathlib.Path("container_payload").rglob("*.py"):
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        names = [a.name for a in node.names] if isinstance(node, ast.Import) else \
+            [node.module] if isinstance(node, ast.ImportFrom) and node.level == 0 and node.module else []
+        bad += [f"{path}:{node.lineno}: imports {n}" for n in names
+                if n.split(".")[0] not in allowed and n.split(".")[0] != "pytorch_nndct"]
+if bad:
+    sys.exit("container_payload may import only the standard library, torch, numpy and h5py:\n" + "\n".join(bad))
+PY
+echo "lint: ok"

@@ -1,0 +1,25 @@
+#!/usr/bin/env bash
+# The whole test suite, as the README's quick start runs it: lint, then every tier of tests, Docker included.
+# Starts a Docker engine when none answers (as root, installing Debian's docker.io if needed) and builds or
+# reuses the stand-in image. Docker tests FAIL rather than skip here when the engine cannot be had.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PYTHON="${PYTHON:-python3}"
+
+scripts/lint.sh
+
+engine="$(scripts/docker-engine.sh start | tail -n1)"
+export DOCKER_HOST="${engine#DOCKER_HOST=}"
+HOSTCTL_TEST_IMAGE="$(scripts/build-stand-in-image.sh | tail -n1)"
+export HOSTCTL_TEST_IMAGE
+export HOSTCTL_REQUIRE_DOCKER=1
+echo "test: engine $DOCKER_HOST, stand-in image $HOSTCTL_TEST_IMAGE" >&2
+
+"$PYTHON" -m pytest -q "$@"
+
+left="$(docker ps -aq --filter label=hostctl.run | wc -l)"
+if [ "$left" -ne 0 ]; then
+    echo "test: FAILED: $left container(s) labelled hostctl.run left behind" >&2
+    docker ps -a --filter label=hostctl.run >&2
+    exit 1
+fi

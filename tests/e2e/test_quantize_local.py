@@ -1,0 +1,160 @@
+"""hostctl quantize --runtime local, end to end, in a subprocess like a user runs it."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import h5py
+import pytest
+
+from conftest import (
+    FAKE_NNDCT,
+    USER_MODELS,
+    make_inputs,
+    run_hostctl,
+    tiny_args,
+    tiny_unet,
+    tree_snapshot,
+)
+
+pytestmark = pytest.mark.slow
+SECTION4 = {"quant_info.json", "quantization_test_preds.h5", "float_test_preds.h5", "run.log", "run.json",
+            "job.json", "result.json"}
+
+
+def manifest(out: Path) -> dict:
+    return json.loads((out / "run.json").read_text())
+
+
+def test_vai_backend_through_fake_nndct(tmp_path, unet_inputs, fake_nndct_env):
+    out = tmp_path / "out"
+    proc = run_hostctl(tiny_args(unet_inputs, out, "--quantizer", "vai", "--no-evaluate", "--json"),
+                       env=fake_nndct_env)
+    assert proc.returncode == 0, proc.stderr
+    files = {p.name for p in out.iterdir()}
+    assert SECTION4 | {"Unet_int.xmodel", "Unet.py"} <= files
+    summary = json.loads(proc.stdout)
+    assert summary["status"] == "succeeded" and summary["backend"] == "vai"
+    assert manifest(out)["status"] == "succeeded"
+    info = json.loads((out / "quant_info.json").read_text())
+    assert info["bias_corrected"] is True  # nndct's default quant_opt 3 reached the quantizer
+    assert all(key.startswith("Unet::") for key in info["param"])
+    log = (out / "run.log").read_text()
+    assert "[VAIQ_NOTE]" in log and "\x1b[" not in log, "nndct's ANSI colours belong on the terminal only"
+    with h5py.File(out / "quantization_test_preds.h5") as h5:
+        assert list(h5) == [f"t{i:03d}" for i in range(4)]
+        assert h5["t000"].shape == (1, 3, 32, 32)
+
+
+def test_quant_opt_reaches_nndct(tmp_path, unet_inputs, fake_nndct_env):
+    out = tmp_path / "out"
+    proc = run_hostctl(tiny_args(unet_inputs, out, "--quantizer", "vai", "--quant-opt", "0", "--no-evaluate",
+                                 "--export", "none"), env=fake_nndct_env)
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads((out / "quant_info.json").read_text())["bias_corrected"] is False
+    assert not (out / "Unet_int.xmodel").exists()
+
+
+@pytest.mark.parametrize("step,missing", [("export_quant_config", "quant_info.json"),
+                                          ("export_xmodel", "Unet_int.xmodel")])
+def test_nndct_errors_that_only_log_fail_the_run(tmp_path, unet_inputs, fake_nndct_env, step, missing):
+    out = tmp_path / "out"
+    assert run_hostctl(tiny_args(unet_inputs, out, "--quantizer", "vai", "--no-evaluate"),
+                       env=fake_nndct_env).returncode == 0
+    before = tree_snapshot(out)
+    proc = run_hostctl(tiny_args(unet_inputs, out, "--quantizer", "vai", "--no-evaluate"),
+                       env={**fake_nndct_env, "FAKE_NNDCT_FAIL": step})
+    assert proc.returncode == 1, proc.stderr
+    assert f"pytorch_nndct did not write {missing}" in proc.stderr
+    assert tree_snapshot(out) == before, "a failed run must not touch earlier results"
+    failed = [p for p in tmp_path.iterdir() if p.name.startswith("out.failed-")]
+    assert len(failed) == 1
+    assert manifest(failed[0])["status"] == "failed"
+    assert "[VAIQ_ERROR]" in (failed[0] / "run.log").read_text()
+
+
+@pytest.mark.parametrize("hard", [False, True])
+def test_payload_that_exits_0_without_results_fails(tmp_path, hard):
+    inputs = make_inputs(tmp_path / "in", _user_model("ExitsZero"))
+    out = tmp_path / "out"
+    proc = run_hostctl(tiny_args(inputs, out, "--model", "misbehaving:ExitsZero", "--model-path", str(USER_MODELS),
+                                 "--model-arg", f"hard={'true' if hard else 'false'}", "--quantizer", "portable"),
+                       env={"HOSTCTL_TEST_MISBEHAVE": "1"})
+    assert proc.returncode == 1, proc.stderr
+    assert "exited with status 0 but wrote no result.json" in proc.stderr
+    assert not out.exists()
+
+
+def _user_model(name: str, **kwargs):
+    sys.path.insert(0, str(USER_MODELS))
+    try:
+        import misbehaving
+        import tinyseg
+    finally:
+        sys.path.remove(str(USER_MODELS))
+    module = tinyseg if hasattr(tinyseg, name) else misbehaving
+    return getattr(module, name)(**kwargs)
+
+
+def _start_slow_run(tmp_path: Path, out: Path, delay: float = 0.4) -> subprocess.Popen:
+    inputs = make_inputs(tmp_path / "in", _user_model("Slow"), n_calib=40, n_test=2)
+    args = tiny_args(inputs, out, "--model", "misbehaving:Slow", "--model-path", str(USER_MODELS),
+                     "--model-arg", f"delay={delay}", "--calib-batch-size", "1", "--quantizer", "portable")
+    return subprocess.Popen([sys.executable, "-m", "hostctl", *args], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, env=dict(os.environ, COLUMNS="200"))
+
+
+def _wait_for_calibration(tmp_path: Path, deadline: float = 120.0) -> Path:
+    """The staging directory, once its payload has started calibrating."""
+    end = time.monotonic() + deadline
+    while time.monotonic() < end:
+        for log in tmp_path.glob(".out.hostctl-tmp-*/run.log"):
+            if "calibration" in log.read_text(errors="replace") and (log.parent / "float_test_preds.h5").exists():
+                time.sleep(1.0)  # well into calibration
+                return log.parent
+        time.sleep(0.1)
+    raise AssertionError("the run never reached calibration")
+
+
+def _payload_processes(run_dir: Path) -> list[str]:
+    out = subprocess.run(["pgrep", "-af", "container_payload"], capture_output=True, text=True).stdout
+    return [line for line in out.splitlines() if str(run_dir.name) in line]
+
+
+@pytest.mark.parametrize("sig,code", [(signal.SIGINT, 130), (signal.SIGTERM, 143), (signal.SIGHUP, 129)])
+def test_signal_mid_calibration_cleans_up_and_keeps_results(tmp_path, sig, code):
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "run.json").write_text('{"status": "succeeded"}')
+    (out / "quant_info.json").write_text('{"param": {"old": [[8, 3]]}}')
+    before = tree_snapshot(out)
+    proc = _start_slow_run(tmp_path, out)
+    run_dir = _wait_for_calibration(tmp_path)
+    proc.send_signal(sig)
+    _, stderr = proc.communicate(timeout=60)
+    assert proc.returncode == code, stderr
+    assert "interrupted by " + signal.Signals(sig).name in stderr
+    assert tree_snapshot(out) == before
+    assert not run_dir.exists()
+    failed = [p for p in tmp_path.iterdir() if p.name.startswith("out.failed-")]
+    assert len(failed) == 1 and manifest(failed[0])["status"] == "interrupted"
+    assert _payload_processes(run_dir) == []
+
+
+def test_second_run_into_the_same_output_dir_is_refused(tmp_path):
+    out = tmp_path / "out"
+    first = _start_slow_run(tmp_path, out, delay=0.2)
+    try:
+        _wait_for_calibration(tmp_path)
+        second = run_hostctl(tiny_args(make_inputs(tmp_path / "in2", tiny_unet()), out, "--quantizer", "portable"))
+        assert second.returncode == 2
+        assert "another hostctl run" in second.stderr and str(first.pid) in second.stderr
+    finally:
+        first.send_signal(signal.SIGINT)
+        first.communicate(timeout=60)
