@@ -56,5 +56,6 @@ def trap_signals() -> Iterator[SignalTrap]:
     try:
         yield trap
     finally:
+        # After an interruption the process is on its way out: a further signal must not cut that short.
         for sig, handler in previous.items():
-            signal.signal(sig, handler)
+            signal.signal(sig, signal.SIG_IGN if trap.signum is not None else handler)

@@ -64,18 +64,18 @@ PROTECTED_PACKAGES = {"torch", "torchvision", "torchaudio", "pytorch-nndct", "py
 # drops privileges with gosu (keeps HOME, passwd entry and exit code), activates the env with conda.sh (not
 # `conda run`, which buffers output) and execs the command, so that signals and the exit status go straight
 # through docker-init to the payload.
-SHIM = r"""set -e
-if [ -n "${HOSTCTL_JOB:-}" ]; then printf '%s' "$HOSTCTL_JOB" > /hostctl/run/job.json; fi
-if [ "$HOSTCTL_UID" != 0 ]; then
-  groupmod -o -g "$HOSTCTL_GID" vitis-ai-group
-  usermod -o -u "$HOSTCTL_UID" -g "$HOSTCTL_GID" vitis-ai-user >/dev/null
-  set -- gosu vitis-ai-user
-else
-  set --
-fi
-exec "$@" bash -c 'source "$0" && conda activate "$HOSTCTL_CONDA_ENV" && exec "$@"' \
-  /opt/vitis_ai/conda/etc/profile.d/conda.sh HOSTCTL_COMMAND
-"""
+SHIM = "; ".join([
+    "set -e",
+    'if [ -n "${HOSTCTL_JOB:-}" ]; then printf "%s" "$HOSTCTL_JOB" > /hostctl/run/job.json; fi',
+    # Only change what differs: usermod complains "no changes" otherwise, and it re-owns the home directory.
+    'if [ "$HOSTCTL_UID" != 0 ]; then'
+    ' [ "$(getent group vitis-ai-group | cut -d: -f3)" = "$HOSTCTL_GID" ]'
+    ' || groupmod -o -g "$HOSTCTL_GID" vitis-ai-group;'
+    ' [ "$(id -u vitis-ai-user)" = "$HOSTCTL_UID" ] || usermod -o -u "$HOSTCTL_UID" vitis-ai-user;'
+    " set -- gosu vitis-ai-user; else set --; fi",
+    """exec "$@" bash -c 'source "$0" && conda activate "$HOSTCTL_CONDA_ENV" && exec "$@"' """
+    "/opt/vitis_ai/conda/etc/profile.d/conda.sh HOSTCTL_COMMAND",
+])
 
 
 def shim(command: list[str]) -> list[str]:
@@ -585,6 +585,7 @@ def docker_command(opts: QuantizeOptions) -> str:
         parts += ["--mount", shlex.quote(spec)]
     for key, value in env.items():
         parts += ["-e", f'{key}="{value}"' if value.startswith("$(") else shlex.quote(f"{key}={value}")]
-    parts += ["-e", shlex.quote(f"HOSTCTL_JOB={job.to_json()}")]
+    compact = json.dumps(json.loads(job.to_json()), ensure_ascii=False, separators=(",", ":"))
+    parts += ["-e", shlex.quote(f"HOSTCTL_JOB={compact}")]
     parts += [shlex.quote(opts.image), *map(shlex.quote, shim(PAYLOAD_COMMAND))]
     return " ".join(parts)

@@ -12,9 +12,7 @@ from pathlib import Path
 
 import h5py
 import pytest
-
-from conftest import (
-    FAKE_NNDCT,
+from helpers import (
     USER_MODELS,
     make_inputs,
     run_hostctl,

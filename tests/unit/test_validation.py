@@ -10,8 +10,7 @@ import h5py
 import numpy as np
 import pytest
 import torch
-
-from conftest import (
+from helpers import (
     TINY_SIZE,
     USER_MODELS,
     Inputs,

@@ -8,6 +8,15 @@ import torch
 from torch import nn
 
 
+def pause(x: torch.Tensor, delay: float) -> torch.Tensor:
+    time.sleep(delay)
+    return x
+
+
+# A wrapped function stays a call in a torch.fx graph, so the pause survives graph capture by a quantizer.
+torch.fx.wrap("pause")
+
+
 class Slow(nn.Module):
     """Sleeps in every forward, so that a test can interrupt a run mid-calibration."""
 
@@ -17,25 +26,63 @@ class Slow(nn.Module):
         self.delay = delay
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        time.sleep(self.delay)
-        return self.conv(x)
+        return self.conv(pause(x, self.delay))
+
+
+_calls = [0]
+
+
+def exit_after(x: torch.Tensor, after: int, hard: bool) -> torch.Tensor:
+    _calls[0] += 1
+    if _calls[0] > after and os.environ.get("HOSTCTL_TEST_MISBEHAVE") == "1":
+        sys.stdout.flush()
+        if hard:
+            os._exit(0)
+        sys.exit(0)
+    return x
+
+
+torch.fx.wrap("exit_after")
 
 
 class ExitsZero(nn.Module):
-    """Exits the process with status 0 on its Nth forward, the way nndct does after some errors."""
+    """Exits the process with status 0 after N forwards, the way nndct does after some errors."""
 
-    def __init__(self, classes: int = 3, after: int = 3, hard: bool = False) -> None:
+    def __init__(self, classes: int = 3, after: int = 2, hard: bool = False) -> None:
         super().__init__()
         self.conv = nn.Conv2d(3, classes, 1)
         self.after = after
         self.hard = hard
-        self.calls = 0
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        self.calls += 1
-        if self.calls > self.after and os.environ.get("HOSTCTL_TEST_MISBEHAVE") == "1":
-            sys.stdout.flush()
-            if self.hard:
-                os._exit(0)
-            sys.exit(0)
+        return self.conv(exit_after(x, self.after, self.hard))
+
+
+class ExitsWith(nn.Module):
+    """Exits the payload with a given status on its first forward."""
+
+    def __init__(self, classes: int = 3, code: int = 42) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(3, classes, 1)
+        self.code = code
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if os.path.exists("/hostctl/run/job.json"):  # only inside the container, not in host validation
+            print(f"exiting with {self.code} as asked", flush=True)
+            sys.exit(self.code)
+        return self.conv(x)
+
+
+class NeedsProbe(nn.Module):
+    """Imports a package that only --requirements provides (inside the container)."""
+
+    def __init__(self, classes: int = 3) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(3, classes, 1)
+        if os.path.exists("/hostctl/run/job.json"):
+            import hostctl_probe
+
+            print(hostctl_probe.MESSAGE, flush=True)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.conv(x)
