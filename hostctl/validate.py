@@ -110,6 +110,51 @@ def _check_labels(path: Path, labels: h5py.Group, test_names: list[str], input_s
 
 
 def check_model_and_weights(opts: QuantizeOptions, state_dict: Path) -> None:
+    """Build the model, load the weights, run one forward at --input-size; remembered while nothing changed.
+
+    Importing torch and a first forward cost seconds on the host, so a check that passed is recorded under a
+    key made of everything it depends on (model spec and arguments, input size, the state_dict's size and
+    mtime, the model code's files), and a re-run with the same inputs skips it.
+    """
+    marker = _validated_marker(opts, state_dict)
+    if marker is not None and marker.is_file():
+        return
+    _check_model_and_weights(opts, state_dict)
+    if marker is not None:
+        try:
+            marker.parent.mkdir(parents=True, exist_ok=True)
+            marker.write_text(str(state_dict), encoding="utf-8")
+        except OSError:
+            pass  # a cache that cannot be written only costs time
+
+
+def _validated_marker(opts: QuantizeOptions, state_dict: Path) -> Path | None:
+    import hashlib
+    import json
+
+    from container_payload.job import BUILTIN_MODEL
+    from hostctl import __version__
+    from hostctl.cache import cache_root
+
+    def stamp(path: Path) -> list[object]:
+        st = path.stat()
+        return [str(path.resolve()), st.st_size, st.st_mtime_ns]
+
+    code: list[list[object]] = []
+    if opts.model_path is not None:
+        code = [stamp(p) for p in sorted(opts.model_path.rglob("*.py"))[:5000]]
+    elif opts.model == BUILTIN_MODEL:
+        import container_payload  # the package alone: importing the model module would import torch
+
+        code = [stamp(Path(container_payload.__file__).parent / "models" / "unet.py")]
+    else:
+        return None  # code we cannot fingerprint: check every time
+    key = json.dumps([__version__, opts.model, opts.model_args, opts.num_classes, list(opts.input_size),
+                      stamp(state_dict), code], sort_keys=True, default=str)
+    return cache_root() / "validated" / hashlib.sha256(key.encode()).hexdigest()[:32]
+
+
+def _check_model_and_weights(opts: QuantizeOptions, state_dict: Path) -> None:
     import torch
 
     from container_payload.loading import ModelError, build_model, load_weights, read_state_dict

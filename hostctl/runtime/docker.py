@@ -33,6 +33,7 @@ from docker.types import Mount
 
 import container_payload
 from hostctl import __version__
+from hostctl.cache import cache_root
 from hostctl.errors import EnvironmentProblem, RunFailed, UsageError
 from hostctl.options import QuantizeOptions
 from hostctl.runtime import LineSink
@@ -262,12 +263,6 @@ def check_requirements(path: Path) -> str:
                              "pytorch_nndct refuses to run with a torch other than its own",
                              "Remove that line; the Vitis AI env already has torch.")
     return text
-
-
-def cache_root() -> Path:
-    if os.environ.get("HOSTCTL_CACHE_DIR"):
-        return Path(os.environ["HOSTCTL_CACHE_DIR"])
-    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "hostctl"
 
 
 def requirements_cache(image_id: str, text: str, env: str) -> Path:

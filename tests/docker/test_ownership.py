@@ -65,6 +65,7 @@ def run_as(uid: int, gid: int, home: Path, args: list[str]) -> subprocess.Comple
     prefix = [] if os.getuid() != 0 else ["setpriv", f"--reuid={uid}", f"--regid={gid}", "--init-groups"]
     env = dict(os.environ, HOME=str(home), COLUMNS="200")
     env.pop("XDG_CACHE_HOME", None)
+    env.pop("HOSTCTL_CACHE_DIR", None)
     return subprocess.run([*prefix, sys.executable, "-m", "hostctl", *args], cwd=home, env=env, text=True,
                           capture_output=True, timeout=600)
 
