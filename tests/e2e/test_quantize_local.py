@@ -156,3 +156,58 @@ def test_second_run_into_the_same_output_dir_is_refused(tmp_path):
     finally:
         first.send_signal(signal.SIGINT)
         first.communicate(timeout=60)
+
+
+ODD_NAMES = ["sample one", "échantillon ✓", "日本語 3", "with.dots,commas; and 'quotes'"]
+
+
+def test_portable_on_a_user_model_with_odd_sample_names(tmp_path):
+    inputs = make_inputs(tmp_path / "in", _user_model("TinySeg"), n_test=len(ODD_NAMES), test_names=ODD_NAMES)
+    out = tmp_path / "out"
+    started = time.monotonic()
+    proc = run_hostctl(tiny_args(inputs, out, "--model", "tinyseg:TinySeg", "--model-path", str(USER_MODELS),
+                                 "--quantizer", "portable", "--json"))
+    print(f"portable run on TinySeg: {time.monotonic() - started:.1f}s")
+    assert proc.returncode == 0, proc.stderr
+    assert SECTION4 | {"metrics.json", "report"} <= {p.name for p in out.iterdir()}
+    assert manifest(out)["status"] == "succeeded"
+    for name in ("quantization_test_preds.h5", "float_test_preds.h5"):
+        with h5py.File(out / name) as h5:
+            assert list(h5) == ODD_NAMES
+            assert all(h5[n].shape == (1, 3, 32, 32) and h5[n].dtype == "float32" for n in ODD_NAMES)
+    info = json.loads((out / "quant_info.json").read_text())
+    assert {"param", "output", "input", "fast_finetuned", "bias_corrected", "version", "graph_md5"} <= set(info)
+    assert "TinySeg::stem.0.weight" in info["param"] and "TinySeg::stem.0.bias" in info["param"]
+    assert json.loads(proc.stdout)["metrics"]["num_samples"] == len(ODD_NAMES)
+
+
+def test_missing_calibration_group_exits_2_before_anything_runs(tmp_path):
+    inputs = make_inputs(tmp_path / "in", _user_model("TinySeg"))
+    with h5py.File(inputs.samples, "a") as h5:
+        del h5["calibration"]
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "run.json").write_text("{}")
+    before = tree_snapshot(out)
+    proc = run_hostctl(tiny_args(inputs, out, "--model", "tinyseg:TinySeg", "--model-path", str(USER_MODELS),
+                                 "--quantizer", "portable"))
+    assert proc.returncode == 2
+    assert proc.stderr.startswith("error: ") and "quantization_samples.h5: has no 'calibration' group" in proc.stderr
+    assert tree_snapshot(out) == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["in", "out"]
+
+
+def test_config_file_and_environment_precedence(tmp_path):
+    inputs = make_inputs(tmp_path / "in", tiny_unet())
+    # Wrong sizes from the file and the variable show up in the validation message, so we can see who won.
+    (tmp_path / "hostctl.toml").write_text('[quantize]\ninput-size = [3, 8, 8]\nruntime = "local"\n')
+    args = [a for a in tiny_args(inputs, tmp_path / "out") if a not in ("--runtime", "local")]
+    i = args.index("--input-size")
+    del args[i:i + 4]
+    from_file = run_hostctl(args, cwd=tmp_path)
+    assert from_file.returncode == 2 and "expected [3, 8, 8]" in from_file.stderr
+    from_env = run_hostctl(args, cwd=tmp_path, env={"HOSTCTL_INPUT_SIZE": "3 16 16"})
+    assert from_env.returncode == 2 and "expected [3, 16, 16]" in from_env.stderr
+    from_flag = run_hostctl(args + ["--input-size", "3", "32", "32", "--no-evaluate"], cwd=tmp_path,
+                            env={"HOSTCTL_INPUT_SIZE": "3 16 16"})
+    assert from_flag.returncode == 0, from_flag.stderr
