@@ -120,6 +120,10 @@ class Reporter:
             self.start_task(key, total)
         self._bars().update(self._tasks[key], completed=done, advance=advance, total=total)
 
+    def describe_task(self, key: str, description: str) -> None:
+        if key in self._tasks:
+            self._bars().update(self._tasks[key], description=description)
+
     def finish_task(self, key: str) -> None:
         if key in self._tasks:
             task = self._tasks[key]

@@ -211,22 +211,25 @@ def ensure_image(client: docker.DockerClient, image: str, pull: str, reporter: R
 
 
 def _pull(client: docker.DockerClient, image: str, reporter: Reporter) -> None:
+    """Pull with one progress bar per layer; progressDetail may be empty, and errors arrive as events."""
     repo, tag = split_image(image)
     reporter.info(f"pulling {image} (the Vitis AI images are 11-17 GB; this happens once)")
-    layers: dict[str, tuple[int, int]] = {}
     try:
         for event in client.api.pull(repo, tag or None, stream=True, decode=True):
             if "error" in event:
                 raise EnvironmentProblem(f"pulling {image} failed: {event['error']}",
                                          "Check the image name, your network and `docker login`.")
-            layer, detail = event.get("id"), event.get("progressDetail") or {}
-            if layer and detail.get("total"):
-                layers[layer] = (detail.get("current", 0), detail["total"])
-                done = sum(c for c, _ in layers.values())
-                total = sum(t for _, t in layers.values())
-                reporter.update_task("pull", done=done, total=total)
-            elif layer and event.get("status") in ("Pull complete", "Already exists") and layer in layers:
-                layers[layer] = (layers[layer][1], layers[layer][1])
+            layer, detail, status = event.get("id"), event.get("progressDetail") or {}, event.get("status", "")
+            if not layer or ":" in layer:
+                continue  # tag/digest lines, not layers
+            key = f"pull:{layer}"
+            if detail.get("total"):
+                verb = "extracting" if status.startswith("Extracting") else "downloading"
+                reporter.update_task(key, done=detail.get("current", 0), total=detail["total"])
+                reporter.describe_task(key, f"{verb} {layer}")
+            elif status in ("Pull complete", "Already exists", "Download complete"):
+                reporter.start_task(key, 1, f"{status.lower()} {layer}", unit="B")
+                reporter.update_task(key, done=1, total=1)
     except docker.errors.APIError as exc:
         raise EnvironmentProblem(f"pulling {image} failed: {exc.explanation or exc}",
                                  "Check the image name, your network and `docker login`.") from exc
