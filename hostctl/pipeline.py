@@ -191,14 +191,12 @@ def _tail_hint(tail: list[str]) -> str:
 
 
 def _evaluate(opts: QuantizeOptions, inputs: Inputs, run_dir: Path, reporter: Reporter) -> dict[str, Any]:
-    from hostctl.evaluate import evaluate, render_metrics, write_metrics
-    from hostctl.report import write_report
+    from hostctl.evaluate import evaluate_run, render_metrics
 
-    metrics = evaluate(inputs.samples, run_dir / FLOAT_PREDS, run_dir / QUANT_PREDS, opts.num_classes, reporter)
-    write_metrics(metrics, run_dir / "metrics.json")
-    write_report(metrics, inputs.samples, run_dir / FLOAT_PREDS, run_dir / QUANT_PREDS, run_dir / "report")
-    render_metrics(metrics, reporter)
-    return metrics.to_dict()
+    evaluation = evaluate_run(inputs.samples, run_dir, opts.num_classes, reporter)
+    reporter.close()
+    render_metrics(evaluation.metrics, reporter)
+    return evaluation.metrics.to_dict()
 
 
 def _finish_manifest(run_dir: Path, manifest: dict[str, Any], started: float) -> None:

@@ -1,0 +1,56 @@
+"""hostctl demo"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from hostctl.cli import app
+from hostctl.cli.common import Debug, JsonOutput
+from hostctl.ui import Reporter, print_json
+
+EXAMPLES = """
+[bold]Examples[/]
+
+  hostctl demo                                       [dim]# about 2-3 minutes on 2 CPU cores[/]
+  hostctl demo --output-dir /tmp/demo --runtime docker
+  hostctl demo --fast                                [dim]# under a minute, lower accuracy[/]
+"""
+
+
+@app.command(epilog=EXAMPLES)
+def demo(
+    output_dir: Annotated[Path, typer.Option(help="Where the dataset, checkpoint, inputs and results go.")]
+    = Path("hostctl-demo"),
+    runtime: Annotated[str, typer.Option(help="Where the quantization payload runs: local or docker.")] = "local",
+    fast: Annotated[bool, typer.Option(help="A smaller dataset and model: under a minute, lower accuracy.")]
+    = False,
+    json_output: JsonOutput = False,
+    debug: Debug = False,
+) -> None:
+    """Generate a dataset, train a small Unet, prepare, quantize and report: the whole flow in minutes."""
+    from hostctl.demo import run_demo
+
+    reporter = Reporter(debug=debug)
+    try:
+        result = run_demo(output_dir, reporter, runtime=runtime, fast=fast)
+    finally:
+        reporter.close()
+    if json_output:
+        print_json(result.to_dict())
+    places = [("dataset", result.dataset_dir), ("checkpoint", result.checkpoint),
+              ("deployment inputs", result.inputs_dir), ("quantization results", result.results_dir)]
+    places += [("report", p) for p in result.report_files]
+    reporter.info("Where everything is:")
+    for what, path in places:
+        reporter.info(f"  {what:<22}{path}")
+    metrics = result.metrics or {}
+    if metrics.get("float") and metrics.get("quantized"):
+        f, q = metrics["float"]["miou"], metrics["quantized"]["miou"]
+        reporter.success(f"float mIoU {f:.4f}, quantized mIoU {q:.4f} ({(q - f) * 100:+.2f} points), "
+                         f"float/quantized agreement {metrics['agreement']:.2%}")
+    index = [p for p in result.report_files if p.suffix == ".html"]
+    reporter.success(f"demo finished in {result.timings['total']:.0f} s"
+                     + (f"; open {index[0]} to see the report" if index else ""))

@@ -1,0 +1,190 @@
+"""hostctl demo: the whole flow on generated data, so a new user sees a result in minutes without a dataset.
+
+    synthetic dataset (images/ + masks/ + splits/) -> train the built-in Unet on the CPU -> checkpoint
+        -> prepare -> quantize (portable quantizer) -> metrics.json + report/
+
+Training reads its samples back through prepare's own loader, so the model sees exactly the preprocessing that
+the deployment inputs get. It runs a fixed number of steps (so results do not depend on the machine's speed),
+with a time limit only as a guard on very slow machines.
+"""
+
+from __future__ import annotations
+
+import shutil
+import time
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from container_payload.models.unet import Unet
+from hostctl.errors import UsageError
+from hostctl.options import RUNTIMES, QuantizeOptions
+from hostctl.prepare import PrepareOptions, load_pair, prepare, preprocessing_for, scan_dataset
+from hostctl.report import REPORT_DIR
+from hostctl.synthetic import NUM_CLASSES, write_dataset
+
+MARKER = ".hostctl-demo"
+DATASET, CHECKPOINT, INPUTS, RESULTS = "dataset", "checkpoint.pt", "deployment_inputs", "quantization_results"
+
+
+@dataclass(frozen=True)
+class DemoConfig:
+    size: int = 64  # square input: 3 x size x size
+    num_train: int = 640
+    num_test: int = 128
+    width: int = 16  # Unet channels at the top level
+    depth: int = 3
+    steps: int = 400
+    batch_size: int = 16
+    learning_rate: float = 5e-3
+    calib_samples: int = 200
+    time_limit: float = 180.0  # seconds of training at most
+    seed: int = 0
+
+    @property
+    def model_args(self) -> dict[str, Any]:
+        return {"width": self.width, "depth": self.depth}
+
+
+FULL = DemoConfig()
+# For tests and smoke checks: same flow, a fraction of the work; its accuracy is not a target.
+FAST = replace(FULL, size=48, num_train=96, num_test=24, width=8, depth=2, steps=120, calib_samples=32,
+               time_limit=30.0)
+
+
+@dataclass(frozen=True)
+class DemoResult:
+    output_dir: Path
+    dataset_dir: Path
+    checkpoint: Path
+    inputs_dir: Path
+    results_dir: Path
+    steps: int
+    final_loss: float
+    timings: dict[str, float]
+    metrics: dict[str, Any] | None
+    report_files: list[Path]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "output_dir": str(self.output_dir), "dataset_dir": str(self.dataset_dir),
+            "checkpoint": str(self.checkpoint), "inputs_dir": str(self.inputs_dir),
+            "results_dir": str(self.results_dir), "steps": self.steps, "final_loss": self.final_loss,
+            "timings": self.timings, "metrics": self.metrics, "report_files": [str(p) for p in self.report_files],
+        }
+
+
+def run_demo(output_dir: Path, reporter, runtime: str = "local", fast: bool = False,  # noqa: ANN001
+             config: DemoConfig | None = None) -> DemoResult:
+    from hostctl.pipeline import quantize
+
+    if runtime not in RUNTIMES:
+        raise UsageError(f"--runtime {runtime!r} is not one of: {', '.join(RUNTIMES)}")
+    config = config or (FAST if fast else FULL)
+    _claim(output_dir)
+    timings: dict[str, float] = {}
+    started = time.perf_counter()
+
+    dataset = output_dir / DATASET
+    shutil.rmtree(dataset, ignore_errors=True)  # ours (the directory carries the demo marker): start afresh
+    total = config.num_train + config.num_test
+    with reporter.task("dataset", total, "Generating the dataset", unit="images"):
+        write_dataset(dataset, config.num_train, config.num_test, config.size, config.size, config.seed,
+                      on_sample=lambda: reporter.update_task("dataset", advance=1))
+    timings["dataset"] = time.perf_counter() - started
+
+    t0 = time.perf_counter()
+    checkpoint = output_dir / CHECKPOINT
+    steps, loss = train(dataset, checkpoint, config, reporter)
+    timings["train"] = time.perf_counter() - t0
+
+    t0 = time.perf_counter()
+    input_size = (3, config.size, config.size)
+    inputs = output_dir / INPUTS
+    prepare(PrepareOptions(dataset=dataset, output_dir=inputs, input_size=input_size, num_classes=NUM_CLASSES,
+                           normalize="unit", calib_samples=config.calib_samples, seed=config.seed,
+                           checkpoint=checkpoint, model_args=config.model_args), reporter)
+    reporter.close()
+    timings["prepare"] = time.perf_counter() - t0
+
+    t0 = time.perf_counter()
+    summary = quantize(QuantizeOptions(input_dir=inputs, output_dir=output_dir / RESULTS, input_size=input_size,
+                                       num_classes=NUM_CLASSES, model_args=config.model_args, runtime=runtime,
+                                       quantizer="portable"), reporter)
+    timings["quantize"] = time.perf_counter() - t0
+    timings["total"] = time.perf_counter() - started
+    report = summary.output_dir / REPORT_DIR
+    return DemoResult(
+        output_dir=output_dir, dataset_dir=dataset, checkpoint=checkpoint, inputs_dir=inputs,
+        results_dir=summary.output_dir, steps=steps, final_loss=loss, timings=timings, metrics=summary.metrics,
+        report_files=sorted(report.iterdir()) if report.is_dir() else [],
+    )
+
+
+def _claim(output_dir: Path) -> None:
+    """Use output_dir only if it is new, empty or an earlier demo's: the demo replaces what it wrote there."""
+    if output_dir.exists():
+        if not output_dir.is_dir():
+            raise UsageError(f"{output_dir} exists and is not a directory", "Choose another --output-dir.")
+        if any(output_dir.iterdir()) and not (output_dir / MARKER).exists():
+            raise UsageError(f"{output_dir} is not empty and was not made by hostctl demo",
+                             "Choose a new or empty --output-dir; the demo replaces what it finds there.")
+    output_dir.mkdir(parents=True, exist_ok=True)
+    (output_dir / MARKER).write_text("made by hostctl demo; the next demo run may replace this directory's contents\n")
+
+
+def train(dataset: Path, checkpoint: Path, config: DemoConfig, reporter) -> tuple[int, float]:  # noqa: ANN001
+    """Train the built-in Unet; save {'model': state_dict, ...} like a training script would. Returns (steps, loss)."""
+    images, labels = _load_split(dataset, "train", config, reporter)
+    torch.manual_seed(config.seed)
+    generator = torch.Generator().manual_seed(config.seed)
+    model = Unet(num_classes=NUM_CLASSES, **config.model_args)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=config.learning_rate, weight_decay=1e-4)
+    schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=config.learning_rate,
+                                                   total_steps=config.steps, pct_start=0.15)
+    model.train()
+    step, loss_value, started, out_of_time = 0, float("nan"), time.perf_counter(), False
+    with reporter.task("train", config.steps, "Training the demo Unet", unit="steps"):
+        while step < config.steps and not out_of_time:
+            order = torch.randperm(len(images), generator=generator)
+            for first in range(0, len(order) - config.batch_size + 1, config.batch_size):
+                batch = order[first:first + config.batch_size]
+                x, y = images[batch], labels[batch]
+                if torch.rand(1, generator=generator).item() < 0.5:  # horizontal flips: a cheap augmentation
+                    x, y = x.flip(3), y.flip(2)
+                loss = torch.nn.functional.cross_entropy(model(x), y)
+                optimizer.zero_grad()
+                loss.backward()
+                optimizer.step()
+                schedule.step()
+                step += 1
+                loss_value = loss.item()
+                reporter.update_task("train", done=step)
+                out_of_time = time.perf_counter() - started > config.time_limit
+                if step >= config.steps or out_of_time:
+                    break
+        if step < config.steps:
+            reporter.update_task("train", total=step)  # the bar ends where training did, not at 100%
+    if step < config.steps:
+        reporter.warn(f"training stopped at step {step} of {config.steps}: the {config.time_limit:.0f} s limit "
+                      "passed (a slow or busy machine); accuracy may be lower")
+    reporter.close()
+    torch.save({"model": model.state_dict(), "steps": step, "loss": loss_value}, checkpoint)
+    reporter.info(f"trained {step} steps in {time.perf_counter() - started:.1f} s, final loss {loss_value:.4f}")
+    return step, loss_value
+
+
+def _load_split(dataset: Path, split: str, config: DemoConfig,
+                reporter) -> tuple[torch.Tensor, torch.Tensor]:  # noqa: ANN001
+    """A split's samples as tensors, loaded with prepare's own loader and unit scaling."""
+    options = PrepareOptions(dataset=dataset, input_size=(3, config.size, config.size), num_classes=NUM_CLASSES)
+    pairs = scan_dataset(dataset, reporter)
+    preprocessing = preprocessing_for("unit", None, None, 3)
+    stems = (dataset / "splits" / f"{split}.txt").read_text().split()
+    loaded = [load_pair(pairs[stem], preprocessing, None, options) for stem in stems]
+    images = torch.from_numpy(np.stack([sample for sample, _ in loaded]))
+    labels = torch.from_numpy(np.stack([label for _, label in loaded]).astype(np.int64))
+    return images, labels
