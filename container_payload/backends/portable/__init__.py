@@ -1,0 +1,142 @@
+"""The portable quantizer: vai_q_pytorch's DPU arithmetic in plain torch, without the Vitis AI image.
+
+It computes what pytorch_nndct computes for the DPU (DESIGN.md section 9): the same graph (torch.fx capture,
+BatchNorm folded, nndct's node names), the same fix positions (diffs, per-batch history, mode, cap 12, export-time
+shift adjustments), the same rounding, and with quant_opt > 0 the same cross-layer equalization and bias
+correction. Modules: graph (capture, names, groups), equalize (CLE), fixpoint (rounding, diffs), engine (running).
+"""
+
+import hashlib
+import json
+import os
+from typing import Callable, Dict, Iterable, List, Optional, Sequence
+
+import torch
+
+from .. import Backend, BackendError
+from . import fixpoint as fxp
+from .engine import Calibrator, TestModel, adjust
+from .equalize import equalize
+from .graph import PARAM_OPS, Graph, capture
+
+VERSION = "hostctl-portable-1"
+QUANT_INFO = "quant_info.json"
+
+
+class PortableBackend(Backend):
+    name = "portable"
+    default_exports = ()
+    supported_exports = ("torchscript",)
+
+    def __init__(self, model: torch.nn.Module, run_dir: str, input_size: Sequence[int], *,
+                 target=None, quant_opt: int = 3, warn=print) -> None:
+        super().__init__(model, run_dir, input_size, target=target, quant_opt=quant_opt, warn=warn)
+        self._graph: Optional[Graph] = None
+        self._calib: Optional[Calibrator] = None
+        self._test: Optional[TestModel] = None
+        self.quant_info: Optional[dict] = None
+        self.adjustments: List[str] = []
+
+    # quant_opt 0 turns off equalization and bias correction; any level above 0 keeps both
+    # (pytorch_nndct/__init__.py: nndct_param_corr and nndct_equalization are switched off only for quant_opt <= 0)
+    @property
+    def _optimize(self) -> bool:
+        return self.quant_opt > 0
+
+    def _build(self, sample: torch.Tensor) -> Graph:
+        model = self.model.eval()
+        if self.target:
+            self.warn("portable quantizer: --target {} is not emulated (vai_q_pytorch's target-aware checks need "
+                      "the vai backend); fix positions follow the generic DPU rules".format(self.target))
+        g = capture(model, sample[:1], relu6_as_relu=self._optimize)
+        for desc in g.unsupported:
+            self.warn("portable quantizer: {} is not a DPU op it emulates; it runs in float".format(desc))
+        for node in g.nodes:
+            m = node.module
+            if node.op == "leaky_relu" and m is not None and abs(m.negative_slope - 0.1) > 1e-3:
+                self.warn("portable quantizer: {} has negative_slope {}; like vai_q_pytorch it runs with the DPU's "
+                          "0.1015625".format(node.name, m.negative_slope))
+        if self._optimize:
+            equalize(g)
+        return g
+
+    def calibrate(self, batches: Iterable[torch.Tensor]) -> None:
+        for batch in batches:
+            batch = batch.float()
+            if self._calib is None:
+                self._graph = self._build(batch)
+                self._calib = Calibrator(self._graph, bias_correction=self._optimize)
+            self._calib.step(batch)
+        if self._calib is None:
+            raise BackendError("calibration got no samples")
+        fps = self._calib.fix_positions()
+        missing = [k for k in self._graph.output_keys if k not in fps["output"]]
+        if missing:
+            raise BackendError("calibration never reached {}".format(", ".join(missing)))
+        self.adjustments = adjust(self._graph, fps)
+        self.quant_info = self._quant_info(fps)
+        os.makedirs(self.run_dir, exist_ok=True)
+        path = os.path.join(self.run_dir, QUANT_INFO)
+        tmp = path + ".tmp"
+        with open(tmp, "w") as f:
+            json.dump(self.quant_info, f, indent=2)
+            f.write("\n")
+        os.replace(tmp, path)
+        self._test = TestModel(self._graph, fps, self._calib.test_biases())
+        self._calib = None  # its per-batch state is not needed any more; a new calibrate() starts afresh
+
+    def _quant_info(self, fps: Dict[str, Dict[str, int]]) -> dict:
+        g = self._graph
+        params = {}
+        for node in g.nodes:
+            if node.weight is None or not (node.op in PARAM_OPS or node.op == "batch_norm"):
+                continue
+            params[node.weight_name] = [[fxp.BIT_WIDTH, fps["param"][node.weight_name]]]
+            if node.bias_name:
+                params[node.bias_name] = [[fxp.BIT_WIDTH, fps["param"][node.bias_name]]]
+        outputs = {g.full(k): [[fxp.BIT_WIDTH, fps["output"][k]]] for k in g.output_keys}
+        return {
+            "param": params,
+            "output": outputs,
+            "input": {},
+            "fast_finetuned": False,
+            "bias_corrected": self._optimize,
+            "version": VERSION,
+            # nndct hashes its own graph structure; this is the same idea over ours (names, ops, edges), so it
+            # tells portable runs of different graphs apart but does not equal nndct's value
+            "graph_md5": _graph_md5(g),
+        }
+
+    def quantized(self) -> Callable[[torch.Tensor], torch.Tensor]:
+        if self._test is None:
+            raise BackendError("quantized() needs calibrate() first")
+        return self._test
+
+    def export(self, formats: Sequence[str], sample: torch.Tensor) -> List[str]:
+        written = []
+        for fmt in formats:
+            if fmt not in self.supported_exports:
+                raise BackendError("the portable quantizer cannot export {!r}; it can export: {}".format(
+                    fmt, ", ".join(self.supported_exports) or "nothing"))
+            if fmt == "torchscript":
+                name = "{}_portable_int8.pt".format(type(self.model).__name__)
+                module = _Wrapped(self.quantized())
+                with torch.no_grad():
+                    traced = torch.jit.trace(module, sample.float()[:1], check_trace=False)
+                traced.save(os.path.join(self.run_dir, name))
+                written.append(name)
+        return written
+
+
+class _Wrapped(torch.nn.Module):
+    def __init__(self, fn: Callable[[torch.Tensor], torch.Tensor]) -> None:
+        super().__init__()
+        self.fn = fn
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fn(x)
+
+
+def _graph_md5(g: Graph) -> str:
+    desc = ";".join("{}<{}".format(n.name, ",".join(p.name for p in n.parents)) for n in g.nodes)
+    return hashlib.md5(desc.encode()).hexdigest()

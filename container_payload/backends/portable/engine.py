@@ -1,0 +1,403 @@
+"""Running the captured graph: calibration (fix positions per batch, bias correction) and the test-mode model.
+
+Calibration follows pytorch_nndct's calib mode (Xilinx/Vitis-AI src/vai_quantizer/vai_q_pytorch):
+- pytorch_nndct/quantization/torchquantizer.py `do_scan`: every quantized output runs diffs on each batch, the
+  result (capped at 12) joins that tensor's history, and the batch is quantized with the history's mode; that
+  quantized tensor is what the next op sees. Parameters get their fix position once, on first use.
+- pytorch_nndct/nn/modules/conv.py (and linear, conv_transpose) with quant_opt > 0 ("param_corr"): parameters are
+  quantized in place; after each batch the float op is re-run on the same input with the original parameters,
+  and while pytorch_nndct/nn/modules/quant_noise.py `eval_qnoise` has not stopped, the bias moves by
+  rate * mean error per channel (rate 0.05, halved for that batch when the running efficiency passes 4).
+  The test-mode bias is float_bias - (float_bias - corrected_bias), as bias_corr.pth stores and reloads it.
+- avg pools scale their output to the DPU's approximation of 1/(kh*kw) (pytorch_nndct/nn/modules/avgpool.py).
+- torchquantizer.py `organize_quant_pos` / `_node_relative_fix_pos_check`, run when quant_info.json is written:
+  nearest resizes inherit their input's fix position (unless they feed a concat), then for each conv-like node
+  shift_cut = w + i - o must lie in [0, 16] (o lowered, or w lowered) and shift_bias = w + i - b in
+  [min(0, shift_cut - 16), 16] (b lowered, or w lowered).
+"""
+
+import math
+from typing import Callable, Dict, List, Optional
+
+import torch
+import torch.nn.functional as F
+from torch import fx
+
+from . import fixpoint as fxp
+from .graph import LEAKY_SLOPE, PARAM_OPS, Graph, Node
+
+CORR_RATE = 0.05  # nndct_param_corr_rate's default
+# ops whose result is a new tensor, which can then be quantized in place
+_FRESH = frozenset(PARAM_OPS + ("batch_norm", "relu", "relu6", "leaky_relu", "maxpool", "avgpool",
+                                "adaptive_avg_pool2d", "concat", "elemwise_add", "resize"))
+
+
+class _BiasCorr:
+    """The running state of eval_qnoise for one op."""
+
+    def __init__(self) -> None:
+        self.stop = False
+        self.efficiency = 0.0
+        self.deviation = 0.0
+
+    def update(self, noise: float, signal: float, rate: float) -> float:
+        """One eval_qnoise step from the mean squared error and mean squared reference; returns this batch's
+        rate (and sets stop)."""
+        if noise > 0:
+            eff = 1.25 * math.log10(signal / noise) if signal > 0 else -math.inf
+            dev = math.fabs(eff - self.efficiency)
+            if dev > 0:
+                self.efficiency = (self.efficiency * 4 + eff) * 0.2
+                self.deviation = (self.deviation * 4 + dev) * 0.2
+                if self.efficiency > 4.0:
+                    rate = rate * 0.5
+                if (self.efficiency > 4.3 or (self.deviation / self.efficiency) < 0.05 or
+                        math.fabs(dev - self.deviation / dev) < 0.05):
+                    self.stop = True
+            else:
+                self.stop = True
+        else:
+            self.stop = True
+        return rate
+
+
+def error_stats(output: torch.Tensor, ref: torch.Tensor, channel_dim: int):
+    """Per-channel mean of output - ref, mean of its square and mean of ref squared (eval_qnoise's inputs),
+    one sample at a time on one thread, accumulated in float64."""
+    n_ch = output.shape[channel_dim]
+    sums = torch.zeros(n_ch, dtype=torch.float64)
+    noise = signal = 0.0
+    with fxp._one_thread():
+        for i in range(output.shape[0]):
+            o, r = output[i], ref[i]
+            e = o - r
+            if channel_dim == 1:
+                sums += e.reshape(n_ch, -1).sum(1, dtype=torch.float64)
+            else:
+                sums += e.reshape(-1, n_ch).sum(0, dtype=torch.float64)
+            e = e.reshape(-1)
+            noise += float(torch.dot(e, e))
+            rr = r.reshape(-1)
+            signal += float(torch.dot(rr, rr))
+    count = output.numel()
+    return (sums * (n_ch / count)).float(), noise / count, signal / count
+
+
+def avgpool_scale(kernel: List[int]) -> float:
+    """The factor by which the DPU's average pool differs from a true mean (pytorch_nndct avgpool.py)."""
+    if kernel == [3, 3]:
+        return 9.0 * 7.0 / 64.0
+    if kernel == [5, 5]:
+        return 25.0 * 10.0 / 256.0
+    if kernel in ([6, 6], [3, 6], [6, 3]):
+        return 36.0 * 7.0 / 256.0
+    if kernel == [7, 7]:
+        return 49.0 * 21.0 / 1024.0
+    if kernel == [14, 14]:
+        return 196.0 * 21.0 / 4096.0
+    rec = kernel[0] * kernel[1]
+    max_factor = math.ceil(math.log(rec * 128, 2))
+    diff, multi, shift = 1.0, 0.0, 0.0
+    for s in range(max_factor):
+        factor = round((2 ** s) / rec)  # Python's round, as the original
+        d = abs(factor / (2 ** s) - 1 / rec)
+        if d < diff:
+            multi, diff, shift = factor, d, s
+    return rec * multi / (2 ** shift)
+
+
+def _pair(v) -> List[int]:
+    return [int(v), int(v)] if isinstance(v, int) else [int(x) for x in v]
+
+
+class Runner:
+    """Executes a captured Graph; quantizes where nndct would. One instance per mode."""
+
+    def __init__(self, g: Graph) -> None:
+        self.g = g
+        self.keys = set(g.output_keys)
+        # values are dropped after their last use, as eager PyTorch drops them: peak memory stays that of the
+        # float forward instead of holding every activation of the batch
+        pos = {n: i for i, n in enumerate(g.steps)}
+        last: Dict[fx.Node, int] = {}
+        for n in g.steps:
+            last[n] = max([pos[u] for u in n.users] + [pos[n]])
+        self.free_after: Dict[int, List[fx.Node]] = {}
+        for n, i in last.items():
+            if n is not g.output and n is not g.resolve(g.output):
+                self.free_after.setdefault(i, []).append(n)
+
+    # ---- the float op of each node, on already-quantized params -------------------------------------------------
+    def _param_op(self, node: Node, x: torch.Tensor, w: torch.Tensor, b: Optional[torch.Tensor]) -> torch.Tensor:
+        m = node.module
+        if node.op in ("conv2d", "depthwise_conv2d"):
+            return F.conv2d(x, w, b, m.stride, m.padding, m.dilation, m.groups)
+        if node.op in ("conv_transpose_2d", "depthwise_conv_transpose_2d"):
+            return F.conv_transpose2d(x, w, b, m.stride, m.padding, m.output_padding, m.groups, m.dilation)
+        if node.op == "dense":
+            return F.linear(x, w, b)
+        if node.op == "batch_norm":
+            shape = [1, -1] + [1] * (x.dim() - 2)
+            return x * w.view(shape) + b.view(shape)
+        raise AssertionError(node.op)
+
+    def _eval(self, n: fx.Node, env: Dict[fx.Node, object]):
+        args = fx.node.map_arg(n.args, lambda a: env[a])
+        kwargs = fx.node.map_arg(n.kwargs, lambda a: env[a])
+        if n.op == "call_module":
+            return self.g.modules[n.target](*args, **kwargs)
+        if n.op == "call_function":
+            return n.target(*args, **kwargs)
+        if n.op == "call_method":
+            return getattr(args[0], n.target)(*args[1:], **kwargs)
+        if n.op == "get_attr":
+            obj = self.g.modules[""]
+            for part in n.target.split("."):
+                obj = getattr(obj, part)
+            return obj
+        raise AssertionError(n.op)
+
+    def _node_value(self, node: Node, n: fx.Node, env, params) -> torch.Tensor:
+        """The op's float result given quantized inputs (and, for param ops, the quantized params)."""
+        if node.op in PARAM_OPS or node.op == "batch_norm":
+            x = env[n.args[0]]
+            w, b = params(node)
+            return self._param_op(node, x, w, b)
+        if node.op == "leaky_relu":
+            x = env[n.args[0]]
+            return F.leaky_relu(x, LEAKY_SLOPE)
+        if node.op in ("relu", "relu6") and n.op == "call_module":
+            x = env[n.args[0]]
+            return F.relu(x) if node.op == "relu" else F.relu6(x)
+        out = self._eval(n, env)
+        if node.op == "avgpool":
+            kernel = node.module.kernel_size if node.module is not None else (n.args[1] if len(n.args) > 1 else
+                                                                                n.kwargs["kernel_size"])
+            out = out * avgpool_scale(_pair(kernel))
+        elif node.op == "adaptive_avg_pool2d":
+            x = env[n.args[0]]
+            kernel = self._adaptive_kernel(node, n, x, out)
+            if kernel is None:
+                node.attrs["skip_quant"] = True  # nndct leaves a non-divisible adaptive pool unquantized
+            else:
+                out = out * avgpool_scale(kernel)
+        return out
+
+    @staticmethod
+    def _adaptive_kernel(node: Node, n: fx.Node, x: torch.Tensor, out: torch.Tensor) -> Optional[List[int]]:
+        ins = [int(d) for d in x.shape[2:]]
+        outs = [int(d) for d in out.shape[2:]]
+        if any(o == 0 or i % o for i, o in zip(ins, outs)):
+            return None
+        return [i // o for i, o in zip(ins, outs)]
+
+    def run(self, x: torch.Tensor, params, quant: Callable[[Node, torch.Tensor], torch.Tensor],
+            after: Optional[Callable] = None) -> torch.Tensor:
+        g = self.g
+        env: Dict[fx.Node, object] = {}
+        for i, n in enumerate(g.steps):
+            if n.op == "output":
+                break
+            self._step(n, env, x, params, quant, after)
+            for dead in self.free_after.get(i, ()):
+                env.pop(dead, None)
+        return env[g.output]
+
+    def _step(self, n: fx.Node, env: Dict[fx.Node, object], x: torch.Tensor, params, quant, after) -> None:
+        g = self.g
+        if n in g.alias:
+            env[n] = env[g.alias[n]]
+            return
+        node = g.node_of.get(n)
+        if node is None:
+            env[n] = self._eval(n, env) if n.op != "placeholder" else x
+            return
+        val = x if node.op == "input" else self._node_value(node, n, env, params)
+        if node.name in self.keys and not node.attrs.get("skip_quant"):
+            if not (node.op in _FRESH and val.is_contiguous() and val.dtype == torch.float32 and
+                    val._base is None and all(val is not a for a in self._args(n, env))):
+                val = val.detach().float().clone(memory_format=torch.contiguous_format)
+            val = quant(node, val)  # in place: val is a tensor no one else holds
+        if after is not None:
+            after(node, n, env, val)
+        env[n] = val
+
+    @staticmethod
+    def _args(n: fx.Node, env) -> List[object]:
+        found: List[object] = []
+        fx.node.map_arg((n.args, n.kwargs), lambda a: found.append(env[a]))
+        return found
+
+
+class Calibrator(Runner):
+    def __init__(self, g: Graph, bias_correction: bool) -> None:
+        super().__init__(g)
+        self.param_fp: Dict[str, int] = {}
+        self.history: Dict[str, List[int]] = {k: [] for k in g.output_keys}
+        self.bias_correction = bias_correction
+        self.float_params = {}  # node name -> (w, b) before quantization (weight_bak / bias_bak)
+        self.qweight: Dict[str, torch.Tensor] = {}
+        self.bias_now: Dict[str, torch.Tensor] = {}  # the (corrected) float bias each batch quantizes
+        self.corr: Dict[str, _BiasCorr] = {}
+        self._ref: Optional[torch.Tensor] = None  # the float reference of the op being corrected
+        for node in g.nodes:
+            if node.weight is not None and (node.op in PARAM_OPS or node.op == "batch_norm"):
+                self.float_params[node.name] = (node.weight, node.bias)
+                self.param_fp[node.weight_name] = fxp.capped(fxp.diffs_fix_pos(node.weight))
+                self.qweight[node.name] = fxp.quantize_param(node.weight, self.param_fp[node.weight_name])
+                if node.bias is not None:
+                    self.param_fp[node.bias_name] = fxp.capped(fxp.diffs_fix_pos(node.bias))
+                    self.bias_now[node.name] = node.bias
+                    if bias_correction and node.op in PARAM_OPS:
+                        self.corr[node.name] = _BiasCorr()
+
+    def params(self, node: Node):
+        # nndct quantizes the parameters in place when it uses them; bias_now mirrors its bias.data
+        b = self.bias_now.get(node.name)
+        if b is not None:
+            b = self.bias_now[node.name] = fxp.quantize_param(b, self.param_fp[node.bias_name])
+        return self.qweight[node.name], b
+
+    def quant(self, node: Node, val: torch.Tensor) -> torch.Tensor:
+        scope = 1 if node.op == "input" else fxp.DIFFS_SCOPE
+        hist = self.history[node.name]
+        hist.append(fxp.capped(fxp.diffs_fix_pos(val, scope)))
+        return fxp.quantize_act_(val, fxp.modal_fp(hist))
+
+    def _node_value(self, node: Node, n: fx.Node, env, params) -> torch.Tensor:
+        state = self.corr.get(node.name)
+        if state is None or state.stop:
+            return super()._node_value(node, n, env, params)
+        # bias correction needs the float op on the same input: run both in one call where the op allows it
+        # (stacked output channels; about 25% cheaper than two calls), and keep the float half for _correct
+        x = env[n.args[0]]
+        w, b = params(node)
+        wf, bf = self.float_params[node.name]
+        m = node.module
+        if node.op == "conv2d" and m.groups == 1:
+            both = F.conv2d(x, torch.cat([w, wf]), torch.cat([b, bf]), m.stride, m.padding, m.dilation)
+            k = w.shape[0]
+            self._ref = both[:, k:]
+            return both[:, :k]
+        if node.op == "dense":
+            both = F.linear(x, torch.cat([w, wf]), torch.cat([b, bf]))
+            k = w.shape[0]
+            self._ref = both[..., k:]
+            return both[..., :k]
+        self._ref = self._param_op(node, x, wf, bf)
+        return self._param_op(node, x, w, b)
+
+    def _correct(self, node: Node, n: fx.Node, env, val: torch.Tensor) -> None:
+        state = self.corr.get(node.name)
+        if state is None or state.stop:
+            return
+        ref, self._ref = self._ref, None
+        mean_err, noise, signal = error_stats(val, ref, 1 if node.op != "dense" else val.dim() - 1)
+        rate = state.update(noise, signal, CORR_RATE)
+        if not state.stop:
+            # bias_now holds the quantized bias of this batch; the correction leaves it off the grid until the
+            # next batch quantizes it again, and that is what test mode gets if calibration ends here
+            self.bias_now[node.name] = self.bias_now[node.name] - rate * mean_err
+
+    def step(self, x: torch.Tensor) -> None:
+        with torch.no_grad():
+            self.run(x, self.params, self.quant, self._correct if self.corr else None)
+
+    def fix_positions(self) -> Dict[str, Dict[str, int]]:
+        """Fix positions as calibration leaves them (before the export-time adjustments)."""
+        out = {k: fxp.modal_fp(h) for k, h in self.history.items() if h}
+        return {"param": dict(self.param_fp), "output": out}
+
+    def test_biases(self) -> Dict[str, torch.Tensor]:
+        """The biases test mode uses: float - (float - corrected), as bias_corr.pth round-trips them."""
+        res = {}
+        for node in self.g.nodes:
+            if node.name not in self.bias_now:
+                continue
+            b_bak = self.float_params[node.name][1]
+            if node.name in self.corr:
+                res[node.name] = b_bak - (b_bak - self.bias_now[node.name])
+            else:
+                res[node.name] = b_bak
+        return res
+
+
+def adjust(g: Graph, fps: Dict[str, Dict[str, int]]) -> List[str]:
+    """nndct's export-time fix position adjustments, in place; returns what was changed, for the log."""
+    out, par = fps["output"], fps["param"]
+    notes: List[str] = []
+
+    def fp_out(node: Node) -> Optional[int]:
+        return out.get(node.name, out.get(g.quant_out[node.name].name))
+
+    def set_out(node: Node, value: int) -> None:
+        key = node.name if node.name in out else g.quant_out[node.name].name
+        out[key] = value
+
+    for node in g.nodes:
+        if node.op == "resize" and node.parents and _resize_mode(node) == "nearest":
+            end = g.quant_out[node.name]
+            if end.op != "concat":
+                src = fp_out(node.parents[0])
+                if src is not None and end.name in out:
+                    out[end.name] = src
+    for node in g.nodes:
+        if node.op not in PARAM_OPS or not node.parents:
+            continue
+        i = fp_out(node.parents[0])
+        o = out.get(g.quant_out[node.name].name)
+        if i is None:
+            notes.append("unsupported input op of {}: shift checks stop here".format(node.name))
+            break
+        if o is None:
+            continue
+        w = par[node.weight_name]
+        shift_cut = w + i - o
+        if shift_cut < 0:
+            set_out(node, o + shift_cut)
+            notes.append("{}: output fix position {} -> {} (shift_cut)".format(node.name, o, o + shift_cut))
+        elif shift_cut > 16:
+            par[node.weight_name] = w - shift_cut + 16
+            notes.append("{}: weight fix position {} -> {} (shift_cut)".format(node.name, w, w - shift_cut + 16))
+        if node.bias_name:
+            w = par[node.weight_name]
+            b = par[node.bias_name]
+            shift_bias = w + i - b
+            lo = min(0, -(24 - (8 + shift_cut)))
+            if shift_bias < lo:
+                par[node.bias_name] = b + shift_bias - lo
+                notes.append("{}: bias fix position {} -> {} (shift_bias)".format(node.name, b, b + shift_bias - lo))
+            elif shift_bias > 16:
+                par[node.weight_name] = w - shift_bias + 16
+                notes.append("{}: weight fix position {} -> {} (shift_bias)".format(
+                    node.name, w, w - shift_bias + 16))
+    return notes
+
+
+def _resize_mode(node: Node) -> str:
+    if node.module is not None:
+        return str(getattr(node.module, "mode", "nearest"))
+    n = node.fx_node
+    return str(n.kwargs.get("mode", n.args[3] if len(n.args) > 3 else "nearest"))
+
+
+class TestModel(Runner):
+    """The test-mode quantized model: fixed fix positions, DPU rounding, adjusted positions."""
+
+    def __init__(self, g: Graph, fps: Dict[str, Dict[str, int]], biases: Dict[str, torch.Tensor]) -> None:
+        super().__init__(g)
+        self.out_fp = dict(fps["output"])
+        self.qparams = {}
+        for node in g.nodes:
+            if node.weight is None or not (node.op in PARAM_OPS or node.op == "batch_norm"):
+                continue
+            w = fxp.quantize_param(node.weight, fps["param"][node.weight_name])
+            b = None
+            if node.bias is not None:
+                b = fxp.quantize_param(biases.get(node.name, node.bias), fps["param"][node.bias_name])
+            self.qparams[node.name] = (w, b)
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        with torch.no_grad():
+            return self.run(x, lambda node: self.qparams[node.name],
+                            lambda node, val: fxp.quantize_act_(val, self.out_fp[node.name]))

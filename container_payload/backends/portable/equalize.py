@@ -1,0 +1,156 @@
+"""Cross-layer weight equalization, as vai_q_pytorch applies it before calibration (quant_opt > 0).
+
+Followed from Xilinx/Vitis-AI src/vai_quantizer/vai_q_pytorch/nndct_shared/optimization/commander.py
+(`equalize_weights_cross_conv_layers`, `_collect_layer_groups`, `_convert_layer_group_to_equalized_groups`,
+`_scale_weights_and_bias_with_conv_reluk`, `_combine_weight_and_bias`), which re-implements Nagel et al. 2019:
+
+- Layer groups come from a depth-first walk from the input. Convs (and conv-transposes) join the current group;
+  relu and pools pass through it; any other op, and any conv, relu or pool with more than one consumer, closes it.
+  The walk shares one list between the branches of a fork, exactly as the original does.
+- Consecutive convs of a group form pairs (c0, c1), equalized once each, in order. With r0 the per-output-channel
+  max |w| of c0 (its bias, divided by a shrink factor, counted as one more weight) and r1 the per-input-channel
+  max |w| of c1: s = r0 / sqrt(r0 r1) (1 where that is 0, or where r0 + r1 < 0.5); c0's weights and bias are
+  divided by s, c1's weights multiplied by s.
+
+Computed in float32 numpy, in nndct's OHWI weight layout, like the original, so that its thresholds and
+reductions see the same numbers.
+"""
+
+import sys
+from typing import List, Optional, Tuple
+
+import numpy as np
+import torch
+
+from .graph import CONV_OPS, Graph, Node
+
+_ACT = ("relu",)
+_POOL = ("maxpool", "adaptive_avg_pool2d", "avgpool")
+
+
+def equalize(g: Graph) -> int:
+    """Equalize g's conv pairs in place; returns how many pairs were equalized."""
+    groups: List[List[Node]] = []
+    inputs = [n for n in g.nodes if n.op == "input"]
+    limit = sys.getrecursionlimit()
+    sys.setrecursionlimit(max(limit, 4 * len(g.nodes) + 1000))
+    try:
+        for n in inputs:
+            _collect(n, groups, [], [])
+    finally:
+        sys.setrecursionlimit(limit)
+    pairs: List[Tuple[Node, Node]] = []
+    for group in groups:
+        prev = group[0]
+        for nxt in group[1:]:
+            if prev.op in CONV_OPS and nxt.op in CONV_OPS:
+                pairs.append((prev, nxt))
+            prev = nxt
+    done = 0
+    for c0, c1 in pairs:
+        if _supported(c0) and _supported(c1):
+            _scale_pair(c0, c1)
+            done += 1
+    return done
+
+
+def _collect(node: Node, groups: List[List[Node]], visited: List[Node], group: List[Node]) -> None:
+    def gather(gr: List[Node]) -> List[Node]:
+        if len(gr) > 1 and gr not in groups:
+            groups.append(gr)
+        return []
+
+    if node in visited:
+        return
+    visited.append(node)
+    if node.op in CONV_OPS:
+        group.append(node)
+        if len(node.children) > 1:
+            group = gather(group)
+    elif node.op in _ACT or node.op in _POOL:
+        if len(node.children) > 1:
+            group = gather(group)
+    else:
+        group = gather(group)
+    for c in node.children:
+        _collect(c, groups, visited, group)
+    gather(group)
+
+
+def _supported(n: Node) -> bool:
+    # grouped conv-transposes need nndct's split/concat re-layout; they are left alone (and the pair with them)
+    m = n.module
+    return n.weight is not None and not (n.op.startswith("depthwise_conv_transpose") or
+                                         (n.op == "conv_transpose_2d" and m is not None and m.groups > 1))
+
+
+def _ohwi(n: Node) -> np.ndarray:
+    """The weight in nndct's layout: [out, kh, kw, in/groups] (conv-transposes swapped to out-first)."""
+    w = n.weight
+    if n.op.startswith("conv_transpose") or n.op.startswith("depthwise_conv_transpose"):
+        w = w.transpose(0, 1)
+    return w.permute(0, 2, 3, 1).contiguous().numpy().astype(np.float32, copy=False)
+
+
+def _combine_weight_and_bias(w: np.ndarray, bias: Optional[np.ndarray]) -> np.ndarray:
+    if bias is None:
+        return w
+    bias_clamp = bias.copy().reshape(-1, 1)
+    wc = w.copy()
+    if np.count_nonzero(w) != w.size:
+        for ch in range(wc.shape[0]):
+            nz = np.count_nonzero(wc[ch])
+            if nz == 0:
+                bias_clamp[ch] = 0.0
+                wc[ch] = 1e-7
+            elif nz != wc[ch].size:
+                minval = np.min(np.fabs(wc[ch][wc[ch] != 0.0]))
+                wc[ch] = np.where(wc[ch] == 0.0, minval, wc[ch])
+    wc = np.where(np.fabs(wc) < 1e-7, np.float32(1e-7), wc).astype(np.float32)
+    factor = np.fabs(bias_clamp) / np.fabs(wc)
+    bmax = np.fabs(bias).max()
+    if bmax < 10 and bmax / np.fabs(wc).max() < 20:
+        shrink = 5 if (np.median(factor) > 100 or factor.mean() > 1000) else 2
+    elif np.median(factor) > 30 or factor.mean() > 500:
+        shrink = 20
+    elif np.median(factor) > 15 or factor.mean() > 100:
+        shrink = 10
+    else:
+        shrink = 5
+    return np.concatenate((w, bias_clamp / shrink), axis=1)
+
+
+def _scale_pair(c0: Node, c1: Node) -> None:
+    w0 = _ohwi(c0)
+    b0 = c0.bias.numpy().astype(np.float32, copy=True) if c0.bias is not None else None
+    w1 = _ohwi(c1)
+    m1 = c1.module
+    groups1 = m1.groups if (m1 is not None and c1.op in ("conv2d", "depthwise_conv2d")) else 1
+    if groups1 > 1:
+        # [O, H, W, I/g] -> [O/g, H, W, I]: input channel k*(I/g)+j of group k sits in column j of its rows
+        w1 = np.concatenate(np.split(w1, groups1, axis=0), axis=3)
+    w0b = _combine_weight_and_bias(w0.reshape(w0.shape[0], -1), b0)
+    r0 = np.max(np.fabs(w0b), axis=1)
+    r1 = np.max(np.fabs(w1), axis=(0, 1, 2))
+    if r0.shape != r1.shape:
+        return  # channel counts disagree (e.g. a conv-transpose with groups): nndct would fail; leave them
+    sq = np.sqrt(r0 * r1)
+    scale = np.ones_like(r0)
+    scale = np.where(sq != 0, r0 / np.where(sq != 0, sq, 1), scale)
+    scale = np.where((r0 + r1) < 0.5, 1, scale).astype(np.float32)
+    s = torch.from_numpy(scale)
+    if c0.op.startswith("conv_transpose"):
+        c0.weight = c0.weight / s.view(1, -1, 1, 1)
+    else:
+        c0.weight = c0.weight / s.view(-1, 1, 1, 1)
+    if c0.bias is not None:
+        c0.bias = c0.bias / s
+    if c1.op.startswith("conv_transpose"):
+        c1.weight = c1.weight * s.view(-1, 1, 1, 1)
+    elif groups1 > 1:
+        per = c1.weight.shape[1]
+        # column j of group k carries input channel k*per + j
+        sg = s.view(groups1, 1, per, 1, 1)
+        c1.weight = (c1.weight.view(groups1, -1, per, *c1.weight.shape[2:]) * sg).view_as(c1.weight)
+    else:
+        c1.weight = c1.weight * s.view(1, -1, 1, 1)

@@ -1,0 +1,206 @@
+"""PortableBackend end to end on small models: quant_info.json, modal calibration, test mode, exports."""
+
+import json
+import os
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from container_payload.backends import BackendError, load
+from container_payload.backends.portable import PortableBackend
+from container_payload.backends.portable import fixpoint as fxp
+from container_payload.backends.portable.engine import Calibrator, Runner
+from container_payload.backends.portable.graph import capture
+from container_payload.models.unet import Unet
+
+
+def _unet(seed=0):
+    torch.manual_seed(seed)
+    model = Unet(num_classes=3, width=4, depth=2)
+    for m in model.modules():
+        if isinstance(m, nn.BatchNorm2d):
+            m.running_mean.uniform_(-0.3, 0.3)
+            m.running_var.uniform_(0.5, 1.5)
+    return model.eval()
+
+
+def _batches(n=3, bs=2, size=16, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    return [torch.randn(bs, 3, size, size, generator=g) for _ in range(n)]
+
+
+def test_registry_resolves_the_portable_backend():
+    assert load("portable") is PortableBackend
+
+
+def test_quant_info_format(tmp_path):
+    b = PortableBackend(_unet(), str(tmp_path), (3, 16, 16))
+    b.calibrate(_batches())
+    info = json.loads((tmp_path / "quant_info.json").read_text())
+    assert set(info) == {"param", "output", "input", "fast_finetuned", "bias_corrected", "version", "graph_md5"}
+    assert info["input"] == {} and info["fast_finetuned"] is False and info["bias_corrected"] is True
+    assert info["param"]["Unet::inc.block.0.weight"][0][0] == 8
+    assert "Unet::inc.block.0.bias" in info["param"]  # gained by BN folding
+    assert list(info["output"])[0] == "Unet::nndct_input_0"
+    for table in (info["param"], info["output"]):
+        for v in table.values():
+            assert len(v) == 1 and v[0][0] == 8 and isinstance(v[0][1], int) and v[0][1] <= 12
+
+
+def test_two_runs_give_identical_quant_info(tmp_path):
+    texts = []
+    for run in ("a", "b"):
+        d = tmp_path / run
+        PortableBackend(_unet(), str(d), (3, 16, 16)).calibrate(_batches())
+        texts.append((d / "quant_info.json").read_bytes())
+    assert texts[0] == texts[1]
+
+
+def test_quant_opt_zero_turns_off_equalization_and_bias_correction(tmp_path):
+    b0 = PortableBackend(_unet(), str(tmp_path / "0"), (3, 16, 16), quant_opt=0)
+    b0.calibrate(_batches())
+    b3 = PortableBackend(_unet(), str(tmp_path / "3"), (3, 16, 16), quant_opt=3)
+    b3.calibrate(_batches())
+    assert b0.quant_info["bias_corrected"] is False and b3.quant_info["bias_corrected"] is True
+    x = _batches(1)[0]
+    y0, y3 = b0.quantized()(x), b3.quantized()(x)
+    assert y0.shape == y3.shape == (2, 3, 16, 16)
+    assert not torch.equal(y0, y3)
+
+
+def test_calibration_quantizes_each_batch_with_the_mode_so_far():
+    g = capture(nn.Sequential(nn.Conv2d(1, 1, 1)), torch.randn(1, 1, 2, 2), relu6_as_relu=False)
+    cal = Calibrator(g, bias_correction=False)
+    inp = g.nodes[0]
+    # overflow-free positions 5 and 4; 0.09 lands on a different grid value at fix positions 3, 4 and 5
+    at = {5: torch.tensor([3.9, -3.0, 0.09]), 4: torch.tensor([7.9, -7.0, 0.09])}
+    assert fxp.overflow_free_fp(-3.0, 3.9) == 5 and fxp.overflow_free_fp(-7.0, 7.9) == 4
+    # history [5], [5,4], [5,4,5], [5,4,5,4], [5,4,5,4,4] -> modes 5, 4 (tie: smallest), 5, 4, 4
+    for fp, mode in ((5, 5), (4, 4), (5, 5), (4, 4), (4, 4)):
+        out = cal.quant(inp, at[fp].clone())
+        assert torch.equal(out, fxp.quantize_act(at[fp], mode))
+        assert not torch.equal(out, fxp.quantize_act(at[fp], 9 - mode))
+    assert cal.fix_positions()["output"]["nndct_input_0"] == 4
+
+
+def test_test_mode_output_is_on_the_dpu_grid(tmp_path):
+    b = PortableBackend(_unet(), str(tmp_path), (3, 16, 16))
+    b.calibrate(_batches())
+    fp = b.quant_info["output"][f"Unet::nndct_conv2d_{len(b._graph.nodes) - 1}"][0][1]
+    y = b.quantized()(_batches(1, seed=5)[0]) * 2.0 ** fp
+    assert torch.equal(y, torch.round(y)) and y.min() >= -128 and y.max() <= 127
+    with torch.no_grad():
+        f = _unet()(_batches(1, seed=5)[0])
+    assert ((y * 2.0 ** -fp - f).norm() / f.norm()) < 0.2
+
+
+def test_batched_test_mode_equals_one_sample_at_a_time(tmp_path):
+    b = PortableBackend(_unet(), str(tmp_path), (3, 16, 16))
+    b.calibrate(_batches())
+    q = b.quantized()
+    x = _batches(1, bs=3, seed=9)[0]
+    assert torch.equal(q(x), torch.cat([q(x[i:i + 1]) for i in range(3)]))
+
+
+class AllOps(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(3, 8, 3, padding=1)
+        self.bn = nn.BatchNorm2d(8)
+        self.relu6 = nn.ReLU6()
+        self.leaky = nn.LeakyReLU(0.1)
+        self.mp = nn.MaxPool2d(2)
+        self.ap = nn.AvgPool2d(3, stride=1, padding=1)
+        self.up = nn.Upsample(scale_factor=2, mode="nearest")
+        self.tconv = nn.ConvTranspose2d(8, 8, 2, stride=2)
+        self.gap = nn.AdaptiveAvgPool2d(1)
+        self.fc = nn.Linear(16, 5)
+        self.flat = nn.Flatten()
+
+    def forward(self, x):
+        x = self.relu6(self.bn(self.conv(x)))
+        a = self.leaky(self.ap(self.mp(x)))
+        b = F.interpolate(self.mp(self.mp(x)), scale_factor=2.0, mode="bilinear", align_corners=False)
+        c = torch.cat([self.up(a), self.tconv(b)], dim=1)
+        d = c + torch.relu(c)
+        return self.fc(self.flat(self.gap(d))).reshape(-1, 5)
+
+
+def test_every_supported_op_quantizes_without_warnings(tmp_path):
+    warnings = []
+    model = AllOps().eval()
+    b = PortableBackend(model, str(tmp_path), (3, 16, 16), warn=warnings.append)
+    b.calibrate(_batches())
+    assert warnings == []
+    ops = {n.op for n in b._graph.nodes}
+    assert {"conv2d", "relu", "leaky_relu", "maxpool", "avgpool", "resize", "conv_transpose_2d", "concat",
+            "elemwise_add", "adaptive_avg_pool2d", "flatten", "dense", "reshape"} <= ops
+    assert b.quantized()(_batches(1)[0]).shape == (2, 5)
+
+
+def test_leaky_relu_runs_with_the_dpu_slope():
+    model = nn.Sequential(nn.Conv2d(3, 3, 1), nn.LeakyReLU(0.1)).eval()
+    x = torch.randn(2, 3, 4, 4)
+    g = capture(model, x, relu6_as_relu=False)
+    y = Runner(g).run(x, lambda n: (n.weight, n.bias), lambda n, v: v)
+    with torch.no_grad():
+        torch.testing.assert_close(y, F.leaky_relu(model[0](x), 26 / 256))
+
+
+def test_unsupported_op_warns_and_runs_in_float(tmp_path):
+    class Odd(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv = nn.Conv2d(3, 2, 1)
+
+        def forward(self, x):
+            return torch.sigmoid(self.conv(x))
+
+    warnings = []
+    b = PortableBackend(Odd().eval(), str(tmp_path), (3, 8, 8), warn=warnings.append)
+    b.calibrate(_batches(size=8))
+    assert len(warnings) == 1 and "sigmoid" in warnings[0] and "float" in warnings[0]
+    y = b.quantized()(_batches(1, size=8)[0])
+    assert ((y > 0) & (y < 1)).all()
+
+
+def test_quantized_before_calibrate_is_an_error(tmp_path):
+    with pytest.raises(BackendError):
+        PortableBackend(_unet(), str(tmp_path), (3, 16, 16)).quantized()
+
+
+def test_torchscript_export_reproduces_test_mode(tmp_path):
+    b = PortableBackend(_unet(), str(tmp_path), (3, 16, 16))
+    b.calibrate(_batches())
+    x = _batches(1, bs=1, seed=3)[0]
+    names = b.export(["torchscript"], x)
+    assert names == ["Unet_portable_int8.pt"]
+    loaded = torch.jit.load(os.path.join(str(tmp_path), names[0]))
+    assert torch.equal(loaded(x), b.quantized()(x))
+    with pytest.raises(BackendError, match="cannot export"):
+        b.export(["xmodel"], x)
+
+
+def test_quant_info_diff_compares_tensor_by_tensor(tmp_path):
+    from hostctl.quantinfo_diff import QuantInfoError, diff, diff_files
+
+    b = PortableBackend(_unet(), str(tmp_path / "a"), (3, 16, 16))
+    b.calibrate(_batches())
+    path = tmp_path / "a" / "quant_info.json"
+    assert diff_files(path, path).identical
+    other = json.loads(path.read_text())
+    name = next(iter(other["param"]))
+    other["param"][name] = [[8, other["param"][name][0][1] + 1]]
+    del other["output"]["Unet::nndct_input_0"]
+    other["version"] = "3.5.0"
+    d = diff(json.loads(path.read_text()), other)
+    assert not d.identical
+    assert [m.name for m in d.param_mismatches] == [name]
+    assert d.sections["output"].only_a == ("Unet::nndct_input_0",) and d.output_match_ratio == 1.0
+    assert d.metadata["version"][1] == "3.5.0"
+    assert json.dumps(d.to_dict())
+    (tmp_path / "bad.json").write_text("[1, 2]")
+    with pytest.raises(QuantInfoError):
+        diff_files(path, tmp_path / "bad.json")

@@ -1,0 +1,120 @@
+"""The DPU arithmetic of the portable quantizer: rounding, diffs, modal selection."""
+
+import numpy as np
+import pytest
+import torch
+
+from container_payload.backends.portable import fixpoint as fxp
+
+TIES = [-2.5, -0.5, 0.5, 2.5, -1.5, 1.5, 126.5, -127.5, 127.5, -128.5]
+
+
+def test_round_half_up_on_ties():
+    t = torch.tensor(TIES)
+    assert fxp.round_half_up(t).tolist() == [-2, 0, 1, 3, -1, 2, 127, -127, 128, -128]
+
+
+def test_round_half_away_on_ties():
+    t = torch.tensor(TIES)
+    assert fxp.round_half_away(t).tolist() == [-3, -1, 1, 3, -2, 2, 127, -128, 128, -129]
+
+
+@pytest.mark.parametrize("fp", [-2, 0, 3, 7, 12])
+def test_scaled_ties_activation_and_param(fp):
+    x = torch.tensor(TIES) * 2.0 ** -fp
+    act = fxp.quantize_act(x, fp) * 2.0 ** fp
+    par = fxp.quantize_param(x, fp) * 2.0 ** fp
+    assert act.tolist() == [-2, 0, 1, 3, -1, 2, 127, -127, 127, -128]  # clamped to [-128, 127]
+    assert par.tolist() == [-3, -1, 1, 3, -2, 2, 127, -128, 127, -128]
+
+
+def test_quantize_act_matches_exact_half_up_on_random_values():
+    g = torch.Generator().manual_seed(1)
+    x = torch.randn(300_000, generator=g) * 3
+    x[::7] = torch.round(x[::7] * 16) / 16 + 1 / 32  # plenty of exact ties at fp 4
+    for fp in (2, 4, 6):
+        ref = fxp.round_half_up(x * 2.0 ** fp).clamp(-128, 127) * 2.0 ** -fp
+        assert torch.equal(fxp.quantize_act(x, fp), ref)
+
+
+def test_quantize_param_matches_exact_half_away_on_random_values():
+    g = torch.Generator().manual_seed(2)
+    x = torch.randn(300_000, generator=g)
+    x[::5] = torch.round(x[::5] * 64) / 64 + 1 / 128  # exact ties at fp 6
+    for fp in (3, 6, 9):
+        ref = fxp.round_half_away(x * 2.0 ** fp).clamp(-128, 127) * 2.0 ** -fp
+        assert torch.equal(fxp.quantize_param(x, fp), ref)
+
+
+def test_quantize_act_does_not_touch_its_input():
+    x = torch.linspace(-3, 3, 101)
+    before = x.clone()
+    fxp.quantize_act(x, 5)
+    assert torch.equal(x, before)
+
+
+def _reference_diffs(x: np.ndarray, rounding: str, scope: int = 5) -> int:
+    """cpu_diff_S, written plainly in float64 with the tensor's own rounding."""
+    x32 = x.astype(np.float32)
+    step = max(np.float32(x32.min()) / np.float32(-128.5), np.float32(x32.max()) / np.float32(127.5))
+    fp0 = 18 if step <= np.finfo(np.float32).tiny else int(np.floor(np.log2(np.float32(1) / np.float32(step))))
+    best, best_err = fp0, np.inf
+    for fp in range(fp0, fp0 + scope):
+        t = x32.astype(np.float64) * 2.0 ** fp
+        if rounding == "half_up":
+            r = np.floor(t + 0.5)
+        else:
+            r = np.sign(t) * np.floor(np.abs(t) + 0.5)
+        q = np.clip(r, -128, 127) * 2.0 ** -fp
+        err = np.sum((x32.astype(np.float64) - q) ** 2)
+        if err < best_err:
+            best, best_err = fp, err
+    return best
+
+
+@pytest.mark.parametrize("seed", range(12))
+def test_diffs_matches_brute_force(seed):
+    rng = np.random.default_rng(seed)
+    n = int(rng.integers(50, 40_000))
+    kind = seed % 4
+    if kind == 0:
+        x = rng.normal(0, rng.uniform(0.01, 20), n)
+    elif kind == 1:
+        x = np.maximum(rng.normal(0, 2, n), 0)  # relu-like, many zeros
+    elif kind == 2:
+        x = rng.standard_t(2, n) * 0.3  # heavy tails: clamping matters
+    else:
+        x = rng.uniform(-1, 5, n)
+        x[:3] = [40.0, -7.0, 0.0]  # outliers
+    t = torch.from_numpy(x.astype(np.float32))
+    assert fxp.diffs_fix_pos(t) == _reference_diffs(x, "half_up")
+    assert fxp.diffs_fix_pos(t) == _reference_diffs(x, "half_away")
+    assert fxp.diffs_fix_pos(t, scope=1) == _reference_diffs(x, "half_up", scope=1)
+
+
+def test_diffs_on_a_large_tensor_spanning_many_chunks():
+    g = torch.Generator().manual_seed(3)
+    x = torch.relu(torch.randn(2, 16, 96, 96, generator=g)) * 4
+    assert x.numel() > 2 * fxp.CHUNK
+    assert fxp.diffs_fix_pos(x) == _reference_diffs(x.numpy().ravel(), "half_up")
+
+
+def test_overflow_free_position_and_all_zero_tensor():
+    assert fxp.overflow_free_fp(-1.0, 1.0) == 6  # 127.5 / 1 -> 2^6 = 64 fits, 128 does not
+    assert fxp.overflow_free_fp(0.0, 0.0) == 18
+    assert fxp.diffs_fix_pos(torch.zeros(10)) == 18
+    assert fxp.capped(fxp.diffs_fix_pos(torch.zeros(10))) == 12
+
+
+def test_strictly_least_keeps_the_first_of_equal_candidates():
+    # values on the fp-3 grid with no overflow until fp 5: fp 3, 4 both give zero error; the first wins
+    x = torch.tensor([1.0, -0.5, 0.25, 0.125, 15.0])
+    assert fxp.overflow_free_fp(float(x.min()), float(x.max())) == 3
+    assert fxp.diffs_fix_pos(x) == 3
+
+
+@pytest.mark.parametrize("history, expected", [
+    ([5], 5), ([3, 4], 3), ([5, 4, 4, 5], 4), ([7, 7, 6], 7), ([6, 7, 7, 6, 8, 8], 6), ([9, 2, 9, 2, 2], 2),
+])
+def test_modal_fix_position_ties_go_to_the_smallest(history, expected):
+    assert fxp.modal_fp(history) == expected

@@ -1,0 +1,203 @@
+"""The portable quantizer's view of a model: capture, BatchNorm folding, equalization, names, groups, shifts."""
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from container_payload.backends import BackendError
+from container_payload.backends.portable.engine import Runner, adjust
+from container_payload.backends.portable.equalize import equalize
+from container_payload.backends.portable.graph import capture
+from container_payload.models.unet import Unet
+
+
+def _settle_bn(model: nn.Module, shape, seed=0) -> nn.Module:
+    """Give every BatchNorm non-trivial statistics and affine parameters."""
+    g = torch.Generator().manual_seed(seed)
+    for m in model.modules():
+        if isinstance(m, nn.BatchNorm2d):
+            n = m.num_features
+            m.running_mean.copy_(torch.rand(n, generator=g) - 0.5)
+            m.running_var.copy_(torch.rand(n, generator=g) + 0.5)
+            m.weight.data.copy_(torch.rand(n, generator=g) + 0.5)
+            m.bias.data.copy_(torch.rand(n, generator=g) - 0.5)
+    return model.eval()
+
+
+def _float_run(g, x):
+    return Runner(g).run(x, lambda n: (n.weight, n.bias), lambda n, v: v)
+
+
+class Residual(nn.Module):
+    """conv+bn+relu, conv+bn feeding an add, add feeding a relu, avg pool, 1x1 conv, bilinear upsample, adds."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(3, 8, 3, padding=1, bias=False)
+        self.bn1 = nn.BatchNorm2d(8)
+        self.relu = nn.ReLU()
+        self.conv2 = nn.Conv2d(8, 8, 3, padding=1, bias=False)
+        self.bn2 = nn.BatchNorm2d(8)
+        self.pool = nn.AvgPool2d(2)
+        self.head = nn.Conv2d(8, 4, 1)
+        self.up = nn.Upsample(scale_factor=2, mode="bilinear", align_corners=False)
+        self.side = nn.Conv2d(8, 4, 1)
+
+    def forward(self, x):
+        x = self.relu(self.bn1(self.conv1(x)))
+        z = F.relu(self.bn2(self.conv2(x)) + x)
+        return self.up(self.head(self.pool(z))) + self.side(z)
+
+
+def test_unet_names_and_group_ends():
+    model = _settle_bn(Unet(num_classes=3, width=4, depth=3), None)
+    g = capture(model, torch.randn(1, 3, 32, 32), relu6_as_relu=True)
+    names = [n.name for n in g.nodes]
+    # DESIGN.md section 9's example, numbered over the BN-folded graph
+    for expected in ("nndct_input_0", "nndct_conv2d_1", "nndct_relu_2", "nndct_maxpool_5",
+                     "nndct_conv_transpose_2d_20", "nndct_concat_21"):
+        assert expected in names
+    assert not any("batch_norm" in n for n in names)
+    # outputs: the input, every relu, every max pool, every concat, and the final conv; nothing else
+    expected_keys = [n.name for n in g.nodes if n.op in ("input", "relu", "maxpool", "concat")] + [names[-1]]
+    assert sorted(g.output_keys) == sorted(expected_keys)
+    assert names[-1].startswith("nndct_conv2d_")
+    # parameters: a BN-folded conv gains a bias
+    conv = next(n for n in g.nodes if n.module_path == "inc.block.0")
+    assert conv.weight_name == "Unet::inc.block.0.weight" and conv.bias_name == "Unet::inc.block.0.bias"
+
+
+def test_residual_model_group_ends():
+    model = _settle_bn(Residual(), None)
+    g = capture(model, torch.randn(1, 3, 16, 16), relu6_as_relu=True)
+    assert [n.name for n in g.nodes] == [
+        "nndct_input_0", "nndct_conv2d_1", "nndct_relu_2", "nndct_conv2d_3", "nndct_elemwise_add_4",
+        "nndct_relu_5", "nndct_avgpool_6", "nndct_conv2d_7", "nndct_resize_8", "nndct_conv2d_9",
+        "nndct_elemwise_add_10"]
+    # conv+bn feeding the add has its own entry, the add feeding a relu does not (the relu does); the avg pool,
+    # 1x1 convs, the upsample and the last add each have one
+    assert g.output_keys == ["nndct_input_0", "nndct_relu_2", "nndct_conv2d_3", "nndct_relu_5", "nndct_avgpool_6",
+                             "nndct_conv2d_7", "nndct_resize_8", "nndct_conv2d_9", "nndct_elemwise_add_10"]
+
+
+@pytest.mark.parametrize("transpose", [False, True])
+def test_bn_folding_is_exact_in_float(transpose):
+    conv = nn.ConvTranspose2d(4, 6, 2, stride=2, groups=2) if transpose else nn.Conv2d(4, 6, 3, padding=1)
+    model = _settle_bn(nn.Sequential(conv, nn.BatchNorm2d(6), nn.ReLU()), None)
+    x = torch.randn(2, 4, 8, 8)
+    g = capture(model, x, relu6_as_relu=False)
+    assert [n.op for n in g.nodes] == ["input", "conv_transpose_2d" if transpose else "conv2d", "relu"]
+    with torch.no_grad():
+        torch.testing.assert_close(_float_run(g, x), model(x), rtol=1e-5, atol=1e-5)
+
+
+def test_unfused_batchnorm_and_shared_module_names():
+    class M(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv = nn.Conv2d(3, 3, 1)
+            self.bn = nn.BatchNorm2d(3)
+
+        def forward(self, x):
+            y = self.conv(x)
+            return self.bn(y + x) + self.conv(y)  # BN after an add stays; conv used twice
+
+    model = _settle_bn(M(), None)
+    x = torch.randn(2, 3, 5, 5)
+    g = capture(model, x, relu6_as_relu=False)
+    ops = [n.op for n in g.nodes]
+    assert "batch_norm" in ops
+    convs = [n for n in g.nodes if n.op == "conv2d"]
+    assert convs[0].weight_name == "M::conv.weight"
+    assert convs[1].weight_name == f"M::conv.weight.{convs[1].idx}"
+    with torch.no_grad():
+        torch.testing.assert_close(_float_run(g, x), model(x), rtol=1e-5, atol=1e-5)
+
+
+def test_equalization_keeps_the_float_function_and_changes_weights():
+    model = _settle_bn(Unet(num_classes=3, width=4, depth=2), None, seed=2)
+    x = torch.randn(2, 3, 16, 16)
+    g = capture(model, x, relu6_as_relu=True)
+    before = {n.name: n.weight.clone() for n in g.nodes if n.weight is not None}
+    pairs = equalize(g)
+    assert pairs > 0
+    after = {n.name: n.weight for n in g.nodes if n.weight is not None}
+    assert any(not torch.equal(before[k], after[k]) for k in before)
+    with torch.no_grad():
+        torch.testing.assert_close(_float_run(g, x), model(x), rtol=1e-4, atol=1e-4)
+
+
+def test_capture_error_names_the_construct():
+    class Branchy(nn.Module):
+        def forward(self, x):
+            if x.sum() > 0:
+                return x
+            return -x
+
+    with pytest.raises(BackendError, match="torch.fx"):
+        capture(Branchy(), torch.randn(1, 3, 4, 4), relu6_as_relu=False)
+
+
+def test_unsupported_ops_are_named():
+    class Odd(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv = nn.Conv2d(3, 3, 1)
+
+        def forward(self, x):
+            return self.conv(torch.sigmoid(x))
+
+    g = capture(Odd(), torch.randn(1, 3, 4, 4), relu6_as_relu=False)
+    assert len(g.unsupported) == 1 and "sigmoid" in g.unsupported[0]
+    # an unsupported op feeding a conv still gets its output quantized, as nndct's input check does
+    assert "nndct_sigmoid_1" in g.output_keys
+
+
+def _shift_graph():
+    model = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.ReLU())
+    g = capture(model, torch.randn(1, 3, 8, 8), relu6_as_relu=False)
+    conv = g.nodes[1]
+    return g, conv.weight_name, conv.bias_name
+
+
+@pytest.mark.parametrize("w, i, o, b, expect", [
+    # shift_cut = w + i - o in [0, 16]; shift_bias = w + i - b in [min(0, shift_cut - 16), 16]
+    (8, 6, 10, 10, (8, 6, 10, 10)),        # all within range
+    (8, 6, 16, 10, (8, 6, 14, 10)),        # shift_cut -2: the output position drops to w + i
+    (12, 10, 4, 10, (10, 10, 4, 10)),      # shift_cut 18: the weight position drops by 2
+    (8, 6, 10, 30, (8, 6, 10, 26)),        # shift_bias -16 below min(0, 4 - 16) = -12: bias drops by 4
+    (12, 12, 12, 4, (8, 12, 12, 4)),       # shift_bias 20: the weight position drops by 4
+])
+def test_shift_constraints(w, i, o, b, expect):
+    g, wn, bn = _shift_graph()
+    fps = {"param": {wn: w, bn: b}, "output": {"nndct_input_0": i, "nndct_relu_2": o}}
+    adjust(g, fps)
+    assert (fps["param"][wn], fps["output"]["nndct_input_0"], fps["output"]["nndct_relu_2"],
+            fps["param"][bn]) == expect
+
+
+def test_nearest_resize_inherits_its_input_position():
+    class Up(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv = nn.Conv2d(3, 3, 1)
+
+        def forward(self, x):
+            return F.interpolate(self.conv(x), scale_factor=2.0, mode="nearest")
+
+    g = capture(Up(), torch.randn(1, 3, 4, 4), relu6_as_relu=False)
+    fps = {"param": {g.nodes[1].weight_name: 7, g.nodes[1].bias_name: 7},
+           "output": {"nndct_input_0": 6, "nndct_conv2d_1": 5, "nndct_resize_2": 3}}
+    adjust(g, fps)
+    assert fps["output"]["nndct_resize_2"] == 5
+
+
+def test_dropout_and_identity_are_transparent():
+    model = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.Dropout(0.5), nn.ReLU(), nn.Identity(),
+                          nn.Conv2d(4, 2, 1), nn.Dropout2d()).eval()
+    x = torch.randn(2, 3, 8, 8)
+    g = capture(model, x, relu6_as_relu=False)
+    assert [n.name for n in g.nodes] == ["nndct_input_0", "nndct_conv2d_1", "nndct_relu_2", "nndct_conv2d_3"]
+    with torch.no_grad():
+        torch.testing.assert_close(_float_run(g, x), model(x))
