@@ -7,6 +7,8 @@ Pure: reads the two files (or takes already-parsed documents) and returns a froz
 codes belong to the CLI.
 """
 
+from __future__ import annotations
+
 import json
 from dataclasses import dataclass, field
 from pathlib import Path

@@ -33,7 +33,7 @@ def _root(
     """Quantize PyTorch models for AMD/Xilinx DPUs (Vitis AI) with one command."""
 
 
-from hostctl.cli import clean, demo, doctor, evaluate, prepare, quantize  # noqa: E402,F401 - registers the verbs
+from hostctl.cli import clean, demo, diff, doctor, evaluate, prepare, quantize  # noqa: E402,F401 - registers the verbs
 
 
 def main(argv: list[str] | None = None) -> None:
