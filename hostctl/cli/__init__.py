@@ -52,4 +52,10 @@ def main(argv: list[str] | None = None) -> None:
 
             traceback.print_exc()
         Reporter().error(exc.message, exc.hint)
+        if "--json" in args:
+            from hostctl.errors import Interrupted
+            from hostctl.ui import print_json
+
+            status = "interrupted" if isinstance(exc, Interrupted) else "failed"
+            print_json({"status": status, "error": exc.message, "hint": exc.hint, "exit_code": exc.exit_code})
         sys.exit(exc.exit_code)

@@ -190,3 +190,11 @@ def test_malformed_config_file(tmp_path, unet_inputs, capsys, monkeypatch):
 def test_unknown_runtime_is_a_usage_error(tmp_path, unet_inputs, capsys):
     code, _, err = hostctl_inprocess(tiny_args(unet_inputs, tmp_path / "out", "--runtime", "kubernetes"), capsys)
     assert code == 2 and "--runtime 'kubernetes' is not one of: docker, local" in err
+
+
+def test_json_mode_reports_the_error_as_json_too(tmp_path, unet_inputs, capsys):
+    (unet_inputs.dir / "state_dict.pt").unlink()
+    code, out, err = hostctl_inprocess(tiny_args(unet_inputs, tmp_path / "out", "--json"), capsys)
+    assert code == 2
+    data = json.loads(out)
+    assert data["status"] == "failed" and data["exit_code"] == 2 and "state_dict.pt: file not found" in data["error"]
