@@ -6,7 +6,8 @@ PYTHON="${PYTHON:-python3}"
 
 "$PYTHON" -m ruff check hostctl container_payload tests scripts
 # vermin reports the minimum version each file needs; fail on anything newer than 3.8.
-"$PYTHON" -m vermin --no-tips --violations --eval-annotations -t=3.8- container_payload tests/fake_nndct
+"$PYTHON" -c "import sys, vermin; sys.exit(vermin.main())" \
+    --no-tips --violations --eval-annotations -t=3.8- container_payload tests/fake_nndct
 # The payload runs in the Vitis AI env: only the standard library, torch, numpy and h5py are there.
 "$PYTHON" - <<'PY'
 import ast, pathlib, sys
