@@ -101,9 +101,24 @@ def connect() -> docker.DockerClient:
         raise _engine_problem(exc) from exc
 
 
+def engine_url() -> str:
+    """Where the docker CLI would connect: DOCKER_HOST, else the current context's endpoint."""
+    if os.environ.get("DOCKER_HOST"):
+        return os.environ["DOCKER_HOST"]
+    try:
+        from docker.context import ContextAPI
+
+        context = ContextAPI.get_current_context()
+        if context is not None and context.Host:
+            return context.Host if context.Name == "default" else f"{context.Host} (context {context.Name})"
+    except Exception:  # noqa: BLE001 - a broken context config is reported by the connection attempt itself
+        pass
+    return "unix:///var/run/docker.sock"
+
+
 def _engine_problem(exc: Exception) -> EnvironmentProblem:
     text = str(exc)
-    where = os.environ.get("DOCKER_HOST") or "the default engine (/var/run/docker.sock or the current context)"
+    where = engine_url()
     if "Permission denied" in text or "PermissionError" in text:
         return EnvironmentProblem(f"permission denied on the Docker socket of {where}",
                                   "Add yourself to the docker group (sudo usermod -aG docker $USER, then log in "

@@ -275,3 +275,22 @@ def test_doctor_reports_engine_and_image(stand_in_image):
     assert missing.returncode == 3
     image = {f["check"]: f for f in json.loads(missing.stdout)}["image"]
     assert not image["ok"] and "docker pull hostctl-no-such-image:1" in image["fix"]
+
+
+def test_engine_is_resolved_through_the_current_docker_context(tmp_path, unet_inputs, stand_in_image):
+    """Like the docker CLI: with no DOCKER_HOST, the current context decides which engine is used."""
+    config = tmp_path / "docker-config"
+    good = os.environ.get("DOCKER_HOST", "unix:///var/run/docker.sock")
+    env = {k: v for k, v in os.environ.items() if k != "DOCKER_HOST"}
+    env["DOCKER_CONFIG"] = str(config)
+    for name, host in (("hostctl-broken", f"unix://{tmp_path}/nothing.sock"), ("hostctl-good", good)):
+        subprocess.run(["docker", "context", "create", name, "--docker", f"host={host}"], env=env, check=True,
+                       capture_output=True)
+    subprocess.run(["docker", "context", "use", "hostctl-broken"], env=env, check=True, capture_output=True)
+    args = docker_args(unet_inputs, tmp_path / "out", stand_in_image, "--no-evaluate")
+    broken = subprocess.run([sys.executable, "-m", "hostctl", *args], env=env, capture_output=True, text=True)
+    assert broken.returncode == 3
+    assert f"{tmp_path}/nothing.sock (context hostctl-broken)" in broken.stderr
+    subprocess.run(["docker", "context", "use", "hostctl-good"], env=env, check=True, capture_output=True)
+    good_run = subprocess.run([sys.executable, "-m", "hostctl", *args], env=env, capture_output=True, text=True)
+    assert good_run.returncode == 0, good_run.stderr
