@@ -39,25 +39,29 @@ def test_full_run_with_the_portable_backend(tmp_path, unet_inputs, stand_in_imag
     assert json.loads(proc.stdout)["status"] == "succeeded"
 
 
-@pytest.mark.parametrize("code", [0, 1, 2, 42])
-def test_exit_code_of_the_payload_is_the_containers(tmp_path, stand_in_image, code):
+def run_in_payload_container(tmp_path: Path, image: str, script: str) -> tuple[int, list[tuple[str, str]]]:
+    """Run a Python script exactly where the payload would run (same shim, mounts, env); (exit code, lines)."""
     from hostctl.options import QuantizeOptions
-    from hostctl.runtime.docker import DockerRuntime
+    from hostctl.runtime.docker import DockerRuntime, shim
     from hostctl.signals import SignalTrap
     from hostctl.ui import Reporter
 
     inputs = make_inputs(tmp_path / "in", tiny_unet())
     run_dir = tmp_path / "run"
     run_dir.mkdir()
-    opts = QuantizeOptions(input_dir=inputs.dir, output_dir=tmp_path / "out", image=stand_in_image, pull="never")
+    opts = QuantizeOptions(input_dir=inputs.dir, output_dir=tmp_path / "out", image=image, pull="never")
     runtime = DockerRuntime(opts, run_dir, Reporter(quiet=True), SignalTrap())
     runtime.prepare()
-    lines = []
-    script = f"import sys; print('about to exit'); sys.exit({code})"
-    from hostctl.runtime.docker import shim
+    lines: list[tuple[str, str]] = []
+    code = runtime._run_container(shim(["python", "-c", script]), runtime._mounts(), runtime._environment(),
+                                  "payload", network=False, on_line=lambda s, t: lines.append((s, t)))
+    return code, lines
 
-    got = runtime._run_container(shim(["python", "-c", script]), runtime._mounts(), runtime._environment(),
-                                 "payload", network=False, on_line=lambda s, t: lines.append((s, t)))
+
+@pytest.mark.parametrize("code", [0, 1, 2, 42])
+def test_exit_code_of_the_payload_is_the_containers(tmp_path, stand_in_image, code):
+    got, lines = run_in_payload_container(tmp_path, stand_in_image,
+                                          f"import sys; print('about to exit'); sys.exit({code})")
     assert got == code
     assert ("stdout", "about to exit") in lines
 
@@ -74,17 +78,6 @@ def test_payload_exit_42_fails_the_run_with_its_log(tmp_path, stand_in_image):
 
 
 def test_utf8_split_across_frames_and_last_line_without_newline(tmp_path, stand_in_image):
-    from hostctl.options import QuantizeOptions
-    from hostctl.runtime.docker import DockerRuntime, shim
-    from hostctl.signals import SignalTrap
-    from hostctl.ui import Reporter
-
-    inputs = make_inputs(tmp_path / "in", tiny_unet())
-    run_dir = tmp_path / "run"
-    run_dir.mkdir()
-    opts = QuantizeOptions(input_dir=inputs.dir, output_dir=tmp_path / "out", image=stand_in_image, pull="never")
-    runtime = DockerRuntime(opts, run_dir, Reporter(quiet=True), SignalTrap())
-    runtime.prepare()
     # Write one multi-byte character a byte at a time, each a separate write() and so a separate frame.
     script = (
         "import sys, time\n"
@@ -94,9 +87,7 @@ def test_utf8_split_across_frames_and_last_line_without_newline(tmp_path, stand_
         "sys.stderr.buffer.write('erreur é\\n'.encode()); sys.stderr.flush()\n"
         "w.write('progress 10%\\rprogress 100%\\nno newline at the end ✓'.encode()); w.flush()\n"
     )
-    lines = []
-    code = runtime._run_container(shim(["python", "-c", script]), runtime._mounts(), runtime._environment(),
-                                  "payload", network=False, on_line=lambda s, t: lines.append((s, t)))
+    code, lines = run_in_payload_container(tmp_path, stand_in_image, script)
     assert code == 0
     assert [t for s, t in lines if s == "stdout"] == ["café ✓ 日本", "progress 100%", "no newline at the end ✓"]
     assert [t for s, t in lines if s == "stderr"] == ["erreur é"]
