@@ -19,7 +19,6 @@ from typing import Any
 import h5py
 import numpy as np
 
-from container_payload.job import FLOAT_PREDS, QUANT_PREDS
 from hostctl.errors import InputError
 
 METRICS = "metrics.json"
@@ -282,30 +281,3 @@ def _label(group: h5py.Group, name: str, shape: tuple[int, ...], num_classes: in
         raise InputError(path, f"label '{name}' holds class {int(label.max())}, but there are {num_classes} classes",
                          "Pass the right --num-classes or fix the labels.")
     return label
-
-
-@dataclass(frozen=True)
-class Evaluation:
-    """What `hostctl evaluate` (and the end of a quantize run) produced."""
-
-    metrics: Metrics
-    metrics_file: Path
-    report_files: tuple[Path, ...]
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"metrics": self.metrics.to_dict(), "metrics_file": str(self.metrics_file),
-                "report_files": [str(p) for p in self.report_files]}
-
-
-def evaluate_run(samples: Path, results_dir: Path, num_classes: int | None, reporter,  # noqa: ANN001
-                 report: bool = True) -> Evaluation:
-    """Metrics of a results directory (its two prediction files) into its metrics.json and report/."""
-    from hostctl.report import REPORT_DIR, write_report  # report imports this module
-
-    float_preds, quant_preds = results_dir / FLOAT_PREDS, results_dir / QUANT_PREDS
-    if num_classes is None:
-        num_classes = infer_num_classes(quant_preds)
-    metrics = evaluate(samples, float_preds, quant_preds, num_classes, reporter)
-    write_metrics(metrics, results_dir / METRICS)
-    files = write_report(metrics, samples, float_preds, quant_preds, results_dir / REPORT_DIR) if report else []
-    return Evaluation(metrics=metrics, metrics_file=results_dir / METRICS, report_files=tuple(files))

@@ -191,7 +191,8 @@ def _tail_hint(tail: list[str]) -> str:
 
 
 def _evaluate(opts: QuantizeOptions, inputs: Inputs, run_dir: Path, reporter: Reporter) -> dict[str, Any]:
-    from hostctl.evaluate import evaluate_run, render_metrics
+    from hostctl.evaluate import render_metrics
+    from hostctl.report import evaluate_run
 
     evaluation = evaluate_run(inputs.samples, run_dir, opts.num_classes, reporter)
     reporter.close()

@@ -11,13 +11,25 @@ import html
 import os
 import shutil
 import uuid
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import h5py
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
-from hostctl.evaluate import LABELS_GROUP, TEST_GROUP, Metrics, metric_rows
+from container_payload.job import FLOAT_PREDS, QUANT_PREDS
+from hostctl.evaluate import (
+    LABELS_GROUP,
+    METRICS,
+    TEST_GROUP,
+    Metrics,
+    evaluate,
+    infer_num_classes,
+    metric_rows,
+    write_metrics,
+)
 
 REPORT_DIR = "report"  # a run's report directory, inside its output directory
 PREVIEWS = "previews.png"
@@ -274,3 +286,28 @@ img {{ max-width: 100%; border: 1px solid #eee; }}
 <img src="{PREVIEWS}" alt="input, label, float and quantized predictions, and where they disagree">
 </body></html>
 """
+
+
+@dataclass(frozen=True)
+class Evaluation:
+    """What `hostctl evaluate` (and the end of a quantize run) produced."""
+
+    metrics: Metrics
+    metrics_file: Path
+    report_files: tuple[Path, ...]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"metrics": self.metrics.to_dict(), "metrics_file": str(self.metrics_file),
+                "report_files": [str(p) for p in self.report_files]}
+
+
+def evaluate_run(samples: Path, results_dir: Path, num_classes: int | None, reporter,  # noqa: ANN001
+                 report: bool = True) -> Evaluation:
+    """Metrics of a results directory (its two prediction files) into its metrics.json and report/."""
+    float_preds, quant_preds = results_dir / FLOAT_PREDS, results_dir / QUANT_PREDS
+    if num_classes is None:
+        num_classes = infer_num_classes(quant_preds)
+    metrics = evaluate(samples, float_preds, quant_preds, num_classes, reporter)
+    write_metrics(metrics, results_dir / METRICS)
+    files = write_report(metrics, samples, float_preds, quant_preds, results_dir / REPORT_DIR) if report else []
+    return Evaluation(metrics=metrics, metrics_file=results_dir / METRICS, report_files=tuple(files))

@@ -35,7 +35,8 @@ def evaluate(
     debug: Debug = False,
 ) -> None:
     """Metrics of the float and the quantized model: IoU, mIoU, pixel accuracy, Dice, agreement, SQNR."""
-    from hostctl.evaluate import evaluate_run, render_metrics
+    from hostctl.evaluate import render_metrics
+    from hostctl.report import evaluate_run
 
     reporter = Reporter(debug=debug)
     try:
