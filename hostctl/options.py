@@ -36,6 +36,7 @@ class QuantizeOptions:
     requirements: Path | None = None
     target: str | None = None
     keep_container: bool = False
+    memory: str | None = None  # docker memory limit for the payload container, e.g. "8g"
     python: str | None = None
     exports: tuple[str, ...] | None = None  # None: the backend's default; () for none
     quant_opt: int = 3

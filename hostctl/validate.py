@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -53,6 +54,11 @@ def _check_options(opts: QuantizeOptions) -> None:
                          "your model's module.")
     if opts.requirements is not None and not opts.requirements.is_file():
         raise InputError(opts.requirements, "requirements file not found", "Fix the --requirements path.")
+    if opts.memory is not None:
+        if opts.runtime != "docker":
+            raise UsageError("--memory applies to --runtime docker only", "Drop --memory or use --runtime docker.")
+        if not re.fullmatch(r"[0-9]+(\.[0-9]+)?[bkmg]?", opts.memory.lower()):
+            raise UsageError(f"--memory {opts.memory!r} is not a size", "Write it like 512m or 8g.")
     if opts.python is not None and opts.runtime != "local":
         raise UsageError("--python applies to --runtime local only", "Drop --python or add --runtime local.")
 

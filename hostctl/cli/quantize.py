@@ -100,6 +100,9 @@ def quantize(
     requirements: Annotated[Path | None, typer.Option(
         envvar="HOSTCTL_REQUIREMENTS", rich_help_panel=DOCKER,
         help="pip requirements installed for the run, cached between runs.")] = None,
+    memory: Annotated[str | None, typer.Option(
+        envvar="HOSTCTL_MEMORY", rich_help_panel=DOCKER, metavar="LIMIT",
+        help="Memory limit of the payload container, e.g. 8g (no swap beyond it).")] = None,
     keep_container: Annotated[bool, typer.Option(rich_help_panel=DOCKER,
                                                  help="Keep the stopped container for debugging.")] = False,
     print_docker_cmd: Annotated[bool, typer.Option(rich_help_panel=DOCKER,
@@ -120,7 +123,7 @@ def quantize(
         runtime=_choice(runtime, RUNTIMES, "--runtime"),
         quantizer=_choice(quantizer, ("auto", "vai", "portable"), "--quantizer"), image=image,
         conda_env=conda_env, pull=_choice(pull, PULL_POLICIES, "--pull"), requirements=requirements, target=target,
-        keep_container=keep_container, python=python, exports=_exports(export), quant_opt=quant_opt,
+        keep_container=keep_container, memory=memory, python=python, exports=_exports(export), quant_opt=quant_opt,
         evaluate=not no_evaluate,
     )
     reporter = Reporter(debug=debug)

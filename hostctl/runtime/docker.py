@@ -423,10 +423,12 @@ class DockerRuntime:
 
     def run(self, job_file: Path, on_line: LineSink) -> int:
         return self._run_container(shim(PAYLOAD_COMMAND), self._mounts(), self._environment(), "payload",
-                                   network=False, on_line=on_line, keep=self.opts.keep_container)
+                                   network=False, on_line=on_line, keep=self.opts.keep_container,
+                                   memory=self.opts.memory)
 
     def _run_container(self, command: list[str], mounts: list[Mount], environment: dict[str, str], role: str, *,
-                       network: bool, on_line: LineSink, keep: bool = False, workdir: str = IN_RUN) -> int:
+                       network: bool, on_line: LineSink, keep: bool = False, workdir: str = IN_RUN,
+                       memory: str | None = None) -> int:
         assert self.client is not None
         container = None
         try:
@@ -434,6 +436,7 @@ class DockerRuntime:
                 self.image.id, command=command, entrypoint=[], user="root", working_dir=workdir,
                 environment=environment, mounts=mounts, labels=self._labels(role), init=True, tty=False,
                 stdin_open=False, network_mode="bridge" if network else "none", detach=True,
+                mem_limit=memory, memswap_limit=memory,
             )
             self.container_id = container.id
             stream = self.client.api.attach(container.id, stream=True, logs=True, demux=True)
@@ -495,8 +498,9 @@ class DockerRuntime:
             return
         container.reload()
         if container.attrs.get("State", {}).get("OOMKilled"):
-            raise RunFailed("the container ran out of memory and was killed",
-                            "Lower --calib-batch-size, or give Docker more memory.")
+            limit = f" (--memory {self.opts.memory})" if self.opts.memory else ""
+            raise RunFailed(f"the container ran out of memory{limit} and was killed",
+                            "Lower --calib-batch-size, or raise --memory / give Docker more memory.")
 
     def _stop(self, container: Any) -> None:
         """TERM through docker-init, a grace period (cut short by a second signal), then KILL."""
@@ -589,6 +593,8 @@ def docker_command(opts: QuantizeOptions) -> str:
            "PYTHONUNBUFFERED": "1", "PYTHONPATH": IN_CODE, "PYTHONDONTWRITEBYTECODE": "1"}
     parts = ["mkdir", "-p", shlex.quote(str(out)), "&&", "docker", "run", "--rm", "--init", "--network", "none",
              "--user", "root", "--entrypoint", "''", "-w", IN_RUN]
+    if opts.memory:
+        parts += ["--memory", shlex.quote(opts.memory), "--memory-swap", shlex.quote(opts.memory)]
     binds = [(opts.input_dir.resolve(), IN_INPUTS, True), (out, IN_RUN, False),
              (PAYLOAD_DIR, f"{IN_CODE}/container_payload", True)]
     if opts.model_path:

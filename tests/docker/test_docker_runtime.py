@@ -285,3 +285,10 @@ def test_engine_is_resolved_through_the_current_docker_context(tmp_path, unet_in
     subprocess.run(["docker", "context", "use", "hostctl-good"], env=env, check=True, capture_output=True)
     good_run = subprocess.run([sys.executable, "-m", "hostctl", *args], env=env, capture_output=True, text=True)
     assert good_run.returncode == 0, good_run.stderr
+
+
+def test_out_of_memory_is_reported_as_such(tmp_path, stand_in_image, unet_inputs):
+    proc = run_hostctl(docker_args(unet_inputs, tmp_path / "out", stand_in_image, "--memory", "48m"))
+    assert proc.returncode == 1, proc.stderr
+    assert "the container ran out of memory (--memory 48m) and was killed" in proc.stderr
+    assert "Traceback" not in proc.stderr

@@ -120,6 +120,9 @@ CASES = {
                              "needs the vai quantizer"),
     "unknown export": (nothing, ["--export", "tflite"], "--export", "is not one of"),
     "model-path missing": (nothing, ["--model-path", "/no/such/dir"], "/no/such/dir", "is not a directory"),
+    "memory with local runtime": (nothing, ["--memory", "8g"], "--memory", "applies to --runtime docker only"),
+    "memory not a size": (nothing, ["--runtime", "docker", "--memory", "lots"], "--memory 'lots'",
+                          "is not a size"),
     "requirements missing": (nothing, ["--requirements", "/no/such/req.txt"], "/no/such/req.txt",
                              "requirements file not found"),
 }
