@@ -233,7 +233,7 @@ def _pull(client: docker.DockerClient, image: str, reporter: Reporter) -> None:
         for event in client.api.pull(repo, tag or None, stream=True, decode=True):
             if "error" in event:
                 raise EnvironmentProblem(f"pulling {image} failed: {event['error']}",
-                                         "Check the image name, your network and `docker login`.")
+                                         "Check the image name, your network and `docker login`; or use --runtime local.")
             layer, detail, status = event.get("id"), event.get("progressDetail") or {}, event.get("status", "")
             if not layer or ":" in layer:
                 continue  # tag/digest lines, not layers
@@ -247,7 +247,7 @@ def _pull(client: docker.DockerClient, image: str, reporter: Reporter) -> None:
                 reporter.update_task(key, done=1, total=1)
     except docker.errors.APIError as exc:
         raise EnvironmentProblem(f"pulling {image} failed: {exc.explanation or exc}",
-                                 "Check the image name, your network and `docker login`.") from exc
+                                 "Check the image name, your network and `docker login`; or use --runtime local.") from exc
     finally:
         reporter.close()
 
