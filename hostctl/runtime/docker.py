@@ -59,6 +59,7 @@ IN_REQ = "/hostctl/req"
 CONDA_SH = "/opt/vitis_ai/conda/etc/profile.d/conda.sh"
 STOP_GRACE = 5.0
 WAIT_POLL = 1.0
+PULL_HINT = "Check the image name, your network and `docker login`; or use --runtime local."
 PROTECTED_PACKAGES = {"torch", "torchvision", "torchaudio", "pytorch-nndct", "pytorch_nndct"}
 
 # Runs as root in the container. Maps the caller onto vitis-ai-user/group (-o: the ids may already be taken),
@@ -233,7 +234,7 @@ def _pull(client: docker.DockerClient, image: str, reporter: Reporter) -> None:
         for event in client.api.pull(repo, tag or None, stream=True, decode=True):
             if "error" in event:
                 raise EnvironmentProblem(f"pulling {image} failed: {event['error']}",
-                                         "Check the image name, your network and `docker login`; or use --runtime local.")
+                                         PULL_HINT)
             layer, detail, status = event.get("id"), event.get("progressDetail") or {}, event.get("status", "")
             if not layer or ":" in layer:
                 continue  # tag/digest lines, not layers
@@ -247,7 +248,7 @@ def _pull(client: docker.DockerClient, image: str, reporter: Reporter) -> None:
                 reporter.update_task(key, done=1, total=1)
     except docker.errors.APIError as exc:
         raise EnvironmentProblem(f"pulling {image} failed: {exc.explanation or exc}",
-                                 "Check the image name, your network and `docker login`; or use --runtime local.") from exc
+                                 PULL_HINT) from exc
     finally:
         reporter.close()
 
