@@ -63,22 +63,28 @@ class _BiasCorr:
 
 def error_stats(output: torch.Tensor, ref: torch.Tensor, channel_dim: int):
     """Per-channel mean of output - ref, mean of its square and mean of ref squared (eval_qnoise's inputs),
-    one sample at a time on one thread, accumulated in float64."""
+    one sample at a time per worker thread, accumulated in float64 in sample order."""
     n_ch = output.shape[channel_dim]
+
+    def sample(i: int):
+        o, r = output[i], ref[i]
+        e = o - r
+        if channel_dim == 1:
+            per_channel = e.reshape(n_ch, -1).sum(1, dtype=torch.float64)
+        else:
+            per_channel = e.reshape(-1, n_ch).sum(0, dtype=torch.float64)
+        e = e.reshape(-1)
+        rr = r.reshape(-1)
+        return per_channel, float(torch.dot(e, e)), float(torch.dot(rr, rr))
+
+    with fxp._one_thread() as threads:
+        stats = fxp.in_order(list(range(output.shape[0])), sample, threads)
     sums = torch.zeros(n_ch, dtype=torch.float64)
     noise = signal = 0.0
-    with fxp._one_thread():
-        for i in range(output.shape[0]):
-            o, r = output[i], ref[i]
-            e = o - r
-            if channel_dim == 1:
-                sums += e.reshape(n_ch, -1).sum(1, dtype=torch.float64)
-            else:
-                sums += e.reshape(-1, n_ch).sum(0, dtype=torch.float64)
-            e = e.reshape(-1)
-            noise += float(torch.dot(e, e))
-            rr = r.reshape(-1)
-            signal += float(torch.dot(rr, rr))
+    for per_channel, sample_noise, sample_signal in stats:
+        sums += per_channel
+        noise += sample_noise
+        signal += sample_signal
     count = output.numel()
     return (sums * (n_ch / count)).float(), noise / count, signal / count
 

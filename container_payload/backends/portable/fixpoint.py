@@ -15,8 +15,10 @@ Every function here is pure and works on whole tensors; nothing checks for inf/n
 what makes it slow, and a non-finite activation is a broken model, not a quantization question).
 """
 
+import threading
 from collections import Counter
-from typing import Iterable, List, Optional, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from typing import Callable, Iterable, List, Sequence, TypeVar
 
 import numpy as np
 import torch
@@ -43,22 +45,63 @@ class Scratch:
         return self._a[:n], self._b[:n]
 
 
-_SCRATCH = Scratch()
+_LOCAL = threading.local()
+T = TypeVar("T")
+R = TypeVar("R")
+
+
+def _scratch() -> Scratch:
+    """This thread's scratch buffers (the chunk workers run on several threads)."""
+    scratch = getattr(_LOCAL, "scratch", None)
+    if scratch is None:
+        scratch = _LOCAL.scratch = Scratch()
+    return scratch
 
 
 class _one_thread:
     """Run the chunk loops on one intra-op thread: a cache-sized op split over threads spends more on the
     hand-off than it gains, badly so on a loaded machine (measured: 16 ms single vs 26 ms on two threads for
-    five candidates over 8M elements, with other processes running)."""
+    five candidates over 8M elements, with other processes running). The cores are used instead by giving
+    each worker of in_order() its own run of chunks."""
 
-    def __enter__(self) -> None:
+    def __enter__(self) -> int:
         self.n = torch.get_num_threads()
         if self.n != 1:
             torch.set_num_threads(1)
+        return self.n
 
     def __exit__(self, *exc) -> None:
         if self.n != 1:
             torch.set_num_threads(self.n)
+
+
+_POOL = None  # type: Optional[ThreadPoolExecutor]
+_POOL_LOCK = threading.Lock()
+
+
+def in_order(items: Sequence[T], work: Callable[[T], R], workers: int) -> List[R]:
+    """[work(item) for item in items], split into `workers` contiguous runs on threads (torch releases the GIL).
+
+    Results come back in the items' order, so whatever the caller sums from them is summed in the same order
+    as a single-threaded loop would: the numbers do not depend on the number of threads.
+    """
+    global _POOL
+    if workers <= 1 or len(items) < 2 * workers or threading.current_thread().name.startswith("hostctl-fxp"):
+        return [work(item) for item in items]
+    with _POOL_LOCK:
+        if _POOL is None:
+            _POOL = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="hostctl-fxp")
+    bounds = [len(items) * k // workers for k in range(workers + 1)]
+    runs = [items[bounds[k]:bounds[k + 1]] for k in range(workers)]
+    futures = [_POOL.submit(lambda run=run: [work(item) for item in run]) for run in runs[1:]]
+    results = [work(item) for item in runs[0]]
+    for future in futures:
+        results.extend(future.result())
+    return results
+
+
+def _chunks(n: int) -> List[int]:
+    return list(range(0, n, CHUNK))
 
 
 def round_half_up(t: torch.Tensor) -> torch.Tensor:
@@ -80,15 +123,18 @@ def quantize_param(x: torch.Tensor, fp: int) -> torch.Tensor:
     scale = 2.0 ** fp
     out = x.detach().float().mul(scale).contiguous()  # exact: a power of two
     flat = out.view(-1)
-    with _one_thread():
-        for s in range(0, flat.numel(), CHUNK):
-            t = flat[s:s + CHUNK]
-            r = torch.round(t)  # halves to even; the halves that went toward zero move one step out
-            d = t - r
-            r += ((d == 0.5) & (r >= 0)).to(r.dtype)
-            r -= ((d == -0.5) & (r <= 0)).to(r.dtype)
-            t.copy_(r.clamp_(QMIN, QMAX))
-        flat.mul_(1.0 / scale)
+
+    def chunk(s: int) -> float:
+        t = flat[s:s + CHUNK]
+        r = torch.round(t)  # halves to even; the halves that went toward zero move one step out
+        d = t - r
+        r += ((d == 0.5) & (r >= 0)).to(r.dtype)
+        r -= ((d == -0.5) & (r <= 0)).to(r.dtype)
+        t.copy_(r.clamp_(QMIN, QMAX)).mul_(1.0 / scale)
+        return 0.0
+
+    with _one_thread() as threads:
+        in_order(_chunks(flat.numel()), chunk, threads)
     return out
 
 
@@ -101,10 +147,13 @@ def quantize_act_(x: torch.Tensor, fp: int) -> torch.Tensor:
     scale = 2.0 ** fp
     half, inv = 0.5 / scale, 1.0 / scale
     flat = x.view(-1)
-    with _one_thread():
-        for s in range(0, flat.numel(), CHUNK):
-            c = flat[s:s + CHUNK]
-            c.add_(half).mul_(scale).floor_().clamp_(QMIN, QMAX).mul_(inv)
+
+    def chunk(s: int) -> float:
+        flat[s:s + CHUNK].add_(half).mul_(scale).floor_().clamp_(QMIN, QMAX).mul_(inv)
+        return 0.0
+
+    with _one_thread() as threads:
+        in_order(_chunks(flat.numel()), chunk, threads)
     return x
 
 
@@ -121,7 +170,7 @@ def overflow_free_fp(x_min: float, x_max: float) -> int:
     return int(np.floor(np.log2(np.float32(1.0) / np.float32(step))))
 
 
-def sse_candidates(x: torch.Tensor, fps: Sequence[int], scratch: Optional[Scratch] = None) -> List[float]:
+def sse_candidates(x: torch.Tensor, fps: Sequence[int]) -> List[float]:
     """Sum of squared quantization error of x at each fix position, in units of x squared.
 
     Ties round to even here: a tie's error is half a step whichever way it goes, so the sums equal those of
@@ -131,23 +180,30 @@ def sse_candidates(x: torch.Tensor, fps: Sequence[int], scratch: Optional[Scratc
     not arithmetic, is what costs here (about 10x over whole-tensor passes). Sums accumulate in float64.
     """
     flat = x.reshape(-1)
-    scratch = scratch or _SCRATCH
-    sums = [0.0] * len(fps)
     scales = [2.0 ** fp for fp in fps]
-    with _one_thread():
-        for s in range(0, flat.numel(), CHUNK):
-            xs = flat[s:s + CHUNK]
-            t, q = scratch.get(xs.numel())
-            for i, scale in enumerate(scales):
-                torch.mul(xs, scale, out=t)  # exact: a power of two
-                torch.clamp(t, QMIN, QMAX, out=q)
-                q.round_()
-                t.sub_(q)
-                sums[i] += float(torch.dot(t, t))
+
+    def chunk(s: int) -> List[float]:
+        xs = flat[s:s + CHUNK]
+        t, q = _scratch().get(xs.numel())
+        out = []
+        for scale in scales:
+            torch.mul(xs, scale, out=t)  # exact: a power of two
+            torch.clamp(t, QMIN, QMAX, out=q)
+            q.round_()
+            t.sub_(q)
+            out.append(float(torch.dot(t, t)))
+        return out
+
+    with _one_thread() as threads:
+        per_chunk = in_order(_chunks(flat.numel()), chunk, threads)
+    sums = [0.0] * len(fps)
+    for values in per_chunk:  # in chunk order, whatever the threads: the same float64 sums every time
+        for i, v in enumerate(values):
+            sums[i] += v
     return [v / (sc * sc) for v, sc in zip(sums, scales)]
 
 
-def diffs_fix_pos(x: torch.Tensor, scope: int = DIFFS_SCOPE, scratch: Optional[Scratch] = None) -> int:
+def diffs_fix_pos(x: torch.Tensor, scope: int = DIFFS_SCOPE) -> int:
     """The fix position vai_q_pytorch's diffs method picks for x (uncapped)."""
     x = x.detach().float()
     with _one_thread():
@@ -155,7 +211,7 @@ def diffs_fix_pos(x: torch.Tensor, scope: int = DIFFS_SCOPE, scratch: Optional[S
     fp0 = overflow_free_fp(float(mn), float(mx))
     if scope <= 1:
         return fp0
-    errs = sse_candidates(x, range(fp0, fp0 + scope), scratch)
+    errs = sse_candidates(x, range(fp0, fp0 + scope))
     best = 0
     for k in range(1, len(errs)):
         if errs[k] < errs[best]:  # strictly less: the first of equal candidates wins
