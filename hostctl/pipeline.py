@@ -28,7 +28,7 @@ from container_payload.job import (
     parse_event,
 )
 from hostctl import __version__, runtime
-from hostctl.errors import HostctlError, Interrupted, RunFailed
+from hostctl.errors import Interrupted, RunFailed
 from hostctl.options import QuantizeOptions
 from hostctl.signals import trap_signals
 from hostctl.staging import Staging
@@ -210,6 +210,3 @@ def _finish_manifest(run_dir: Path, manifest: dict[str, Any], started: float) ->
 
 def _iso(ts: float) -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%S%z", time.localtime(ts))
-
-
-__all__ = ["quantize", "RunSummary", "QuantizeOptions", "HostctlError"]

@@ -23,12 +23,6 @@ class SignalTrap:
         self.signum: int | None = None
         self._hurry: list[Callable[[], None]] = []
 
-    @property
-    def hurry(self) -> bool:
-        return self.signum is not None and self._hurried
-
-    _hurried = False
-
     def on_hurry(self, callback: Callable[[], None]) -> None:
         self._hurry.append(callback)
 
@@ -36,14 +30,8 @@ class SignalTrap:
         if self.signum is None:
             self.signum = signum
             raise Interrupted(signum)
-        self._hurried = True
         for callback in list(self._hurry):
             callback()
-
-    def check(self) -> None:
-        """Raise Interrupted if a signal arrived while it could not be raised (e.g. on another thread)."""
-        if self.signum is not None:
-            raise Interrupted(self.signum)
 
 
 @contextlib.contextmanager
