@@ -59,6 +59,7 @@ IN_REQ = "/hostctl/req"
 CONDA_SH = "/opt/vitis_ai/conda/etc/profile.d/conda.sh"
 STOP_GRACE = 5.0
 WAIT_POLL = 1.0
+ENGINE_LOST_SECONDS = 30.0
 PULL_HINT = "Check the image name, your network and `docker login`; or use --runtime local."
 PROTECTED_PACKAGES = {"torch", "torchvision", "torchaudio", "pytorch-nndct", "pytorch_nndct"}
 
@@ -487,12 +488,20 @@ class DockerRuntime:
             on_line(*item)
 
     def _wait(self, container: Any) -> int:
+        lost_since: float | None = None
         while True:
             try:
                 status = container.wait(timeout=WAIT_POLL)
                 return int(status.get("StatusCode", 1))
-            except (requests.exceptions.ReadTimeout, requests.exceptions.ConnectionError):
-                continue  # wait's timeout is an HTTP read timeout: keep waiting
+            except requests.exceptions.ReadTimeout:
+                lost_since = None  # wait's timeout is an HTTP read timeout: the container is still running
+            except requests.exceptions.ConnectionError as exc:
+                # An engine that went away does not come back by itself: give it a short while, then say so.
+                lost_since = lost_since or time.monotonic()
+                if time.monotonic() - lost_since > ENGINE_LOST_SECONDS:
+                    raise EnvironmentProblem(f"lost the Docker engine while the payload ran ({exc})",
+                                             "Check `docker info`; the run's partial files are kept.") from exc
+                time.sleep(1.0)
 
     def _check_oom(self, container: Any, code: int) -> None:
         if code == 0:
