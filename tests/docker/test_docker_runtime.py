@@ -292,3 +292,29 @@ def test_out_of_memory_is_reported_as_such(tmp_path, stand_in_image, unet_inputs
     assert proc.returncode == 1, proc.stderr
     assert "the container ran out of memory (--memory 48m) and was killed" in proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+def test_portable_gives_the_same_fix_positions_on_torch_1_13_and_the_host_torch(tmp_path, stand_in_image):
+    """The stand-in runs Debian's torch 1.13; the host runs a current torch. Same rules, same answer."""
+    from helpers import TINY_SIZE
+
+    sys.path.insert(0, str(USER_MODELS))
+    try:
+        import tinyseg
+    finally:
+        sys.path.remove(str(USER_MODELS))
+    import torch
+
+    torch.manual_seed(0)
+    inputs = make_inputs(tmp_path / "in", tinyseg.TinySeg(), n_calib=12, size=TINY_SIZE)
+    extra = ["--model", "tinyseg:TinySeg", "--model-path", str(USER_MODELS), "--no-evaluate"]
+    local = run_hostctl(tiny_args(inputs, tmp_path / "local", "--quantizer", "portable", *extra))
+    assert local.returncode == 0, local.stderr
+    container = run_hostctl(docker_args(inputs, tmp_path / "container", stand_in_image, *extra))
+    assert container.returncode == 0, container.stderr
+    versions = {json.loads((tmp_path / d / "run.json").read_text())["payload"]["versions"]["torch"][:4]
+                for d in ("local", "container")}
+    assert len(versions) == 2, versions
+    same = run_hostctl(["diff", str(tmp_path / "local"), str(tmp_path / "container"), "--exit-code", "--json"])
+    assert same.returncode == 0, same.stdout
+    assert json.loads(same.stdout)["identical"] is True

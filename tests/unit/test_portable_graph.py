@@ -201,3 +201,92 @@ def test_dropout_and_identity_are_transparent():
     assert [n.name for n in g.nodes] == ["nndct_input_0", "nndct_conv2d_1", "nndct_relu_2", "nndct_conv2d_3"]
     with torch.no_grad():
         torch.testing.assert_close(_float_run(g, x), model(x))
+
+
+class _SegHead(nn.Module):
+    """torchvision FCN-style: the input's size read first, upsampled back to it at the end, dropout in the head."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(3, 8, 3, padding=1, bias=False)
+        self.bn = nn.BatchNorm2d(8)
+        self.pool = nn.MaxPool2d(2)
+        self.drop = nn.Dropout(0.1)
+        self.head = nn.Conv2d(8, 2, 1)
+
+    def forward(self, x):
+        input_shape = x.shape[-2:]
+        y = self.pool(F.relu(self.bn(self.conv(x))))
+        return F.interpolate(self.head(self.drop(y)), size=input_shape, mode="bilinear", align_corners=False)
+
+
+class _Classifier(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(3, 4, 3)
+        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.fc = nn.Linear(4, 2)
+        self.fc2 = nn.Linear(4, 2)
+
+    def forward(self, x):
+        x = self.pool(self.conv(x))
+        y = x.view(x.size(0), -1)
+        y = y.view(y.size(0), -1)  # already that shape: nndct drops the view and its size read
+        return self.fc(y) + self.fc2(torch.flatten(x, 1))
+
+
+class _Skip(nn.Module):
+    """UNet-style: upsample to a skip tensor's size (x.size()[2:]), unpacked sizes feeding a view."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.a = nn.Conv2d(3, 4, 3, padding=1)
+        self.b = nn.Conv2d(4, 4, 3, stride=2, padding=1)
+
+    def forward(self, x):
+        s = self.a(x)
+        d = self.b(s)
+        n, c, h, w = s.size()
+        u = F.interpolate(d, size=s.size()[2:], mode="nearest")
+        return torch.cat([s, u + torch.flatten(s, 2).view(n, c, h, w)], 1)
+
+
+def test_size_reads_are_numbered_as_shape_nodes():
+    x = torch.randn(2, 3, 16, 16)
+    model = _settle_bn(_SegHead(), None)
+    g = capture(model, x, relu6_as_relu=False)
+    # aten::size(x, 2), aten::size(x, 3) where x.shape is read; dropout and the folded BN leave no gap
+    assert [n.name for n in g.nodes] == ["nndct_input_0", "nndct_shape_1", "nndct_shape_2", "nndct_conv2d_3",
+                                         "nndct_relu_4", "nndct_maxpool_5", "nndct_conv2d_6", "nndct_resize_7"]
+    resize = g.nodes[-1]
+    assert [p.name for p in resize.parents] == ["nndct_conv2d_6", "nndct_shape_1", "nndct_shape_2"]
+    assert g.output_keys == ["nndct_input_0", "nndct_relu_4", "nndct_maxpool_5", "nndct_conv2d_6", "nndct_resize_7"]
+    with torch.no_grad():
+        torch.testing.assert_close(_float_run(g, x), model(x))
+
+
+def test_view_of_batch_size_and_flatten():
+    x = torch.randn(2, 3, 8, 8)
+    model = _Classifier().eval()
+    g = capture(model, x, relu6_as_relu=False)
+    assert [n.name for n in g.nodes] == [
+        "nndct_input_0", "nndct_conv2d_1", "nndct_adaptive_avg_pool2d_2", "nndct_shape_3", "nndct_reshape_4",
+        "nndct_dense_5", "nndct_flatten_6", "nndct_dense_7", "nndct_elemwise_add_8"]
+    # the reshape joins its tensor parent's group, not the shape node's; shape outputs are never quantized
+    assert [m.name for m in g.groups["nndct_reshape_4"]] == ["nndct_adaptive_avg_pool2d_2", "nndct_reshape_4"]
+    assert not any("shape" in k for k in g.output_keys)
+    with torch.no_grad():  # (the avg pool runs with the DPU's scale, so only the shape is compared)
+        assert _float_run(g, x).shape == model(x).shape
+
+
+def test_size_of_a_skip_tensor():
+    x = torch.randn(1, 3, 16, 16)
+    model = _Skip().eval()
+    g = capture(model, x, relu6_as_relu=False)
+    assert [n.name for n in g.nodes] == [
+        "nndct_input_0", "nndct_conv2d_1", "nndct_conv2d_2", "nndct_shape_3", "nndct_shape_4", "nndct_shape_5",
+        "nndct_shape_6", "nndct_shape_7", "nndct_shape_8", "nndct_resize_9", "nndct_flatten_10",
+        "nndct_reshape_11", "nndct_elemwise_add_12", "nndct_concat_13"]
+    assert [n.attrs["dim"] for n in g.nodes[3:9]] == [0, 1, 2, 3, 2, 3]
+    with torch.no_grad():
+        torch.testing.assert_close(_float_run(g, x), model(x))

@@ -13,11 +13,28 @@ What nndct does and where it says so (Xilinx/Vitis-AI src/vai_quantizer/vai_q_py
   the member before them.
 - Which outputs are quantized (nndct_shared/quantization/quant_strategy.py `_get_default_quant_config`): the
   group end of every quantizable node, then the group end of every parent of a quantizable node that is not
-  input or concat (so an unsupported op feeding a conv gets its output quantized too).
+  input or concat (so an unsupported op feeding a conv gets its output quantized too), provided that end puts
+  out a float tensor (a `shape` node's int output is skipped).
+- Shape arithmetic. nndct parses a torch.jit trace (pytorch_nndct/parse/trace_helper.py). The tracer emits one
+  `aten::size(x, d)` per dimension, in order, where `x.shape` / `x.size()` is read (one where `x.size(d)` is);
+  the unused ones are dropped (`_jit_pass_dce` in pytorch_nndct/utils/jit_utils.py `_optimize_graph_19`). Each
+  left becomes a `shape` node (parse/op_dispatcher.py `size` -> TorchSize), numbered like any other node;
+  NumToTensor/Int are removed (trace_helper.py `_optimize`, `remove_simple_op`) and ListConstruct is packed
+  into its consumer (parse/opt_pass.py `pack_ListConstruct_op`), so neither is numbered, while the shape nodes
+  become inputs of the consumer. Seen in generated `<Class>.py` files: `x.view(x.size(0), -1)` gives
+  `nndct_shape_10` then `nndct_reshape_11`; `F.interpolate(y, size=x.shape[-2:])` gives two shape nodes (dims
+  2, 3) at the point of the `.shape` read, then the resize. Sizes of parameters are folded to constants
+  (`merge_weight_size_to_constant`), not numbered. A `view` whose output shape equals its input's is removed
+  with the shape nodes only it used (opt_pass.py `remove_reduantant_view`).
+- Reshape joins the group of its first parent that is not a `shape` node (nndct_shared/quantization/
+  commander.py `SoftFuseReshape`); shape nodes count as children of the tensor they read (graph.children).
+- Numbering: n is the node's position in the optimized graph when the quantizable module is written
+  (pytorch_nndct/qproc/utils.py `prepare_quantizable_module`: parse_module -> QuantOptimizer (BN folding,
+  dropout removal) -> script writer, whose `_gen_module_name` sets node.idx); removed nodes leave no gap.
 """
 
 import operator
-from typing import Any, Callable, Dict, List, Optional
+from typing import Any, Callable, Dict, List, Optional, Set, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -133,6 +150,33 @@ def _tensor_args(n: fx.Node, is_tensor: Callable[[fx.Node], bool]) -> List[fx.No
     return found
 
 
+SizeRef = List[Tuple[fx.Node, int]]  # (the fx node that reads the sizes, dimension)
+
+
+def _size_refs(nodes: List[fx.Node], is_tensor: Callable[[fx.Node], bool]) -> Dict[fx.Node, SizeRef]:
+    """fx nodes whose value is (part of) a tensor's sizes, each mapped to the aten::size reads it stands for."""
+    refs: Dict[fx.Node, SizeRef] = {}
+    for n in nodes:
+        src = n.args[0] if n.args else None
+        if not isinstance(src, fx.Node):
+            continue
+        if n.op == "call_function" and n.target is operator.getitem:
+            if src in refs and isinstance(n.args[1], (int, slice)):
+                picked = refs[src][n.args[1]]
+                refs[n] = picked if isinstance(picked, list) else [picked]
+            continue
+        if not is_tensor(src) or src.op == "get_attr":
+            continue  # a parameter's size is folded to a constant (trace_helper.py merge_weight_size_to_constant)
+        if n.op == "call_function" and n.target is getattr and n.args[1:2] == ("shape",) or \
+                n.op == "call_method" and n.target == "size" and len(n.args) == 1 and "dim" not in n.kwargs:
+            refs[n] = [(n, d) for d in range(len(src.meta["tensor_meta"].shape))]
+        elif n.op == "call_method" and n.target == "size":
+            dim = n.args[1] if len(n.args) > 1 else n.kwargs["dim"]
+            if isinstance(dim, int):
+                refs[n] = [(n, dim)]
+    return refs
+
+
 def capture(model: nn.Module, sample: torch.Tensor, *, relu6_as_relu: bool) -> Graph:
     """Trace model, fold BatchNorm, number and group the nodes the way nndct does."""
     prefix = type(model).__name__
@@ -163,9 +207,25 @@ def capture(model: nn.Module, sample: torch.Tensor, *, relu6_as_relu: bool) -> G
         for a in _tensor_args(n, is_tensor):
             users[a] = users.get(a, 0) + 1
 
+    nodes = list(traced.graph.nodes)
+    # a view to the shape it already has is dropped (parse/opt_pass.py remove_reduantant_view)
+    same_view = {n for n in nodes if n.op == "call_method" and n.target == "view" and is_tensor(n) and
+                 is_tensor(n.args[0]) and n.meta["tensor_meta"].shape == n.args[0].meta["tensor_meta"].shape and
+                 n.meta["tensor_meta"].dtype == n.args[0].meta["tensor_meta"].dtype}
+    refs = _size_refs(nodes, is_tensor)
+    # which aten::size reads survive dead-code elimination: those some kept op depends on
+    live: Set[fx.Node] = set()
+    used: Set[Tuple[fx.Node, int]] = set()
+    for n in reversed(nodes):
+        if n.op == "output" or (is_tensor(n) and n not in same_view) or n in live:
+            if n not in refs:  # a consumer; a size read or a pick from one passes its dims on instead
+                fx.node.map_arg((n.args, n.kwargs), lambda a: used.update(refs.get(a, ())))
+            fx.node.map_arg((n.args, n.kwargs), lambda a: live.add(a) if not is_tensor(a) else None)
+    shape_of: Dict[Tuple[fx.Node, int], Node] = {}
+
     idx = 0
     placeholders = 0
-    for n in traced.graph.nodes:
+    for n in nodes:
         g.steps.append(n)
         if n.op == "output":
             out = n.args[0]
@@ -181,7 +241,20 @@ def capture(model: nn.Module, sample: torch.Tensor, *, relu6_as_relu: bool) -> G
                                    "more ({})".format(prefix, n.target))
             op: Optional[str] = "input"
         elif n.op == "get_attr" or not is_tensor(n):
-            continue  # constants and shape arithmetic: evaluated as they are, not nodes of their own
+            # constants and shape arithmetic are evaluated as they are; each aten::size read nndct keeps is a
+            # `shape` node of its own, numbered here, in dimension order (see the module docstring)
+            for d in sorted({d for (src, d) in refs.get(n, ()) if src is n and (n, d) in used}):
+                shape = Node(idx, "shape", n)
+                idx += 1
+                tensor = g.resolve(n.args[0])
+                shape.parents = [g.node_of[tensor]] if tensor in g.node_of else []
+                shape.attrs["dim"] = d
+                shape_of[(n, d)] = shape
+                g.nodes.append(shape)
+            continue
+        elif n in same_view:
+            g.alias[n] = n.args[0]
+            continue
         elif n.op == "call_module":
             m = modules[n.target]
             if isinstance(m, _IDENTITY_MODULES):
@@ -212,7 +285,13 @@ def capture(model: nn.Module, sample: torch.Tensor, *, relu6_as_relu: bool) -> G
         if n.op == "call_module":
             node.module = modules[n.target]
             node.module_path = n.target
-        node.parents = [g.node_of[g.resolve(a)] for a in _tensor_args(n, is_tensor) if g.resolve(a) in g.node_of]
+        # inputs in argument order, the shape nodes of a size argument included (nndct's in_tensors)
+        for a in _tensor_args(n, lambda a: True):
+            if is_tensor(a):
+                if g.resolve(a) in g.node_of:
+                    node.parents.append(g.node_of[g.resolve(a)])
+            else:
+                node.parents.extend(shape_of[r] for r in refs.get(a, ()) if r in shape_of)
         g.node_of[n] = node
         g.nodes.append(node)
         if not node.supported:
@@ -314,8 +393,9 @@ def _group(g: Graph) -> None:
             if n.op in SOFT_FUSED and len(n.parents) == 1 and len(n.parents[0].children) == 1:
                 glue(groups[n.parents[0].name][0], n)
                 changed = True
-            elif n.op == "reshape" and n.parents:
-                glue(groups[n.parents[0].name][0], n)
+            elif n.op == "reshape" and any(p.op != "shape" for p in n.parents):
+                # commander.py SoftFuseReshape: a shape node is not the parent a reshape joins
+                glue(groups[next(p for p in n.parents if p.op != "shape").name][0], n)
                 changed = True
     for k in groups:
         groups[k] = sorted(groups[k], key=lambda m: m.idx)
@@ -343,6 +423,6 @@ def _group(g: Graph) -> None:
         if n.op in QUANTIZABLE and n.op not in ("input", "concat"):
             for p in n.parents:
                 end = g.quant_out[p.name].name
-                if end not in keys:
+                if end not in keys and g.quant_out[p.name].op != "shape":  # int output: not quantized
                     keys.append(end)
     g.output_keys = keys
