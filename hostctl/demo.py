@@ -21,7 +21,7 @@ import torch
 
 from container_payload.models.unet import Unet
 from hostctl.errors import UsageError
-from hostctl.options import RUNTIMES, QuantizeOptions
+from hostctl.options import DEFAULT_IMAGE, RUNTIMES, QuantizeOptions
 from hostctl.prepare import PrepareOptions, load_pair, prepare, preprocessing_for, scan_dataset
 from hostctl.report import REPORT_DIR
 from hostctl.synthetic import NUM_CLASSES, write_dataset
@@ -78,11 +78,16 @@ class DemoResult:
 
 
 def run_demo(output_dir: Path, reporter, runtime: str = "local", fast: bool = False,  # noqa: ANN001
-             config: DemoConfig | None = None) -> DemoResult:
+             config: DemoConfig | None = None, image: str = DEFAULT_IMAGE, pull: str = "missing") -> DemoResult:
     from hostctl.pipeline import quantize
 
     if runtime not in RUNTIMES:
         raise UsageError(f"--runtime {runtime!r} is not one of: {', '.join(RUNTIMES)}")
+    if runtime == "docker":
+        # Find out now, not after minutes of training, whether the engine and the image are there.
+        from hostctl.runtime.docker import connect, ensure_image
+
+        ensure_image(connect(), image, pull, reporter)
     config = config or (FAST if fast else FULL)
     _claim(output_dir)
     timings: dict[str, float] = {}
@@ -113,7 +118,7 @@ def run_demo(output_dir: Path, reporter, runtime: str = "local", fast: bool = Fa
     t0 = time.perf_counter()
     summary = quantize(QuantizeOptions(input_dir=inputs, output_dir=output_dir / RESULTS, input_size=input_size,
                                        num_classes=NUM_CLASSES, model_args=config.model_args, runtime=runtime,
-                                       quantizer="portable"), reporter)
+                                       quantizer="portable", image=image, pull=pull), reporter)
     timings["quantize"] = time.perf_counter() - t0
     timings["total"] = time.perf_counter() - started
     report = summary.output_dir / REPORT_DIR

@@ -9,13 +9,14 @@ import typer
 
 from hostctl.cli import app
 from hostctl.cli.common import Debug, JsonOutput
+from hostctl.options import DEFAULT_IMAGE
 from hostctl.ui import Reporter, print_json
 
 EXAMPLES = """
 [bold]Examples[/]
 
   hostctl demo                                       [dim]# about 2-3 minutes on 2 CPU cores[/]
-  hostctl demo --output-dir /tmp/demo --runtime docker
+  hostctl demo --output-dir /tmp/demo --runtime docker --image xilinx/vitis-ai-pytorch-cpu:ubuntu2004-3.5.0.306
   hostctl demo --fast                                [dim]# under a minute, lower accuracy[/]
 """
 
@@ -27,6 +28,10 @@ def demo(
     runtime: Annotated[str, typer.Option(help="Where the quantization payload runs: local or docker.")] = "local",
     fast: Annotated[bool, typer.Option(help="A smaller dataset and model: under a minute, lower accuracy.")]
     = False,
+    image: Annotated[str, typer.Option(envvar="HOSTCTL_IMAGE", help="With --runtime docker: the image.")]
+    = DEFAULT_IMAGE,
+    pull: Annotated[str, typer.Option(envvar="HOSTCTL_PULL", help="With --runtime docker: missing, always or never.")]
+    = "missing",
     json_output: JsonOutput = False,
     debug: Debug = False,
 ) -> None:
@@ -35,7 +40,7 @@ def demo(
 
     reporter = Reporter(debug=debug)
     try:
-        result = run_demo(output_dir, reporter, runtime=runtime, fast=fast)
+        result = run_demo(output_dir, reporter, runtime=runtime, fast=fast, image=image, pull=pull)
     finally:
         reporter.close()
     if json_output:

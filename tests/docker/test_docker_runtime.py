@@ -318,3 +318,21 @@ def test_portable_gives_the_same_fix_positions_on_torch_1_13_and_the_host_torch(
     same = run_hostctl(["diff", str(tmp_path / "local"), str(tmp_path / "container"), "--exit-code", "--json"])
     assert same.returncode == 0, same.stdout
     assert json.loads(same.stdout)["identical"] is True
+
+
+def test_fast_demo_through_the_container(tmp_path, stand_in_image):
+    proc = run_hostctl(["demo", "--fast", "--runtime", "docker", "--image", stand_in_image, "--pull", "never",
+                        "--output-dir", str(tmp_path / "demo"), "--json"])
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    summary = json.loads(proc.stdout)
+    manifest = json.loads((tmp_path / "demo" / "quantization_results" / "run.json").read_text())
+    assert manifest["runtime"]["runtime"] == "docker" and manifest["runtime"]["image"] == stand_in_image
+    assert summary["metrics"]["agreement"] > 0.9
+
+
+def test_demo_with_a_missing_image_fails_before_training(tmp_path):
+    proc = run_hostctl(["demo", "--fast", "--runtime", "docker", "--image", "hostctl-no-such-image:1", "--pull",
+                        "never", "--output-dir", str(tmp_path / "demo")])
+    assert proc.returncode == 3
+    assert "--pull never forbids pulling it" in proc.stderr
+    assert not (tmp_path / "demo" / "dataset").exists(), "nothing should be generated or trained first"
