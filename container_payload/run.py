@@ -61,6 +61,7 @@ def execute(job: Job) -> Result:
         warn(message)
 
     start = time.perf_counter()
+    backends.set_nndct_options(job.quant_opt)  # before auto-detection imports pytorch_nndct
     backend_name = backends.resolve(job.quantizer, on_warning)
     calib = SampleReader(job.samples, "calibration", job.calib_limit)
     test = SampleReader(job.samples, "test", job.test_limit)

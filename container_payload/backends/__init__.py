@@ -10,6 +10,7 @@ Backends import their heavy dependencies lazily, so a registry lookup never fail
 """
 
 import importlib
+import sys
 from typing import Callable, Dict, Iterable, List, Sequence
 
 import torch
@@ -54,6 +55,14 @@ _REGISTRY: Dict[str, str] = {
 
 def names() -> List[str]:
     return sorted(_REGISTRY)
+
+
+def set_nndct_options(quant_opt: int) -> None:
+    """pytorch_nndct reads (and strips) its --nndct_* options from sys.argv when it is first imported, so they
+    must be in place before anything imports it: the vai backend, and auto-detection too."""
+    flag = "--nndct_quant_opt={}".format(quant_opt)
+    if flag not in sys.argv:
+        sys.argv.append(flag)
 
 
 def vai_available() -> bool:

@@ -6,12 +6,11 @@ the files it must leave behind, never by the absence of an exception.
 
 import glob
 import os
-import sys
 from typing import Callable, Iterable, List, Sequence
 
 import torch
 
-from container_payload.backends import Backend, BackendError
+from container_payload.backends import Backend, BackendError, set_nndct_options
 
 EXPORT_PATTERNS = {
     "xmodel": "{cls}_int.xmodel",
@@ -21,10 +20,7 @@ EXPORT_PATTERNS = {
 
 
 def _import_nndct(quant_opt: int):
-    # nndct reads (and strips) its --nndct_* options from sys.argv when it is imported.
-    flag = "--nndct_quant_opt={}".format(quant_opt)
-    if flag not in sys.argv:
-        sys.argv.append(flag)
+    set_nndct_options(quant_opt)
     try:
         from pytorch_nndct.apis import torch_quantizer
     except ImportError as exc:

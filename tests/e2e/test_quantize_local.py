@@ -50,9 +50,10 @@ def test_vai_backend_through_fake_nndct(tmp_path, unet_inputs, fake_nndct_env):
         assert h5["t000"].shape == (1, 3, 32, 32)
 
 
-def test_quant_opt_reaches_nndct(tmp_path, unet_inputs, fake_nndct_env):
+@pytest.mark.parametrize("quantizer", ["vai", "auto"])
+def test_quant_opt_reaches_nndct(tmp_path, unet_inputs, fake_nndct_env, quantizer):
     out = tmp_path / "out"
-    proc = run_hostctl(tiny_args(unet_inputs, out, "--quantizer", "vai", "--quant-opt", "0", "--no-evaluate",
+    proc = run_hostctl(tiny_args(unet_inputs, out, "--quantizer", quantizer, "--quant-opt", "0", "--no-evaluate",
                                  "--export", "none"), env=fake_nndct_env)
     assert proc.returncode == 0, proc.stderr
     assert json.loads((out / "quant_info.json").read_text())["bias_corrected"] is False
