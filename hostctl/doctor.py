@@ -36,8 +36,8 @@ def diagnose(image: str, output_dir: Path) -> list[Finding]:
     findings.append(Finding("engine", True, f"Docker {facts['version']} (API {facts['api_version']}, "
                                             f"{facts['os_arch']}) at {facts['url']}"))
     if not facts["local"]:
-        findings.append(Finding("engine location", False, "the engine is remote: it cannot see this machine's files",
-                                "Use a local engine, or --runtime local."))
+        findings.append(Finding("engine location", True, "remote: inputs are copied into each container and "
+                                                          "results copied back (slower for large inputs)"))
     if facts["image"] is None:
         findings.append(Finding("image", False, f"{image} is not on this machine",
                                 f"docker pull {image} (or hostctl quantize pulls it with --pull missing)"))

@@ -20,9 +20,12 @@ import re
 import shlex
 import shutil
 import socket
+import tarfile
+import tempfile
 import threading
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -351,6 +354,67 @@ def clean(dry_run: bool, include_caches: bool = True) -> dict[str, list[str]]:
             "caches": [str(p) for p in caches]}
 
 
+# -- files: bind mounts on a local engine, copies on a remote one -------------------------------------------------
+@dataclass(frozen=True)
+class Share:
+    host: Path
+    inside: str
+    writable: bool
+
+
+def copy_in(container: Any, shares: list[Share]) -> dict[str, tuple[int, int]]:
+    """Put every share into the created container, owned by the caller (whom the shim maps vitis-ai-user to).
+
+    Returns what went in, as {path inside: (size, mtime)}, so that copy_out brings back only what changed.
+    """
+    uid, gid = os.getuid(), os.getgid()
+    sent: dict[str, tuple[int, int]] = {}
+
+    def owned(info: tarfile.TarInfo) -> tarfile.TarInfo | None:
+        if "__pycache__" in info.name.split("/"):
+            return None
+        info.uid, info.gid, info.uname, info.gname = uid, gid, "", ""
+        sent["/" + info.name] = (info.size, int(info.mtime))
+        return info
+
+    with tempfile.SpooledTemporaryFile(max_size=64 << 20) as buf:
+        with tarfile.open(fileobj=buf, mode="w") as tar:
+            for share in shares:
+                tar.add(str(share.host), arcname=share.inside.lstrip("/"), recursive=True, filter=owned)
+        buf.seek(0)
+        if not container.put_archive("/", buf):
+            raise RunFailed("the Docker engine refused the copied inputs", "Run `hostctl doctor`.")
+    return sent
+
+
+def copy_out(container: Any, shares: list[Share], sent: dict[str, tuple[int, int]]) -> None:
+    """Bring back what the container created or changed in writable shares (safe paths only).
+
+    Files that come back as they went in are skipped: the host may have written to its copy meanwhile
+    (run.log grows on the host while the payload runs).
+    """
+    for share in shares:
+        stream, _ = container.get_archive(share.inside)
+        with tempfile.SpooledTemporaryFile(max_size=64 << 20) as buf:
+            for chunk in stream:
+                buf.write(chunk)
+            buf.seek(0)
+            with tarfile.open(fileobj=buf, mode="r") as tar:
+                members = []
+                for member in tar.getmembers():
+                    _, _, rest = member.name.partition("/")  # the archive's top entry is the directory itself
+                    inside = f"{share.inside}/{rest}"
+                    if rest and sent.get(inside) != (member.size, int(member.mtime)):
+                        member.name = rest
+                        members.append(member)
+                if hasattr(tarfile, "data_filter"):
+                    tar.extractall(str(share.host), members=members, filter="data")
+                else:  # Python < 3.10.12: no extraction filters; keep to plain files and dirs inside the share
+                    safe = [m for m in members if (m.isfile() or m.isdir()) and not m.name.startswith("/")
+                            and ".." not in m.name.split("/")]
+                    tar.extractall(str(share.host), members=safe)  # noqa: S202 - members checked above
+
+
 # -- the runtime --------------------------------------------------------------------------------------------------
 class DockerRuntime:
     def __init__(self, opts: QuantizeOptions, run_dir: Path, reporter: Reporter, trap: SignalTrap) -> None:
@@ -363,13 +427,15 @@ class DockerRuntime:
         self.userbase: Path | None = None
         self.requirements_text = check_requirements(opts.requirements) if opts.requirements else None
         self.container_id: str | None = None
+        self.copy_files = False
 
     def prepare(self) -> None:
         self.client = connect()
-        if not is_local_engine(self.client):
-            raise EnvironmentProblem(f"the Docker engine at {self.client.api.base_url} is remote and cannot see "
-                                     "this machine's files", "Use a local engine (unset DOCKER_HOST or switch "
-                                     "context), or run with --runtime local.")
+        # A remote engine cannot see this machine's files: copy them in and the results out instead of binding.
+        self.copy_files = not is_local_engine(self.client) or os.environ.get("HOSTCTL_DOCKER_FILES") == "copy"
+        if self.copy_files:
+            self.reporter.info(f"engine at {engine_url()} is remote: inputs are copied into the container and "
+                               "results copied back")
         sweep(self.client, self.reporter)
         self.image = ensure_image(self.client, self.opts.image, self.opts.pull, self.reporter)
         check_platform(self.image)
@@ -413,25 +479,27 @@ class DockerRuntime:
             env["PYTHONUSERBASE"] = IN_USERBASE
         return env
 
-    def _mounts(self) -> list[Mount]:
-        mounts = [Mount(IN_INPUTS, str(self.opts.input_dir.resolve()), type="bind", read_only=True),
-                  Mount(IN_RUN, str(self.run_dir.resolve()), type="bind", read_only=False),
-                  Mount(f"{IN_CODE}/container_payload", str(PAYLOAD_DIR), type="bind", read_only=True)]
+    def _shares(self) -> list[Share]:
+        """What the payload sees of this machine: inputs and code read-only, only the run directory writable."""
+        shares = [Share(self.opts.input_dir.resolve(), IN_INPUTS, False), Share(self.run_dir.resolve(), IN_RUN, True),
+                  Share(PAYLOAD_DIR, f"{IN_CODE}/container_payload", False)]
         if self.opts.model_path:
-            mounts.append(Mount(IN_MODEL, str(self.opts.model_path.resolve()), type="bind", read_only=True))
+            shares.append(Share(self.opts.model_path.resolve(), IN_MODEL, False))
         if self.userbase is not None:
-            mounts.append(Mount(IN_USERBASE, str(self.userbase), type="bind", read_only=True))
-        return mounts
+            shares.append(Share(self.userbase, IN_USERBASE, False))
+        return shares
 
     def run(self, job_file: Path, on_line: LineSink) -> int:
-        return self._run_container(shim(PAYLOAD_COMMAND), self._mounts(), self._environment(), "payload",
+        return self._run_container(shim(PAYLOAD_COMMAND), self._shares(), self._environment(), "payload",
                                    network=False, on_line=on_line, keep=self.opts.keep_container,
                                    memory=self.opts.memory)
 
-    def _run_container(self, command: list[str], mounts: list[Mount], environment: dict[str, str], role: str, *,
+    def _run_container(self, command: list[str], shares: list[Share], environment: dict[str, str], role: str, *,
                        network: bool, on_line: LineSink, keep: bool = False, workdir: str = IN_RUN,
                        memory: str | None = None) -> int:
         assert self.client is not None
+        mounts = [] if self.copy_files else [Mount(s.inside, str(s.host), type="bind", read_only=not s.writable)
+                                             for s in shares]
         container = None
         try:
             container = self.client.containers.create(
@@ -441,10 +509,13 @@ class DockerRuntime:
                 mem_limit=memory, memswap_limit=memory,
             )
             self.container_id = container.id
+            sent = copy_in(container, shares) if self.copy_files else {}
             stream = self.client.api.attach(container.id, stream=True, logs=True, demux=True)
             container.start()
             self._pump(stream, on_line)
             code = self._wait(container)
+            if self.copy_files:
+                copy_out(container, [s for s in shares if s.writable], sent)
             self._check_oom(container, code)
             return code
         except docker.errors.APIError as exc:
@@ -559,8 +630,7 @@ class DockerRuntime:
         shutil.rmtree(staging, ignore_errors=True)
         staging.mkdir(parents=True)
         req = self.opts.requirements.resolve()
-        mounts = [Mount(IN_USERBASE, str(staging), type="bind", read_only=False),
-                  Mount(IN_REQ, str(req.parent), type="bind", read_only=True)]
+        shares = [Share(staging, IN_USERBASE, True), Share(req.parent, IN_REQ, False)]
         environment = dict(self._environment(), PYTHONUSERBASE=IN_USERBASE, PIP_DISABLE_PIP_VERSION_CHECK="1")
         command = shim(["python", "-m", "pip", "install", "--user", "--no-warn-script-location",
                         "-r", f"{IN_REQ}/{req.name}"])
@@ -572,7 +642,7 @@ class DockerRuntime:
             self.reporter.log(line, stream)
 
         try:
-            code = self._run_container(command, mounts, environment, "requirements", network=True,
+            code = self._run_container(command, shares, environment, "requirements", network=True,
                                        on_line=on_line, workdir=IN_REQ)
             if code != 0:
                 raise RunFailed(f"pip install -r {req.name} failed in the image (exit {code})",

@@ -24,9 +24,14 @@ def docker_args(inputs, out, image, *extra):
     return args
 
 
-def test_full_run_with_the_portable_backend(tmp_path, unet_inputs, stand_in_image, docker_client):
+# "copy" is how a remote engine gets its files (put_archive / get_archive); forced here on the local engine.
+FILE_MODES = {"bind": {}, "copy": {"HOSTCTL_DOCKER_FILES": "copy"}}
+
+
+@pytest.mark.parametrize("files", list(FILE_MODES))
+def test_full_run_with_the_portable_backend(tmp_path, unet_inputs, stand_in_image, docker_client, files):
     out = tmp_path / "out"
-    proc = run_hostctl(docker_args(unet_inputs, out, stand_in_image, "--json"))
+    proc = run_hostctl(docker_args(unet_inputs, out, stand_in_image, "--json"), env=FILE_MODES[files])
     assert proc.returncode == 0, proc.stderr
     files = {p.name for p in out.iterdir()}
     assert {"quant_info.json", "quantization_test_preds.h5", "float_test_preds.h5", "run.json", "run.log",
@@ -38,6 +43,7 @@ def test_full_run_with_the_portable_backend(tmp_path, unet_inputs, stand_in_imag
     info = json.loads((out / "quant_info.json").read_text())
     assert info["param"] and all(k.startswith("Unet::") for k in info["param"])
     assert json.loads(proc.stdout)["status"] == "succeeded"
+    assert "model Unet" in (out / "run.log").read_text(), "run.log is the host's, never replaced by a copy"
 
 
 def run_in_payload_container(tmp_path: Path, image: str, script: str) -> tuple[int, list[tuple[str, str]]]:
@@ -54,7 +60,7 @@ def run_in_payload_container(tmp_path: Path, image: str, script: str) -> tuple[i
     runtime = DockerRuntime(opts, run_dir, Reporter(quiet=True), SignalTrap())
     runtime.prepare()
     lines: list[tuple[str, str]] = []
-    code = runtime._run_container(shim(["python", "-c", script]), runtime._mounts(), runtime._environment(),
+    code = runtime._run_container(shim(["python", "-c", script]), runtime._shares(), runtime._environment(),
                                   "payload", network=False, on_line=lambda s, t: lines.append((s, t)))
     return code, lines
 
@@ -171,7 +177,8 @@ def test_two_runs_into_different_output_dirs_at_once(tmp_path, stand_in_image, u
     assert all((tmp_path / f"out{i}" / "quant_info.json").is_file() for i in range(2))
 
 
-def test_requirements_are_installed_once_and_importable(tmp_path, stand_in_image):
+@pytest.mark.parametrize("files", list(FILE_MODES))
+def test_requirements_are_installed_once_and_importable(tmp_path, stand_in_image, files):
     wheels = tmp_path / "req" / "wheels"
     pkg = tmp_path / "probe_src"
     (pkg / "hostctl_probe").mkdir(parents=True)
@@ -185,7 +192,7 @@ def test_requirements_are_installed_once_and_importable(tmp_path, stand_in_image
     requirements.write_text("--no-index\n--find-links wheels\nhostctl-probe==0.1\n")
     inputs = make_inputs(tmp_path / "in", user_model("NeedsProbe"))
     cache = tmp_path / "cache"
-    env = {"HOSTCTL_CACHE_DIR": str(cache)}
+    env = {"HOSTCTL_CACHE_DIR": str(cache), **FILE_MODES[files]}
     extra = ["--model", "misbehaving:NeedsProbe", "--model-path", str(USER_MODELS), "--requirements",
              str(requirements), "--no-evaluate"]
     first = run_hostctl(docker_args(inputs, tmp_path / "out1", stand_in_image, *extra), env=env)

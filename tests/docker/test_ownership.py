@@ -61,16 +61,17 @@ def caller(groups: list[str]) -> Iterator[tuple[int, int, Path]]:
         shutil.rmtree(home, ignore_errors=True)
 
 
-def run_as(uid: int, gid: int, home: Path, args: list[str]) -> subprocess.CompletedProcess[str]:
+def run_as(uid: int, gid: int, home: Path, args: list[str], **extra_env: str) -> subprocess.CompletedProcess[str]:
     prefix = [] if os.getuid() != 0 else ["setpriv", f"--reuid={uid}", f"--regid={gid}", "--init-groups"]
-    env = dict(os.environ, HOME=str(home), COLUMNS="200")
+    env = dict(os.environ, HOME=str(home), COLUMNS="200", **extra_env)
     env.pop("XDG_CACHE_HOME", None)
     env.pop("HOSTCTL_CACHE_DIR", None)
     return subprocess.run([*prefix, sys.executable, "-m", "hostctl", *args], cwd=home, env=env, text=True,
                           capture_output=True, timeout=600)
 
 
-def test_outputs_are_owned_by_a_non_root_caller(stand_in_image):
+@pytest.mark.parametrize("files", ["bind", "copy"])
+def test_outputs_are_owned_by_a_non_root_caller(stand_in_image, files):
     socket_group = grp.getgrgid(os.stat("/var/run/docker.sock").st_gid).gr_name if os.getuid() == 0 else None
     with caller([socket_group] if socket_group else []) as (uid, gid, home):
         if os.getuid() == 0:
@@ -82,7 +83,7 @@ def test_outputs_are_owned_by_a_non_root_caller(stand_in_image):
         out = home / "results"
         args = tiny_args(inputs, out, "--quantizer", "portable", "--image", stand_in_image, "--pull", "never")
         args[args.index("--runtime") + 1] = "docker"
-        proc = run_as(uid, gid, home, args)
+        proc = run_as(uid, gid, home, args, HOSTCTL_DOCKER_FILES=files)
         assert proc.returncode == 0, proc.stderr
         owners = {str(p.relative_to(out)): (p.stat().st_uid, p.stat().st_gid) for p in [out, *out.rglob("*")]}
         print(f"caller {uid}:{gid}; {len(owners)} paths in the output dir; owners: {sorted(set(owners.values()))}")
