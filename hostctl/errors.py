@@ -6,7 +6,6 @@ tracebacks appear only with --debug.
 
 from __future__ import annotations
 
-EXIT_OK = 0
 EXIT_RUN = 1
 EXIT_USAGE = 2
 EXIT_ENV = 3
@@ -46,13 +45,9 @@ class EnvironmentProblem(HostctlError):
 
 
 class RunFailed(HostctlError):
-    """The payload ran and failed, died, or left outputs missing."""
+    """The payload ran and failed, died, or left outputs missing; the hint carries the log's last lines."""
 
     exit_code = EXIT_RUN
-
-    def __init__(self, message: str, hint: str | None = None, log_tail: list[str] | None = None) -> None:
-        super().__init__(message, hint)
-        self.log_tail = log_tail or []
 
 
 class Interrupted(HostctlError):

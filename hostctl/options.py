@@ -6,7 +6,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from container_payload.job import BUILTIN_MODEL
+from container_payload.job import BUILTIN_MODEL, Job
 
 DEFAULT_IMAGE = "xilinx/vitis-ai-pytorch-cpu:ubuntu2004-3.5.0.306"
 DEFAULT_CONDA_ENV = "vitis-ai-wego-torch2"
@@ -14,6 +14,7 @@ DEFAULT_INPUT_DIR = Path("deployment/deployment_artifacts/deployment_inputs")
 DEFAULT_OUTPUT_DIR = Path("deployment/deployment_artifacts/quantization_results")
 RUNTIMES = ("docker", "local")
 PULL_POLICIES = ("missing", "always", "never")
+EVAL_BATCH = 8  # batch of the float and quantized test passes
 
 
 @dataclass(frozen=True)
@@ -44,3 +45,11 @@ class QuantizeOptions:
 
     def to_dict(self) -> dict[str, Any]:
         return {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(self).items()}
+
+    def to_job(self, state_dict: str, samples: str, run_dir: str, model_path: str | None) -> Job:
+        """The payload's job, with paths as the payload sees them."""
+        return Job(state_dict=state_dict, samples=samples, run_dir=run_dir, input_size=tuple(self.input_size),
+                   num_classes=self.num_classes, calib_batch_size=self.calib_batch_size, eval_batch_size=EVAL_BATCH,
+                   calib_limit=self.calib_limit, test_limit=self.test_limit, model=self.model, model_path=model_path,
+                   model_args=dict(self.model_args), quantizer=self.quantizer, target=self.target,
+                   exports=self.exports, quant_opt=self.quant_opt)

@@ -22,7 +22,6 @@ from container_payload.job import (
     QUANT_INFO,
     QUANT_PREDS,
     RESULT,
-    Job,
     Result,
     SchemaError,
     parse_event,
@@ -38,7 +37,6 @@ from hostctl.validate import Inputs, validate_quantize
 RUN_LOG = "run.log"
 MANIFEST = "run.json"
 TAIL_LINES = 15
-EVAL_BATCH = 8
 ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
 
 
@@ -67,7 +65,6 @@ class PayloadOutput:
         self.log = log
         self.tail: collections.deque[str] = collections.deque(maxlen=TAIL_LINES)
         self.error: dict[str, Any] | None = None
-        self.result_seen = False
 
     def on_line(self, stream: str, line: str) -> None:
         event = parse_event(line)
@@ -83,8 +80,6 @@ class PayloadOutput:
             self.log.write(f"[{kind}] {event.get('message', '')}\n")
         if kind == "error":
             self.error = event
-        elif kind == "result":
-            self.result_seen = True
         else:
             self.reporter.event(event)
 
@@ -136,13 +131,8 @@ def quantize(opts: QuantizeOptions, reporter: Reporter) -> RunSummary:
 
 def _run_payload(opts: QuantizeOptions, inputs: Inputs, rt: runtime.Runtime, run_dir: Path, reporter: Reporter,
                  timings: dict[str, float]) -> Result:
-    job = Job(
-        state_dict=rt.view(inputs.state_dict), samples=rt.view(inputs.samples), run_dir=rt.view(run_dir),
-        input_size=tuple(opts.input_size), num_classes=opts.num_classes, calib_batch_size=opts.calib_batch_size,
-        eval_batch_size=EVAL_BATCH, calib_limit=opts.calib_limit, test_limit=opts.test_limit, model=opts.model,
-        model_path=rt.view(opts.model_path) if opts.model_path else None, model_args=dict(opts.model_args),
-        quantizer=opts.quantizer, target=opts.target, exports=opts.exports, quant_opt=opts.quant_opt,
-    )
+    job = opts.to_job(rt.view(inputs.state_dict), rt.view(inputs.samples), rt.view(run_dir),
+                      rt.view(opts.model_path) if opts.model_path else None)
     job_file = run_dir / JOB
     job_file.write_text(job.to_json(), encoding="utf-8")
     t0 = time.perf_counter()
@@ -161,28 +151,28 @@ def verify_outputs(run_dir: Path, inputs: Inputs, code: int, output: PayloadOutp
     tail = list(output.tail)
     if output.error is not None:
         raise RunFailed(f"the payload failed: {output.error.get('kind', 'error')}: {output.error.get('message')}",
-                        f"See {RUN_LOG} in the failed-run directory.", tail)
+                        f"See {RUN_LOG} in the failed-run directory.")
     result_file = run_dir / RESULT
     if code != 0 or not result_file.is_file():
         why = f"exited with status {code}" if code != 0 else f"exited with status 0 but wrote no {RESULT}"
-        raise RunFailed(f"the payload {why}", _tail_hint(tail), tail)
+        raise RunFailed(f"the payload {why}", _tail_hint(tail))
     try:
         result = Result.from_json(result_file.read_text(encoding="utf-8"))
     except SchemaError as exc:
-        raise RunFailed(f"{result_file.name} cannot be read: {exc}", None, tail) from exc
+        raise RunFailed(f"{result_file.name} cannot be read: {exc}") from exc
     missing = [name for name in [QUANT_INFO, QUANT_PREDS, FLOAT_PREDS, *result.files]
                if not (run_dir / name).is_file()]
     if missing:
         raise RunFailed(f"the payload reported success but did not write {', '.join(sorted(set(missing)))}",
-                        _tail_hint(tail), tail)
+                        _tail_hint(tail))
     try:
         json.loads((run_dir / QUANT_INFO).read_text(encoding="utf-8"))["param"]
     except (ValueError, KeyError, TypeError) as exc:
-        raise RunFailed(f"{QUANT_INFO} is not a valid quantization config ({exc})", None, tail) from exc
+        raise RunFailed(f"{QUANT_INFO} is not a valid quantization config ({exc})") from exc
     for name in (QUANT_PREDS, FLOAT_PREDS):
         with h5py.File(run_dir / name, "r") as h5:
             if len(h5) != inputs.num_test:
-                raise RunFailed(f"{name} holds {len(h5)} predictions, expected {inputs.num_test}", None, tail)
+                raise RunFailed(f"{name} holds {len(h5)} predictions, expected {inputs.num_test}")
     return result
 
 

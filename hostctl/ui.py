@@ -85,10 +85,6 @@ class Reporter:
             style = "dim red" if stream == "stderr" else "dim"
             self.console.print(f"[{style}]│ {escape(line)}[/]")
 
-    def status(self, message: str) -> None:
-        """A transient status update (a `\r` line from the payload)."""
-        self.debug(message)
-
     # -- progress ------------------------------------------------------------------------------------------------
     def _bars(self) -> Progress:
         if self._progress is None:

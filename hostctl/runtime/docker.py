@@ -90,6 +90,12 @@ def shim(command: list[str]) -> list[str]:
     return ["bash", "-c", script]
 
 
+def payload_environment(uid: str, gid: str, conda_env: str) -> dict[str, str]:
+    """What the shim and the payload read: whom to map, which env, where the code is; unbuffered UTF-8 output."""
+    return {"HOSTCTL_UID": uid, "HOSTCTL_GID": gid, "HOSTCTL_CONDA_ENV": conda_env, "PYTHONUNBUFFERED": "1",
+            "PYTHONIOENCODING": "utf-8", "PYTHONPATH": IN_CODE, "PYTHONDONTWRITEBYTECODE": "1"}
+
+
 PAYLOAD_COMMAND = ["python", "-u", "-m", "container_payload", "--job", f"{IN_RUN}/job.json"]
 
 
@@ -426,7 +432,6 @@ class DockerRuntime:
         self.image: Any = None
         self.userbase: Path | None = None
         self.requirements_text = check_requirements(opts.requirements) if opts.requirements else None
-        self.container_id: str | None = None
         self.copy_files = False
 
     def prepare(self) -> None:
@@ -472,9 +477,7 @@ class DockerRuntime:
         return labels
 
     def _environment(self) -> dict[str, str]:
-        env = {"HOSTCTL_UID": str(os.getuid()), "HOSTCTL_GID": str(os.getgid()),
-               "HOSTCTL_CONDA_ENV": self.opts.conda_env, "PYTHONUNBUFFERED": "1", "PYTHONIOENCODING": "utf-8",
-               "PYTHONPATH": IN_CODE, "PYTHONDONTWRITEBYTECODE": "1"}
+        env = payload_environment(str(os.getuid()), str(os.getgid()), self.opts.conda_env)
         if self.userbase is not None:
             env["PYTHONUSERBASE"] = IN_USERBASE
         return env
@@ -508,7 +511,6 @@ class DockerRuntime:
                 stdin_open=False, network_mode="bridge" if network else "none", detach=True,
                 mem_limit=memory, memswap_limit=memory,
             )
-            self.container_id = container.id
             sent = copy_in(container, shares) if self.copy_files else {}
             stream = self.client.api.attach(container.id, stream=True, logs=True, demux=True)
             container.start()
@@ -646,7 +648,7 @@ class DockerRuntime:
                                        on_line=on_line, workdir=IN_REQ)
             if code != 0:
                 raise RunFailed(f"pip install -r {req.name} failed in the image (exit {code})",
-                                "Last lines:\n  " + "\n  ".join(log[-10:]), log[-10:])
+                                "Last lines:\n  " + "\n  ".join(log[-10:]))
             (staging / ".complete").write_text(json.dumps({"image_id": self.image.id, "conda_env": self.opts.conda_env,
                                                            "requirements": self.requirements_text}),
                                                encoding="utf-8")
@@ -661,16 +663,12 @@ class DockerRuntime:
 # -- the equivalent command line ----------------------------------------------------------------------------------
 def docker_command(opts: QuantizeOptions) -> str:
     """A runnable `docker run` line equivalent to the run (it writes straight into --output-dir)."""
-    from container_payload.job import SAMPLES, STATE_DICT, Job
+    from container_payload.job import SAMPLES, STATE_DICT
 
     out = opts.output_dir.resolve()
-    job = Job(state_dict=f"{IN_INPUTS}/{STATE_DICT}", samples=f"{IN_INPUTS}/{SAMPLES}", run_dir=IN_RUN,
-              input_size=tuple(opts.input_size), num_classes=opts.num_classes,
-              calib_batch_size=opts.calib_batch_size, calib_limit=opts.calib_limit, test_limit=opts.test_limit,
-              model=opts.model, model_path=IN_MODEL if opts.model_path else None, model_args=dict(opts.model_args),
-              quantizer=opts.quantizer, target=opts.target, exports=opts.exports, quant_opt=opts.quant_opt)
-    env = {"HOSTCTL_UID": "$(id -u)", "HOSTCTL_GID": "$(id -g)", "HOSTCTL_CONDA_ENV": opts.conda_env,
-           "PYTHONUNBUFFERED": "1", "PYTHONPATH": IN_CODE, "PYTHONDONTWRITEBYTECODE": "1"}
+    job = opts.to_job(f"{IN_INPUTS}/{STATE_DICT}", f"{IN_INPUTS}/{SAMPLES}", IN_RUN,
+                      IN_MODEL if opts.model_path else None)
+    env = payload_environment("$(id -u)", "$(id -g)", opts.conda_env)
     parts = ["mkdir", "-p", shlex.quote(str(out)), "&&", "docker", "run", "--rm", "--init", "--network", "none",
              "--user", "root", "--entrypoint", "''", "-w", IN_RUN]
     if opts.memory:
