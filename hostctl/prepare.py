@@ -29,7 +29,7 @@ import torch
 from PIL import Image
 
 from container_payload.job import BUILTIN_MODEL, SAMPLES, STATE_DICT
-from container_payload.loading import ModelError, _on_path, build_model, load_weights
+from container_payload.loading import ModelError, _on_path, build_model, check_finite, load_weights
 from hostctl.errors import InputError, UsageError
 from hostctl.options import DEFAULT_INPUT_DIR
 
@@ -436,6 +436,7 @@ def load_checkpoint(path: Path, options: PrepareOptions,
     if stripped:
         form += f", prefix {' + '.join(repr(p) for p in stripped)} stripped"
     try:
+        check_finite(state)
         load_weights(model, state)
     except ModelError as exc:
         raise InputError(path, str(exc), f"Does it belong to --model {options.model} with these --model-arg and "

@@ -39,7 +39,6 @@ from hostctl.cli import clean, demo, diff, doctor, evaluate, prepare, quantize  
 def main(argv: list[str] | None = None) -> None:
     """Console-script entry point: one error handler for every verb."""
     from hostctl.config import load_default_map
-    from hostctl.ui import Reporter
 
     args = sys.argv[1:] if argv is None else argv
     debug = os.environ.get("HOSTCTL_DEBUG", "") not in ("", "0") or "--debug" in args
@@ -47,15 +46,23 @@ def main(argv: list[str] | None = None) -> None:
         default_map = load_default_map()
         app(args=args, prog_name="hostctl", default_map=default_map)
     except HostctlError as exc:
-        if debug:
-            import traceback
+        _fail(exc, args, debug)
+    except OSError as exc:  # an I/O error no step translated: still one line, never a traceback
+        from hostctl.errors import io_error
 
-            traceback.print_exc()
-        Reporter().error(exc.message, exc.hint)
-        if "--json" in args:
-            from hostctl.errors import Interrupted
-            from hostctl.ui import print_json
+        _fail(io_error(exc), args, debug)
 
-            status = "interrupted" if isinstance(exc, Interrupted) else "failed"
-            print_json({"status": status, "error": exc.message, "hint": exc.hint, "exit_code": exc.exit_code})
-        sys.exit(exc.exit_code)
+
+def _fail(exc: HostctlError, args: list[str], debug: bool) -> None:
+    from hostctl.errors import Interrupted
+    from hostctl.ui import Reporter, print_json
+
+    if debug:
+        import traceback
+
+        traceback.print_exc()
+    Reporter().error(exc.message, exc.hint)
+    if "--json" in args:
+        status = "interrupted" if isinstance(exc, Interrupted) else "failed"
+        print_json({"status": status, "error": exc.message, "hint": exc.hint, "exit_code": exc.exit_code})
+    sys.exit(exc.exit_code)
