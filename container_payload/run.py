@@ -133,8 +133,9 @@ def main(job_path: str) -> int:
                 os.unlink(path)
             raise
     except Exception as exc:  # noqa: BLE001 - every failure is reported as one error event, then the traceback
-        traceback.print_exc(file=sys.stderr)
         io = _root_os_error(exc)
+        if io is None:
+            traceback.print_exc(file=sys.stderr)
         if io is not None:  # report the I/O error itself, not what closing a half-written file raised after it
             emit("error", kind=type(io).__name__, message="{}{}".format(
                 io.strerror or io, " writing {}".format(io.filename) if io.filename else ""),

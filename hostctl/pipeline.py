@@ -9,6 +9,7 @@ import json
 import os
 import platform
 import re
+import signal
 import socket
 import time
 import uuid
@@ -173,7 +174,7 @@ def verify_outputs(run_dir: Path, inputs: Inputs, code: int, output: PayloadOutp
                         f"See {RUN_LOG} in the failed-run directory.")
     result_file = run_dir / RESULT
     if code != 0 or not result_file.is_file():
-        why = f"exited with status {code}" if code != 0 else f"exited with status 0 but wrote no {RESULT}"
+        why = _exit_reason(code) if code != 0 else f"exited with status 0 but wrote no {RESULT}"
         raise RunFailed(f"the payload {why}", _tail_hint(tail))
     try:
         result = Result.from_json(result_file.read_text(encoding="utf-8"))
@@ -193,6 +194,21 @@ def verify_outputs(run_dir: Path, inputs: Inputs, code: int, output: PayloadOutp
             if len(h5) != inputs.num_test:
                 raise RunFailed(f"{name} holds {len(h5)} predictions, expected {inputs.num_test}")
     return result
+
+
+def _exit_reason(code: int) -> str:
+    """A local process killed by signal N returns -N; a container's shell reports 128 + N."""
+    signum = -code if code < 0 else code - 128 if 128 < code < 160 else 0
+    try:
+        name = signal.Signals(signum).name if signum else ""
+    except ValueError:
+        name = ""
+    if not name:
+        return f"exited with status {code}"
+    why = f"was killed by {name}"
+    if signum == signal.SIGKILL:
+        why += " (often the kernel's out-of-memory killer: lower --calib-batch-size or free memory)"
+    return why
 
 
 def _tail_hint(tail: list[str]) -> str:
