@@ -61,10 +61,10 @@ def lock_path(output_dir: Path) -> Path:
 
 # -- what hostctl may touch ---------------------------------------------------------------------------------------
 
-def owned_paths(output_dir: Path) -> tuple[set[str], set[str]] | None:
+def owned_paths(output_dir: Path, manifest_name: str = MANIFEST) -> tuple[set[str], set[str]] | None:
     """(files, top-level names) the previous run recorded as its own, or None when there is no readable manifest."""
     try:
-        manifest = json.loads((output_dir / MANIFEST).read_text(encoding="utf-8"))
+        manifest = json.loads((output_dir / manifest_name).read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return None
     if not isinstance(manifest, dict):
@@ -134,15 +134,39 @@ def check_output_dir(output_dir: Path, inputs: Iterable[Path] = (), needed_bytes
     if not os.access(ancestor, os.W_OK | os.X_OK):
         raise InputError(ancestor, "directory is not writable (hostctl stages its results beside the output "
                          "directory)", "Choose an --output-dir whose parent you can write to.")
-    if needed_bytes:
-        try:
-            st = os.statvfs(ancestor)
-        except OSError:
-            return
-        free = st.f_bavail * st.f_frsize
-        if free < needed_bytes:
-            raise InputError(ancestor, f"has {_mb(free)} free, the run needs about {_mb(needed_bytes)}",
-                             "Free some space or choose an --output-dir on another disk.")
+    probe = ancestor / f".hostctl-probe-{os.getpid()}.hostctl-tmp"
+    try:  # access() says yes on /proc, /sys and some network file systems that refuse files all the same
+        probe.mkdir()
+        probe.rmdir()
+    except OSError as exc:
+        raise InputError(ancestor, f"cannot hold the results ({exc.strerror})",
+                         "Choose an --output-dir on an ordinary, writable file system.") from None
+    check_free_space(ancestor, needed_bytes)
+
+
+def check_free_space(path: Path, needed_bytes: int) -> None:
+    """Refuse before any work when the disk holding path (or its nearest existing ancestor) is too small."""
+    while not path.exists():
+        path = path.parent
+    try:
+        st = os.statvfs(path)
+    except OSError:
+        return
+    free = st.f_bavail * st.f_frsize
+    if free < needed_bytes:
+        raise InputError(path, f"has {_mb(free)} free, the run needs about {_mb(needed_bytes)}",
+                         "Free some space or choose an --output-dir on another disk.")
+
+
+def check_replaceable(output_dir: Path, names: Iterable[str], manifest_name: str) -> None:
+    """For verbs that write a few named files among others (prepare): each may replace only a file it wrote."""
+    owned = owned_paths(output_dir, manifest_name)
+    files = owned[0] | owned[1] if owned else set()
+    for name in names:
+        if (output_dir / name).exists() and name not in files:
+            raise InputError(output_dir / name, f"exists and was not written by hostctl (not listed in "
+                             f"{manifest_name})", "Move it away, or choose another --output-dir; hostctl replaces "
+                             "only files it wrote itself.")
 
 
 def _mb(n: int) -> str:

@@ -151,3 +151,63 @@ def test_disk_too_small_for_the_run_is_refused_before_it_starts(tmp_path, tmpfs)
     assert proc.returncode == 2
     assert "free, the run needs about" in one_error_line(proc)
     assert list(disk.iterdir()) == []
+
+
+def test_a_payload_killed_by_a_signal_names_the_signal(tmp_path):
+    import sys
+
+    from helpers import USER_MODELS
+
+    sys.path.insert(0, str(USER_MODELS))
+    try:
+        from misbehaving import KilledBy
+    finally:
+        sys.path.remove(str(USER_MODELS))
+    inputs = make_inputs(tmp_path / "in", KilledBy())
+    proc = quantize(inputs, tmp_path / "out", "--model", "misbehaving:KilledBy", "--model-path", str(USER_MODELS))
+    assert proc.returncode == 1
+    line = one_error_line(proc)
+    assert "the payload was killed by SIGKILL" in line and "out-of-memory" in line
+    assert "status -9" not in proc.stderr
+
+
+def test_disk_full_while_writing_the_report_is_one_line(tmp_path, unet_inputs, capsys, monkeypatch):
+    """The host's own writes: the report is drawn after the payload, so a full disk can strike there."""
+    import errno
+
+    from helpers import hostctl_inprocess
+
+    import hostctl.report
+
+    def full(*_args, **_kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device", str(tmp_path / "out" / "report" / "previews.png"))
+
+    monkeypatch.setattr(hostctl.report, "write_report", full)
+    out = tmp_path / "out"
+    code, stdout, err = hostctl_inprocess(tiny_args(unet_inputs, out, "--quantizer", "portable", "--json"), capsys)
+    assert code == 1
+    assert "error: no space left on device writing" in err and "earlier results are intact" in err
+    assert "Traceback" not in err and json.loads(stdout)["status"] == "failed"
+    assert not out.exists()
+    failed = [p for p in tmp_path.iterdir() if p.name.startswith("out.failed-")]
+    assert len(failed) == 1 and {p.name for p in failed[0].iterdir()} <= {"run.json", "run.log", "result.json"}
+    assert json.loads((failed[0] / "run.json").read_text())["status"] == "failed"
+
+
+def test_a_disk_too_small_for_prepare_is_refused_before_it_writes(tmp_path, tmpfs):
+    import numpy as np
+    from PIL import Image
+
+    data = tmp_path / "data"
+    (data / "images").mkdir(parents=True)
+    (data / "masks").mkdir()
+    rng = np.random.default_rng(0)
+    for i in range(40):
+        Image.fromarray(rng.integers(0, 255, (64, 64, 3), dtype=np.uint8)).save(data / "images" / f"{i}.png")
+        Image.fromarray(rng.integers(0, 3, (64, 64), dtype=np.uint8), mode="L").save(data / "masks" / f"{i}.png")
+    disk = tmpfs(tmp_path / "disk", "512k")
+    proc = run_hostctl(["prepare", "--dataset", str(data), "--output-dir", str(disk / "inputs"), "--input-size",
+                        "3", "64", "64", "--num-classes", "3", "--calib-samples", "30"])
+    assert proc.returncode == 2, proc.stderr
+    assert "free, the run needs about" in one_error_line(proc)
+    assert list(disk.iterdir()) == []
