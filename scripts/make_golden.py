@@ -79,10 +79,9 @@ def worker(arch: str, quant_opt: int, dest: str, threads: int) -> None:
     sys.argv.append(f"--nndct_quant_opt={quant_opt}")  # nndct reads and strips it at import
     sys.path.insert(0, str(GOLDEN))
     import numpy as np
+    import pytorch_nndct
     import torch
     import zoo
-
-    import pytorch_nndct
     from pytorch_nndct.apis import torch_quantizer
 
     torch.set_num_threads(threads)

@@ -35,6 +35,7 @@ REFS = GOLDEN / "refs"
 sys.path[:0] = [str(ROOT), str(GOLDEN)]
 
 import zoo  # noqa: E402 - needs the path above
+
 from container_payload.backends.portable import PortableBackend  # noqa: E402 - needs the path above
 
 
@@ -52,11 +53,12 @@ def compare_quant_info(ref: dict, ours: dict) -> dict:
     acts = [k for k in ref_out if not _is_input(k)]
     our_all = {**ours.get("param", {}), **our_out, **ours.get("input", {})}
     ref_all = {**ref["param"], **ref_out, **ref.get("input", {})}
+    # the network input appears as an output entry (nndct_input_0); the "input" section is usually empty
+    ref_in = {**{k: ref_out[k] for k in inputs}, **ref.get("input", {})}
+    our_in = {**our_out, **ours.get("input", {})}
     return {
         "params": _matched(ref["param"], ours.get("param", {}), list(ref["param"])),
-        "inputs": [a + b for a, b in zip(_matched(ref_out, our_out, inputs),
-                                         _matched(ref.get("input", {}), ours.get("input", {}),
-                                                  list(ref.get("input", {}))))],
+        "inputs": _matched(ref_in, our_in, list(ref_in)),
         "activations": _matched(ref_out, our_out, acts),
         "activations_named": [sum(1 for k in acts if k in our_out), len(acts)],
         "extra": len([k for k in our_all if k not in ref_all]),
