@@ -104,8 +104,10 @@ def check(path: Path) -> dict:
             line["logits_max_abs"] = _max_abs(zoo.first_logits(quant_out), ref["quantized"]["logits"])
         except Exception as exc:  # noqa: BLE001 - any failure of the backend is a finding to report, not a crash
             last = traceback.extract_tb(exc.__traceback__)[-1]
-            line["error"] = "{}: {} (at {}:{})".format(type(exc).__name__, str(exc).splitlines()[0] if str(exc)
-                                                       else "", Path(last.filename).name, last.lineno)
+            message = str(exc).splitlines()[0] if str(exc) else ""
+            if len(message) > 240:
+                message = message[:240] + "..."
+            line["error"] = f"{type(exc).__name__}: {message} (at {Path(last.filename).name}:{last.lineno})"
     line["warnings"] = len(warnings)
     line["seconds"] = round(time.monotonic() - start, 2)
     return line
