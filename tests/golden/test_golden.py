@@ -94,6 +94,12 @@ def test_every_architecture_has_both_references() -> None:
 
 
 @pytest.mark.golden
+def test_check_ran_every_reference(golden_results: dict[str, dict]) -> None:
+    # Not xfail-marked, so a missing golden Python or a crashed check.py cannot hide behind the expected failures.
+    assert sorted(golden_results) == REFS
+
+
+@pytest.mark.golden
 @pytest.mark.parametrize("ref", [pytest.param(r, marks=_marks(r)) for r in REFS])
 def test_portable_matches_nndct(ref: str, golden_results: dict[str, dict]) -> None:
     line = golden_results.get(ref)
