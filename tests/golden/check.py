@@ -14,6 +14,7 @@ portable backend with the same batches, runs the quantized model on the test sam
   logits_max_abs                  largest difference from nndct's first quantized logits
   float_argmax, float_logits_max_abs   the same for the float model: proves both sides built the same model
   error                           what the portable backend raised, if it did
+  differences                     with --diff: [name, nndct's fix position, portable's or null] per mismatch
 """
 
 from __future__ import annotations
@@ -66,6 +67,15 @@ def compare_quant_info(ref: dict, ours: dict) -> dict:
     }
 
 
+def differences(ref: dict, ours: dict) -> list:
+    """[name, nndct's, portable's] for every nndct entry the portable quant_info.json lacks or disagrees on."""
+    out = []
+    for section in ("param", "output", "input"):
+        theirs, mine = ref.get(section, {}), ours.get(section, {})
+        out += [[k, v[0][1], mine[k][0][1] if k in mine else None] for k, v in theirs.items() if mine.get(k) != v]
+    return out
+
+
 def _agreement(a: np.ndarray, b: np.ndarray) -> float:
     return float((a == b).mean()) if a.shape == b.shape else 0.0
 
@@ -74,7 +84,7 @@ def _max_abs(a: list, b: list) -> float:
     return float(np.abs(np.asarray(a, dtype=np.float64) - np.asarray(b, dtype=np.float64)).max())
 
 
-def check(path: Path) -> dict:
+def check(path: Path, diff: bool = False) -> dict:
     ref = json.loads(path.read_text())
     arch, q = ref["arch"], ref["quant_opt"]
     line = {"ref": path.stem, "arch": arch, "quant_opt": q}
@@ -97,6 +107,8 @@ def check(path: Path) -> dict:
             backend.calibrate(zoo.calib_batches(calib))
             ours = json.loads((Path(run_dir) / "quant_info.json").read_text())
             line.update(compare_quant_info(ref["quant_info"], ours))
+            if diff:
+                line["differences"] = differences(ref["quant_info"], ours)
             with torch.no_grad():
                 quant_out = backend.quantized()(test_x)
             line["argmax"] = _agreement(zoo.unpack_argmax(zoo.pack_argmax(quant_out)),
@@ -117,6 +129,8 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--refs", type=Path, default=REFS)
     parser.add_argument("--only", nargs="+", metavar="NAME", help="architectures (default: every reference)")
+    parser.add_argument("--diff", action="store_true",
+                        help="add every differing fix position as [name, nndct, portable] to each line")
     args = parser.parse_args()
     paths = sorted(args.refs.glob("*.json"))
     if args.only:
@@ -125,7 +139,7 @@ def main() -> int:
         print(f"no references under {args.refs}", file=sys.stderr)
         return 1
     for path in paths:
-        print(json.dumps(check(path)), flush=True)
+        print(json.dumps(check(path, args.diff)), flush=True)
     return 0
 
 
