@@ -37,6 +37,8 @@ KNOWN_FAILURES: dict[str, str] = {
     "smp_fpn_mobilenet_v2-q3": "torch.fx capture fails: TraceError: Proxy object cannot be iterated",
     "smp_unet_resnet18-q0": "torch.fx capture fails: IndexError: list index out of range",
     "smp_unet_resnet18-q3": "torch.fx capture fails: IndexError: list index out of range",
+    "smp_unet_resnet50-q0": "torch.fx capture fails: IndexError: list index out of range",
+    "smp_unet_resnet50-q3": "torch.fx capture fails: IndexError: list index out of range",
     "timm_mobilenetv3_small_050-q0": "portable raises KeyError: 'nndct_batch_norm_2' (at engine.py:265)",
     "timm_mobilenetv3_small_050-q3": "portable raises KeyError: 'nndct_batch_norm_2' (at engine.py:265)",
     "timm_regnetx_002-q0": "portable raises KeyError: 'nndct_batch_norm_2' (at engine.py:265)",

@@ -283,6 +283,7 @@ ZOO: dict[str, Callable[[], nn.Module]] = {
     "tv_squeezenet1_0": _tv_cls("squeezenet1_0"),
     # segmentation_models_pytorch
     "smp_unet_resnet18": _smp("Unet", "resnet18"),
+    "smp_unet_resnet50": _smp("Unet", "resnet50"),  # bottleneck blocks: the deep residual encoder of issue 8 pt 3
     "smp_fpn_mobilenet_v2": _smp("FPN", "mobilenet_v2"),
     "smp_deeplabv3plus_resnet18": _smp("DeepLabV3Plus", "resnet18"),
     # timm
