@@ -22,4 +22,21 @@ for path in pathlib.Path("container_payload").rglob("*.py"):
 if bad:
     sys.exit("container_payload may import only the standard library, torch, numpy and h5py:\n" + "\n".join(bad))
 PY
+# The outside world is touched in few places: docker only in hostctl/runtime/docker/, rich only in hostctl/ui.py,
+# typer only in hostctl/cli/.
+"$PYTHON" - <<'PY'
+import ast, pathlib, sys
+owners = {"docker": "hostctl/runtime/docker/", "rich": "hostctl/ui.py", "typer": "hostctl/cli/"}
+bad = []
+for path in pathlib.Path("hostctl").rglob("*.py"):
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        names = [a.name for a in node.names] if isinstance(node, ast.Import) else \
+            [node.module] if isinstance(node, ast.ImportFrom) and node.level == 0 and node.module else []
+        for name in names:
+            owner = owners.get(name.split(".")[0])
+            if owner and not path.as_posix().startswith(owner):
+                bad.append(f"{path}:{node.lineno}: imports {name}, which only {owner} may import")
+if bad:
+    sys.exit("\n".join(bad))
+PY
 echo "lint: ok"
