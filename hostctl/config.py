@@ -24,7 +24,7 @@ else:  # pragma: no cover - exercised on Python 3.10 only
     import tomli as tomllib
 
 CONFIG_FILE = "hostctl.toml"
-VERBS = ("quantize", "prepare", "evaluate", "demo", "doctor", "clean")
+VERBS = ("quantize", "compile", "prepare", "evaluate", "demo", "doctor", "clean")
 
 
 def load_default_map(cwd: Path | None = None) -> dict[str, dict[str, Any]]:

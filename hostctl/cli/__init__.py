@@ -33,7 +33,16 @@ def _root(
     """Quantize PyTorch models for AMD/Xilinx DPUs (Vitis AI) with one command."""
 
 
-from hostctl.cli import clean, demo, diff, doctor, evaluate, prepare, quantize  # noqa: E402,F401 - registers the verbs
+from hostctl.cli import (  # noqa: E402,F401 - registers the verbs
+    clean,
+    compile,
+    demo,
+    diff,
+    doctor,
+    evaluate,
+    prepare,
+    quantize,
+)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -7,6 +7,7 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -36,8 +37,11 @@ from hostctl.ui import Reporter
 
 
 class DockerRuntime:
-    def __init__(self, opts: QuantizeOptions, run_dir: Path, reporter: Reporter, trap: SignalTrap) -> None:
+    def __init__(self, opts: QuantizeOptions, run_dir: Path, reporter: Reporter, trap: SignalTrap,
+                 read_only: Sequence[tuple[Path, str]] = ()) -> None:
+        """`read_only`: further host paths the payload sees, as (host path, path inside), e.g. a user's arch.json."""
         self.opts = opts
+        self.read_only = [(host.resolve(), inside) for host, inside in read_only]
         self.run_dir = run_dir
         self.reporter = reporter
         self.trap = trap
@@ -75,7 +79,7 @@ class DockerRuntime:
         dirs = [(self.run_dir.resolve(), IN_RUN), (self.opts.input_dir.resolve(), IN_INPUTS)]
         if self.opts.model_path:
             dirs.append((self.opts.model_path.resolve(), IN_MODEL))
-        return dirs
+        return dirs + self.read_only
 
     def describe(self) -> dict[str, Any]:
         assert self.client is not None and self.image is not None
@@ -98,7 +102,7 @@ class DockerRuntime:
             shares.append(Share(self.opts.model_path.resolve(), IN_MODEL, False))
         if self.userbase is not None:
             shares.append(Share(self.userbase, IN_USERBASE, False))
-        return shares
+        return shares + [Share(host, inside, False) for host, inside in self.read_only]
 
     def run(self, job_file: Path, on_line: LineSink) -> int:
         return self._run_container(shim(PAYLOAD_COMMAND), self._shares(), self._environment(), "payload",
