@@ -34,8 +34,9 @@ def compile_(
     = DEFAULT_OUTPUT_DIR,
     xmodel: Annotated[Path | None, typer.Option(envvar="HOSTCTL_XMODEL", help="The quantized xmodel, if not the "
                                                 "one in --input-dir.")] = None,
-    output_dir: Annotated[Path | None, typer.Option(envvar="HOSTCTL_COMPILE_OUTPUT_DIR", help="Where the compiled model "
-                                                    "goes; default: deployment/deployment_artifacts/compiled_BOARD.")]
+    output_dir: Annotated[Path | None, typer.Option(
+        envvar="HOSTCTL_COMPILE_OUTPUT_DIR",
+        help="Where the compiled model goes; default: deployment/deployment_artifacts/compiled_BOARD.")]
     = None,
     board: Annotated[str | None, typer.Option(envvar="HOSTCTL_BOARD", rich_help_panel=TARGET,
                                               help=f"{', '.join(BOARDS)} (default kv260): the image's arch.json.")]
