@@ -34,7 +34,8 @@ ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
 TARGET = re.compile(r"\[UNILOG\]\[INFO\] Target architecture: (\S+)")
 GRAPH = re.compile(r"\[UNILOG\]\[INFO\] Graph name: (.+?), with op num: (\d+)")
 SUBGRAPHS = re.compile(r"\[UNILOG\]\[INFO\] Total device subgraph number (\d+), DPU subgraph number (\d+)")
-CPU_OP = re.compile(r"\[UNILOG\]\[WARNING\] xir::Op\{name = (.+?), type = ([^}]+?)\} has been assigned to CPU:? ?(.*)$")
+CPU_OP = re.compile(r"\[UNILOG\]\[WARNING\] xir::Op\{name = (.+?), type = ([^}]+?)\} has been assigned to CPU"
+                    r"(?:: ?|\.?)(.*)$")
 OUTPUTS = ("{net}.xmodel", "meta.json", "md5sum.txt")
 
 
