@@ -329,12 +329,14 @@ def test_portable_gives_the_same_fix_positions_on_torch_1_13_and_the_host_torch(
 
 def test_fast_demo_through_the_container(tmp_path, stand_in_image):
     proc = run_hostctl(["demo", "--fast", "--runtime", "docker", "--image", stand_in_image, "--pull", "never",
-                        "--output-dir", str(tmp_path / "demo"), "--json"])
+                        "--output-dir", str(tmp_path / "demo"), "--json", "--compile", "kv260"])
     assert proc.returncode == 0, proc.stderr[-2000:]
     summary = json.loads(proc.stdout)
     manifest = json.loads((tmp_path / "demo" / "quantization_results" / "run.json").read_text())
     assert manifest["runtime"]["runtime"] == "docker" and manifest["runtime"]["image"] == stand_in_image
     assert summary["metrics"]["agreement"] > 0.9
+    # The stand-in has no pytorch_nndct: auto picks portable, which exports no xmodel, and the compile says so.
+    assert "skipped" in summary["compile"] and "--compile skipped" in proc.stderr
 
 
 def test_demo_with_a_missing_image_fails_before_training(tmp_path):
