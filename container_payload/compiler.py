@@ -84,9 +84,9 @@ def inspect_xmodel(path: str) -> Optional[List[Dict[str, Any]]]:
     subgraphs = []
     for child in graph.get_root_subgraph().toposort_child_subgraph():
         device = child.get_attr("device") if child.has_attr("device") else "UNKNOWN"
-        entry = {"name": child.get_name(), "device": device, "ops": child.get_op_num()}  # type: Dict[str, Any]
+        ops = list(child.get_ops())
+        entry = {"name": child.get_name(), "device": device, "ops": len(ops)}  # type: Dict[str, Any]
         if device == "CPU":
-            ops = list(child.get_ops())
             entry["op_names"] = [op.get_name() for op in ops]
             entry["op_types"] = [op.get_type() for op in ops]
         subgraphs.append(entry)

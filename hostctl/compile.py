@@ -38,7 +38,8 @@ IN_ARCH = "/hostctl/arch/arch.json"
 ARCH_FILE = "arch.json"
 COMPILER_HINT = (f"Use a Vitis AI image that ships the compiler (e.g. {DEFAULT_IMAGE}) with --image, or name the "
                  "conda env that has vai_c_xir with --conda-env.")
-ARCH_HINT = "Pass your board's arch.json with --arch FILE, or its DPU fingerprint with --fingerprint 0x..."
+ARCH_HINT = ("Pass your board's arch.json to `hostctl compile --arch FILE`, or its DPU fingerprint with "
+             "--fingerprint 0x...")
 OUTPUT_NAMES = ("{net}.xmodel", "meta.json", "md5sum.txt", COMPILE_REPORT)
 
 

@@ -31,6 +31,7 @@ PHASE_TITLES = {
     "calibrate": "Calibrating",
     "test": "Quantized predictions",
     "export": "Exporting",
+    "compile": "Compiling (vai_c_xir)",
     "requirements": "Installing requirements",
     "pull": "Pulling image",
 }

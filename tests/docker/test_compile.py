@@ -235,3 +235,17 @@ def test_compile_and_quantize_compile_as_a_non_root_caller(stand_in_image, unet_
             assert owners == {(uid, gid)}, (out, owners)
         assert (home / "out" / "compiled_kv260" / "Unet.xmodel").is_file()
         assert (home / "compiled" / "Unet.xmodel").is_file()
+
+
+def test_compile_on_a_remote_engine_copies_files_in_and_out(tmp_path, stand_in_image):
+    """HOSTCTL_DOCKER_FILES=copy is how a remote engine gets its files; the user's arch.json is a single file."""
+    user_arch = tmp_path / "arch.json"
+    user_arch.write_text(json.dumps({"target": "DPUCZDX8G_ISA1_B1024"}))
+    out = tmp_path / "compiled"
+    proc = run_hostctl(compile_args(stand_in_image, quantized(tmp_path / "q", "stand-in:dpu_subgraphs=2"), out,
+                                    "--arch", str(user_arch)), env={"HOSTCTL_DOCKER_FILES": "copy"})
+    assert proc.returncode == 0, proc.stderr
+    assert "is remote: inputs are copied" in proc.stderr
+    report = json.loads((out / "compile.json").read_text())
+    assert (report["target"], report["dpu_subgraphs"]) == ("DPUCZDX8G_ISA1_B1024", 2)
+    assert {"Unet.xmodel", "meta.json", "md5sum.txt"} <= {p.name for p in out.iterdir()}

@@ -212,3 +212,17 @@ def test_config_file_and_environment_precedence(tmp_path):
     from_flag = run_hostctl(args + ["--input-size", "3", "32", "32", "--no-evaluate"], cwd=tmp_path,
                             env={"HOSTCTL_INPUT_SIZE": "3 16 16"})
     assert from_flag.returncode == 0, from_flag.stderr
+
+
+def test_quantize_compile_locally_without_the_image_arch_files_is_exit_3(tmp_path, unet_inputs, fake_nndct_env):
+    """--runtime local runs the compile step too (e.g. inside the Vitis AI image); here the stand-in compiler is
+    on the PATH but the board's arch.json (an image path) is not on this machine: exit 3, the fix named."""
+    stand_in = Path(__file__).resolve().parents[2] / "scripts" / "stand-in-image"
+    env = {**fake_nndct_env, "PATH": f"{stand_in}{os.pathsep}{os.environ['PATH']}"}
+    out = tmp_path / "out"
+    proc = run_hostctl(tiny_args(unet_inputs, out, "--quantizer", "vai", "--no-evaluate", "--compile", "zcu104"),
+                       env=env)
+    assert proc.returncode == 3, proc.stderr
+    assert "no arch file /opt/vitis_ai/compiler/arch/DPUCZDX8G/ZCU104/arch.json for board zcu104" in proc.stderr
+    assert "--arch FILE" in proc.stderr and "Traceback" not in proc.stderr
+    assert not out.exists()

@@ -73,12 +73,10 @@ def fake_xir(monkeypatch):
         def get_attr(self, key):
             return self.data[key]
 
-        def get_op_num(self):
-            return self.data["ops"]
-
         def get_ops(self):
-            return [Op(n, t) for n, t in zip(self.data.get("op_names", []), self.data.get("op_types", []),
-                                             strict=True)]
+            names = self.data.get("op_names") or [f"{self.data['name']}_op{i}" for i in range(self.data["ops"])]
+            types_ = self.data.get("op_types") or ["fix"] * len(names)
+            return [Op(n, t) for n, t in zip(names, types_, strict=True)]
 
     class Graph:
         def __init__(self, data):
@@ -123,6 +121,7 @@ def test_payload_step_with_the_stand_in_compiler(tmp_path, monkeypatch, stand_in
     if with_xir:
         assert [s["device"] for s in report["subgraphs"]] == ["USER", "DPU", "CPU", "DPU"]
         assert report["subgraphs"][2]["op_types"] == ["upsample-fix"]
+        assert [s["ops"] for s in report["subgraphs"]] == [1, 10, 1, 10]
     assert warnings == [] and len(report["warnings"]) == 1
     assert "Total device subgraph number 4, DPU subgraph number 2" in capsys.readouterr().out
 
