@@ -79,9 +79,8 @@ def _collect(node: Node, groups: List[List[Node]], visited: List[Node], group: L
 
 def _supported(n: Node) -> bool:
     # grouped conv-transposes need nndct's split/concat re-layout; they are left alone (and the pair with them)
-    m = n.module
     return n.weight is not None and not (n.op.startswith("depthwise_conv_transpose") or
-                                         (n.op == "conv_transpose_2d" and m is not None and m.groups > 1))
+                                         (n.op == "conv_transpose_2d" and n.attrs.get("groups", 1) > 1))
 
 
 def _ohwi(n: Node) -> np.ndarray:
@@ -124,8 +123,7 @@ def _scale_pair(c0: Node, c1: Node) -> None:
     w0 = _ohwi(c0)
     b0 = c0.bias.numpy().astype(np.float32, copy=True) if c0.bias is not None else None
     w1 = _ohwi(c1)
-    m1 = c1.module
-    groups1 = m1.groups if (m1 is not None and c1.op in ("conv2d", "depthwise_conv2d")) else 1
+    groups1 = c1.attrs.get("groups", 1) if c1.op in ("conv2d", "depthwise_conv2d") else 1
     if groups1 > 1:
         # [O, H, W, I/g] -> [O/g, H, W, I]: input channel k*(I/g)+j of group k sits in column j of its rows
         w1 = np.concatenate(np.split(w1, groups1, axis=0), axis=3)
