@@ -84,7 +84,7 @@ _ATEN = {
     "clamp_min": "clamp", "tanh": "tanh", "norm": "normalize", "expand_as": "expand_as", "max": "max",
     "min": "min", "stack": "stack", "bmm": "bmm", "pixel_shuffle": "pixel_shuffle",
     "pixel_unshuffle": "pixel_unshuffle", "mm": "matmul", "neg": "neg", "sum": "sum", "ceil": "ceil",
-    "log_softmax": "log_softmax", "zeros": "zeros", "grid_sampler": "grid_sample", "index": "index",
+    "mean": "mean", "log_softmax": "log_softmax", "zeros": "zeros", "grid_sampler": "grid_sample", "index": "index",
     "embedding": "embedding", "arange": "arange", "argmax": "argmax_dim",
 }
 # removed before numbering: NumToTensor/Int/ScalarImplicit (trace_helper.py remove_simple_op), dropout
