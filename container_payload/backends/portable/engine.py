@@ -23,7 +23,7 @@ import torch
 import torch.nn.functional as F
 
 from . import fixpoint as fxp
-from .graph import LEAKY_SLOPE, PARAM_OPS, Graph, Node, Step
+from .graph import LEAKY_SLOPE, NORM_SLOTS, PARAM_OPS, Graph, Node, Step
 
 CORR_RATE = 0.05  # nndct_param_corr_rate's default
 # ops whose result is a new tensor, which can then be quantized in place
@@ -162,6 +162,13 @@ class Runner:
     def _node_value(self, node: Node, step: Step, env, params) -> torch.Tensor:
         """The op's float result given quantized inputs (and, for param ops, the quantized params)."""
         op = node.op
+        if op in NORM_SLOTS and has_params(node):
+            args = [env[i] for i in step.ins]
+            wi, bi = NORM_SLOTS[op]
+            args[wi], b = params(node)
+            if b is not None:
+                args[bi] = b
+            return step.fn(*args)
         if has_params(node):
             x = env[step.ins[0]]
             w, b = params(node)

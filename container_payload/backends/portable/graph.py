@@ -96,6 +96,10 @@ _INPLACE_OK = frozenset(("relu_", "leaky_relu_", "hardtanh_", "hardswish_", "har
                          "feature_dropout_", "elu_", "silu_", "mish_", "sqrt_", "exp_", "neg_"))
 
 
+# where the weight and bias are among an affine norm's arguments (aten::group_norm, layer_norm, instance_norm)
+NORM_SLOTS = {"group_norm": (2, 3), "layer_norm": (2, 3), "instance_norm": (1, 2)}
+
+
 class Step:
     """One op of the traced graph to run: fn(*values of ins) -> the value(s) of outs."""
 
@@ -384,7 +388,7 @@ def _op_name(n, base: str, ins, arg_ids: List[int], g: Graph, param_of, relu6_as
     if base in ("_convolution", "conv2d", "conv_transpose2d"):
         w = g.consts.get(arg_ids[1])
         if not isinstance(w, torch.Tensor) or arg_ids[1] not in param_of or w.dim() != 4:
-            return "aten::" + base
+            return n.kind()
         transposed = bool(g.consts.get(arg_ids[6])) if base == "_convolution" else base == "conv_transpose2d"
         groups = int(g.consts.get(arg_ids[8] if base == "_convolution" else arg_ids[-1 if base == "conv2d"
                                                                                    else 6], 1))
@@ -397,9 +401,9 @@ def _op_name(n, base: str, ins, arg_ids: List[int], g: Graph, param_of, relu6_as
         # a scalar operand: nndct turns it into a const tensor (opt_pass.py transform_const_scalar_to_const_tensor)
         # which the portable backend does not emulate; the op runs in float under the aten name
         if len(ins) >= 2 and ins[1].type().kind() != "TensorType":
-            return "aten::" + base
+            return n.kind()
         if base == "div" and len(ins) > 2:
-            return "aten::div"  # rounding_mode: not the dispatcher's div
+            return n.kind()  # rounding_mode: not the dispatcher's div
         return {"add": "elemwise_add", "mul": "elemwise_mul", "sub": "elementwise_sub", "div": "elemwise_div"}[base]
     if base == "hardtanh":
         lo, hi = g.consts.get(arg_ids[1]), g.consts.get(arg_ids[2])
@@ -409,12 +413,12 @@ def _op_name(n, base: str, ins, arg_ids: List[int], g: Graph, param_of, relu6_as
     if base == "relu6":
         return "relu" if relu6_as_relu else "relu6"
     if base == "linear":
-        return "dense" if arg_ids[1] in param_of else "aten::linear"
+        return "dense" if arg_ids[1] in param_of else n.kind()
     if base == "mean" and (len(ins) < 2 or ins[1].type().kind() == "NoneType"):
-        return "aten::mean"
+        return n.kind()
     if base == "max" and len(ins) == 2:
-        return "aten::max"  # the elementwise max(a, b)
-    return _ATEN.get(base, "aten::" + base)
+        return n.kind()  # the elementwise max(a, b)
+    return _ATEN.get(base, n.kind())
 
 
 def _set_attrs(node: Node, n, base: str, a: List[int], g: Graph, param_of: Dict[int, str]) -> None:
@@ -433,6 +437,11 @@ def _set_attrs(node: Node, n, base: str, a: List[int], g: Graph, param_of: Dict[
         _bind_params(node, a[1], a[2], g, param_of)
     elif op == "dense":
         _bind_params(node, a[1], a[2] if len(a) > 2 else None, g, param_of)
+    elif op in NORM_SLOTS:
+        # affine norms quantize their weight and bias like a conv's (pytorch_nndct/nn/modules/group_norm.py ...)
+        wi, bi = NORM_SLOTS[op]
+        if a[wi] in param_of:
+            _bind_params(node, a[wi], a[bi] if a[bi] in param_of else None, g, param_of)
     elif op == "batch_norm":
         node.attrs["bn"] = [c.get(i) for i in a[1:5]] + [float(c[a[7]])]
         key = param_of.get(a[1]) or param_of.get(a[3]) or ""

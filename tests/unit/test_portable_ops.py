@@ -1,0 +1,167 @@
+"""The portable quantizer on what users bring: size checks in forward, dict outputs, and each op family nndct
+quantizes, named as nndct names it (names checked against vai_q_pytorch 3.5 on the same model)."""
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from container_payload.backends import BackendError
+from container_payload.backends.portable import PortableBackend
+from container_payload.backends.portable import fixpoint as fxp
+from container_payload.backends.portable.engine import Runner, dpu_mean_scale
+from container_payload.backends.portable.graph import capture
+
+
+def _float_run(g, x):
+    return Runner(g).run(x, lambda n: (n.weight, n.bias), lambda n, v: v)
+
+
+class PadToMultiple(nn.Module):
+    """segmentation_models_pytorch style: reject sizes that are not a multiple of the output stride, pad, crop."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.down = nn.Conv2d(3, 4, 3, stride=2, padding=1)
+        self.up = nn.ConvTranspose2d(4, 2, 2, stride=2)
+
+    def forward(self, x):
+        h, w = x.shape[-2:]
+        if h % 4 or w % 4:
+            raise RuntimeError("Wrong input shape height={}, width={}".format(h, w))
+        ph, pw = (8 - h % 8) % 8, (8 - w % 8) % 8
+        y = F.pad(x, [0, pw, 0, ph]) if ph or pw else x
+        return self.up(F.relu(self.down(y)))[..., :h, :w]
+
+
+def test_python_control_flow_on_sizes_is_traced_for_the_sample():
+    model = PadToMultiple().eval()
+    x = torch.randn(2, 3, 12, 12)
+    g = capture(model, x, relu6_as_relu=False)
+    ops = [n.op for n in g.nodes]
+    # the sizes the crop reads are shape nodes; the padding is traced with the sample's amounts
+    assert ops[:3] == ["input", "shape", "shape"] and ops[-4:] == ["relu", "conv_transpose_2d", "strided_slice",
+                                                                 "strided_slice"]
+    with torch.no_grad():
+        torch.testing.assert_close(_float_run(g, x), model(x))
+    with pytest.raises(BackendError, match="shape \\(1, 3, 10, 10\\).*Wrong input shape"):
+        capture(model, torch.randn(1, 3, 10, 10), relu6_as_relu=False)
+
+
+@pytest.mark.parametrize("out, what", [(lambda y: {"out": y, "aux": y}, "a dict with keys 'out', 'aux'"),
+                                       (lambda y: (y, y), "a tuple")])
+def test_models_that_return_several_tensors_get_a_one_line_error(out, what):
+    class Multi(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv = nn.Conv2d(3, 2, 1)
+
+        def forward(self, x):
+            return out(self.conv(x))
+
+    with pytest.raises(BackendError) as e:
+        capture(Multi(), torch.randn(1, 3, 4, 4), relu6_as_relu=False)
+    msg = str(e.value)
+    assert "\n" not in msg and what in msg and "model(x)['out']" in msg
+
+
+class Zoo(nn.Module):
+    """One of each op family nndct quantizes for the DPU."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.stem = nn.Conv2d(3, 8, 3, padding=1)
+        self.hs = nn.Hardswish()
+        self.dw = nn.Conv2d(8, 8, 3, padding=2, dilation=2, groups=8)
+        self.se1 = nn.Conv2d(8, 4, 1)
+        self.se2 = nn.Conv2d(4, 8, 1)
+        self.hsig = nn.Hardsigmoid()
+        self.pr = nn.PReLU(8)
+        self.lr = nn.LeakyReLU(0.1)
+        self.r6 = nn.ReLU6()
+        self.up = nn.ConvTranspose2d(8, 8, 2, stride=2)
+        self.drop = nn.Dropout2d(0.1)
+        self.head = nn.Conv2d(16, 4, 1)
+
+    def forward(self, x):
+        h, w = x.shape[-2:]
+        if h % 8 or w % 8:
+            raise ValueError("size")
+        y = self.hs(self.stem(x))
+        y = self.dw(y)
+        g = self.hsig(self.se2(F.relu(self.se1(F.adaptive_avg_pool2d(y, 1)))))
+        y = y * g
+        b, c, hh, ww = y.size()
+        y = y.view(b, 2, c // 2, hh, ww).transpose(1, 2).contiguous().view(b, -1, hh, ww)  # channel shuffle
+        y = self.r6(self.lr(self.pr(y)))
+        z = torch.sigmoid(y) * torch.tanh(y)
+        m = y.mean((2, 3), keepdim=True) + z.sum(1, keepdim=True)
+        y = torch.cat([self.up(F.max_pool2d(y + m, 2)), F.pad(y, (0, 0, 0, 0))], 1).clamp(-4, 4)
+        y = torch.stack([y, y], 0).sum(0)
+        return F.softmax(self.head(self.drop(y)), 1)
+
+
+ZOO_NODES = [
+    "nndct_input_0", "nndct_conv2d_1", "nndct_hswish_2", "nndct_depthwise_conv2d_3", "nndct_adaptive_avg_pool2d_4",
+    "nndct_conv2d_5", "nndct_relu_6", "nndct_conv2d_7", "nndct_hsigmoid_8", "nndct_elemwise_mul_9",
+    "nndct_shape_10", "nndct_shape_11", "nndct_shape_12", "nndct_shape_13", "nndct_floor_divide_14",
+    "nndct_reshape_15", "nndct_transpose_16", "nndct_contiguous_17", "nndct_reshape_18", "nndct_prelu_19",
+    "nndct_leaky_relu_20", "nndct_relu6_21", "nndct_sigmoid_22", "nndct_tanh_23", "nndct_elemwise_mul_24",
+    "nndct_mean_25", "nndct_sum_26", "nndct_elemwise_add_27", "nndct_elemwise_add_28", "nndct_maxpool_29",
+    "nndct_conv_transpose_2d_30", "nndct_pad_nd_31", "nndct_concat_32", "nndct_clamp_33", "nndct_stack_34",
+    "nndct_sum_35", "aten_feature_dropout_36", "nndct_conv2d_37", "nndct_softmax_38"]
+
+
+def test_each_op_family_is_named_as_nndct_names_it():
+    model = Zoo().eval()
+    x = torch.randn(2, 3, 16, 16)
+    g = capture(model, x, relu6_as_relu=False)
+    assert [n.name for n in g.nodes] == ZOO_NODES
+    keys = set(g.output_keys)
+    # hsigmoid has its own entry before the gate's multiply; sigmoid/tanh feeding a mul are quantized; the
+    # dropout feeding the head conv is too; shape arithmetic never is
+    for k in ("nndct_hswish_2", "nndct_depthwise_conv2d_3", "nndct_hsigmoid_8", "nndct_sigmoid_22",
+              "nndct_tanh_23", "nndct_mean_25", "nndct_stack_34", "aten_feature_dropout_36", "nndct_softmax_38"):
+        assert k in keys
+    assert not any("shape" in k or "floor_divide" in k for k in keys)
+    assert g.unsupported == ["aten_feature_dropout_36 (aten::feature_dropout)"]
+    prelu = next(n for n in g.nodes if n.op == "prelu")
+    assert prelu.weight_name == "Zoo::pr.weight" and not prelu.bias_name
+    with torch.no_grad():  # the DPU's hsigmoid/hswish/mean differ from torch's a little
+        torch.testing.assert_close(_float_run(g, x), model(x), rtol=0.05, atol=0.05)
+
+
+def test_hswish_and_hsigmoid_use_the_dpu_approximations():
+    x = torch.linspace(-4, 4, 2 * 3 * 4 * 4).view(2, 3, 4, 4)
+    g = capture(nn.Sequential(nn.Hardswish(), nn.Hardsigmoid()).eval(), x, relu6_as_relu=False)
+    assert [n.name for n in g.nodes] == ["nndct_input_0", "nndct_hswish_1", "nndct_hsigmoid_2"]
+    gate = fxp.quantize_act(F.relu6(x + 3) * (2731 / 16384), 7)
+    hswish = x * gate
+    torch.testing.assert_close(_float_run(g, x), F.relu6(hswish + 3) * (2731 / 16384), rtol=0, atol=0)
+
+
+def test_mean_over_a_count_that_is_not_a_power_of_two_is_scaled():
+    class Mean(nn.Module):
+        def forward(self, x):
+            return x.mean((2, 3), keepdim=True)
+
+    x = torch.randn(1, 2, 3, 4)
+    g = capture(Mean(), x, relu6_as_relu=False)
+    assert g.nodes[-1].name == "nndct_mean_1"
+    torch.testing.assert_close(_float_run(g, x), x.mean((2, 3), keepdim=True) * dpu_mean_scale(12))
+    assert dpu_mean_scale(12) != 1.0
+
+
+def test_backend_quantizes_prelu_weights_and_new_op_outputs(tmp_path):
+    model = Zoo().eval()
+    g = torch.Generator().manual_seed(0)
+    batches = [torch.randn(2, 3, 16, 16, generator=g) for _ in range(2)]
+    warnings = []
+    b = PortableBackend(model, str(tmp_path), (3, 16, 16), quant_opt=0, warn=warnings.append)
+    b.calibrate(batches)
+    info = b.quant_info
+    assert "Zoo::pr.weight" in info["param"]
+    assert {"Zoo::nndct_hsigmoid_8", "Zoo::nndct_hswish_2", "Zoo::aten_feature_dropout_36"} <= set(info["output"])
+    assert any("aten::feature_dropout" in w for w in warnings)
+    y = b.quantized()(batches[0])
+    assert y.shape == (2, 4, 16, 16) and torch.isfinite(y).all()
