@@ -129,6 +129,7 @@ class Runner:
     def __init__(self, g: Graph) -> None:
         self.g = g
         self.keys = set(g.output_keys)
+        self.input_node = next(n for n in g.nodes if n.op == "input")
         # values are dropped after their last use, as eager PyTorch drops them: peak memory stays that of the
         # float forward instead of holding every activation of the batch
         last: Dict[int, int] = {}
@@ -223,7 +224,7 @@ class Runner:
         g = self.g
         env: Dict[int, object] = dict(g.consts)
         env[g.input_id] = x
-        inp = g.nodes[0]
+        inp = self.input_node
         if inp.name in self.keys:
             env[g.input_id] = quant(inp, x.detach().float().clone(memory_format=torch.contiguous_format))
         free = self.free_after

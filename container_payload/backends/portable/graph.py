@@ -84,13 +84,24 @@ _ATEN = {
     "clamp_min": "clamp", "tanh": "tanh", "norm": "normalize", "expand_as": "expand_as", "max": "max",
     "min": "min", "stack": "stack", "bmm": "bmm", "pixel_shuffle": "pixel_shuffle",
     "pixel_unshuffle": "pixel_unshuffle", "mm": "matmul", "neg": "neg", "sum": "sum", "ceil": "ceil",
-    "mean": "mean", "log_softmax": "log_softmax", "zeros": "zeros", "grid_sampler": "grid_sample", "index": "index",
+    "log_softmax": "log_softmax", "zeros": "zeros", "grid_sampler": "grid_sample", "index": "index",
     "embedding": "embedding", "arange": "arange", "argmax": "argmax_dim",
 }
 # removed before numbering: NumToTensor/Int/ScalarImplicit (trace_helper.py remove_simple_op), dropout
 # (nndct_shared/optimization/optimizer.py)
 _REMOVED = frozenset(("Int", "ScalarImplicit", "IntImplicit"))
 # (elementwise ops whose in-place form is run out of place: the tracer hands later uses the op's output)
+# in-place forms the dispatcher has a method for (or maps, add_ -> add); any other `op_` is an op it does not
+# know: Dropout2d(inplace=True) gives `aten_feature_dropout__N` while Dropout2d() is removed (seen on real runs)
+_DISPATCHED_INPLACE = frozenset(("relu_", "leaky_relu_", "mish_", "sqrt_", "relu6_", "hardtanh_", "hardswish_",
+                                 "hardsigmoid_", "dropout_", "add_"))
+# ops nndct names but keeps as float "custom" ops (its log: "recognize new op `nndct_stack` as a float operator")
+CUSTOM_NNDCT = frozenset(("stack",))
+# binary ops whose plain-number operand nndct turns into a const tensor node, numbered first
+# (parse/trace_helper.py _optimize -> opt_pass.py transform_const_scalar_to_const_tensor)
+_SCALAR_TO_CONST = frozenset(("add", "sub", "mul", "div", "rsub", "remainder"))
+_DTYPES = {"Float": torch.float32, "Double": torch.float64, "Half": torch.float16, "Long": torch.int64,
+           "Int": torch.int32, "Bool": torch.bool}
 _INPLACE_OK = frozenset(("relu_", "leaky_relu_", "hardtanh_", "hardswish_", "hardsigmoid_", "sigmoid_", "tanh_",
                          "add_", "mul_", "sub_", "div_", "clamp_", "clamp_min_", "relu6_", "dropout_",
                          "feature_dropout_", "elu_", "silu_", "mish_", "sqrt_", "exp_", "neg_"))
@@ -129,7 +140,7 @@ class Node:
         self.weight_name = ""
         self.bias_name = ""
         self.supported = True
-        self.custom = "::" in op  # nndct's auto-inferred op: run in float, never fused into a group
+        self.custom = "::" in op or op in CUSTOM_NNDCT  # nndct's float ops: never fused into a group
         self.float_out = True  # puts out a float tensor (shape arithmetic does not)
         self.attrs: Dict[str, Any] = {}
 
@@ -275,6 +286,11 @@ def capture(model: nn.Module, sample: torch.Tensor, *, relu6_as_relu: bool) -> G
             u = alias[u]
         return u
 
+    # tensor constants, and plain-number operands of binary ops, are `const` nodes numbered before the input
+    # (seen on real runs: `c // 2` gives nndct_const_0, nndct_input_1)
+    scalar_consts: List[Node] = []
+    tensor_consts: List[Node] = []
+    const_of: Dict[int, int] = {}
     idx = 0
     inp = Node(idx, "input", None)
     g.nodes.append(inp)
@@ -286,12 +302,12 @@ def capture(model: nn.Module, sample: torch.Tensor, *, relu6_as_relu: bool) -> G
         ins = list(n.inputs())
         outs = list(n.outputs())
         ns, _, name = kind.partition("::")
-        base = name[:-1] if name in _INPLACE_OK else name
+        base = name[:-1] if name in _DISPATCHED_INPLACE else name
         if kind == "prim::Constant":
             out = n.output()
             g.consts[out.unique()] = out.toIValue() if out.type().kind() != "NoneType" else None
             continue
-        if ns == "aten" and base in ("dropout", "alias"):
+        if ns == "aten" and base in ("dropout", "feature_dropout", "alias"):
             alias[outs[0].unique()] = rid(ins[0])
             continue
         if kind == "prim::NumToTensor" or ns == "aten" and base in _REMOVED:
@@ -328,7 +344,23 @@ def capture(model: nn.Module, sample: torch.Tensor, *, relu6_as_relu: bool) -> G
             alias[outs[0].unique()] = arg_ids[0]
             continue
         op = _op_name(n, base, ins, arg_ids, g, param_of, relu6_as_relu)
-        step = Step(_schema_fn(n), arg_ids, [o.unique() for o in outs], kind)
+        fn = _schema_fn(n)
+        for i, v in enumerate(ins):
+            if v.node().kind() != "prim::Constant" or not v.uses():
+                continue
+            vk = v.type().kind()
+            if i == 1 and base in _SCALAR_TO_CONST and vk in ("IntType", "FloatType") and \
+                    ins[0].type().kind() == "TensorType":
+                dtype = _DTYPES.get(ins[0].type().scalarType() or "Float", torch.float32)
+                arg_ids[1] = _const_node(g, torch.tensor(g.consts[arg_ids[1]], dtype=dtype), scalar_consts, producer)
+                fn = _BINARY[base]
+            elif vk == "TensorType" and g.consts.get(arg_ids[i]) is not None:
+                if arg_ids[i] not in const_of:
+                    value = g.consts[arg_ids[i]]  # (a wrapped number comes back as a Python scalar)
+                    t = value if isinstance(value, torch.Tensor) else torch.tensor(value)
+                    const_of[arg_ids[i]] = _const_node(g, t, tensor_consts, producer)
+                arg_ids[i] = const_of[arg_ids[i]]
+        step = Step(fn, arg_ids, [o.unique() for o in outs], kind)
         node = Node(idx, op, step)
         idx += 1
         step.node = node
@@ -350,6 +382,9 @@ def capture(model: nn.Module, sample: torch.Tensor, *, relu6_as_relu: bool) -> G
     if len(rets) != 1:
         raise BackendError("{}.forward must return one tensor".format(prefix))
     g.output_id = rid(rets[0])
+    front = scalar_consts + tensor_consts
+    g.nodes = front + g.nodes
+    g.steps = [c.step for c in front] + g.steps
     _drop_dead(g)
     for node in g.nodes:
         for p in node.parents:
@@ -358,6 +393,26 @@ def capture(model: nn.Module, sample: torch.Tensor, *, relu6_as_relu: bool) -> G
     _init_params(g)
     _group(g)
     return g
+
+
+def _const_node(g: Graph, t: torch.Tensor, into: List[Node], producer: Dict[int, List[Node]]) -> int:
+    vid = _CONST_IDS + len(g.consts) + len(into) * 7919
+    while vid in g.consts:
+        vid += 1
+    node = Node(0, "const", Step(lambda: t, [], [vid], "prim::Constant"))
+    node.step.node = node
+    node.float_out = t.is_floating_point()
+    node.attrs["value"] = t
+    into.append(node)
+    producer[vid] = [node]
+    return vid
+
+
+_BINARY = {  # the binary ops with both operands tensors, for a plain-number operand made a const node
+    "add": lambda a, b, alpha=1: torch.add(a, b, alpha=alpha), "sub": lambda a, b, alpha=1: torch.sub(a, b, alpha=alpha),
+    "rsub": lambda a, b, alpha=1: torch.rsub(a, b, alpha=alpha), "mul": torch.mul, "div": torch.div,
+    "remainder": torch.remainder}
+_CONST_IDS = 1 << 40  # value ids of const nodes, clear of the traced graph's
 
 
 def _list(*a):
@@ -398,10 +453,6 @@ def _op_name(n, base: str, ins, arg_ids: List[int], g: Graph, param_of, relu6_as
         cin = w.shape[1] * groups
         return "depthwise_conv2d" if groups != 1 and groups == cin and w.shape[0] % cin == 0 else "conv2d"
     if base in ("add", "mul", "sub", "div"):
-        # a scalar operand: nndct turns it into a const tensor (opt_pass.py transform_const_scalar_to_const_tensor)
-        # which the portable backend does not emulate; the op runs in float under the aten name
-        if len(ins) >= 2 and ins[1].type().kind() != "TensorType":
-            return n.kind()
         if base == "div" and len(ins) > 2:
             return n.kind()  # rounding_mode: not the dispatcher's div
         return {"add": "elemwise_add", "mul": "elemwise_mul", "sub": "elementwise_sub", "div": "elemwise_div"}[base]
@@ -414,7 +465,9 @@ def _op_name(n, base: str, ins, arg_ids: List[int], g: Graph, param_of, relu6_as
         return "relu" if relu6_as_relu else "relu6"
     if base == "linear":
         return "dense" if arg_ids[1] in param_of else n.kind()
-    if base == "mean" and (len(ins) < 2 or ins[1].type().kind() == "NoneType"):
+    if base == "mean":
+        # the dispatcher's mean matches the schema strings of older torch only; with torch >= 1.13 nndct parses it
+        # as an op it does not know and runs it in float (seen: "new op `aten::mean` as a float operator")
         return n.kind()
     if base == "max" and len(ins) == 2:
         return n.kind()  # the elementwise max(a, b)
