@@ -28,7 +28,7 @@ class PadToMultiple(nn.Module):
     def forward(self, x):
         h, w = x.shape[-2:]
         if h % 4 or w % 4:
-            raise RuntimeError("Wrong input shape height={}, width={}".format(h, w))
+            raise RuntimeError(f"Wrong input shape height={h}, width={w}")
         ph, pw = (8 - h % 8) % 8, (8 - w % 8) % 8
         y = F.pad(x, [0, pw, 0, ph]) if ph or pw else x
         return self.up(F.relu(self.down(y)))[..., :h, :w]

@@ -6,18 +6,26 @@ What nndct does and where it says so (Xilinx/Vitis-AI src/vai_quantizer/vai_q_py
   tuples lowered, constants propagated, dead code removed, then canonicalized. Graph inputs after the sample are
   the model's state_dict entries, which name the parameters. Each remaining aten op becomes a node named after
   its NNDCT_OP type (parse/op_dispatcher.py); an op the dispatcher does not know keeps its schema name
-  (`aten::feature_dropout` -> `aten_feature_dropout_N`) and runs in float. prim:: nodes (constants, list and
-  tuple packing) are not nodes of nndct's graph.
+  (`aten::feature_dropout_` -> `aten_feature_dropout__N`) and runs in float ("new op ... as a float
+  operator" in nndct's log). In-place forms count as their functional form only where the dispatcher has a
+  method for them. prim:: nodes (list and tuple packing, scalar constants) are not nodes of nndct's graph; tensor
+  constants, and the plain-number operand of add/sub/mul/div/rsub/remainder (parse/opt_pass.py
+  `transform_const_scalar_to_const_tensor`), are `const` nodes numbered before everything else, the input
+  included. Checked against vai_q_pytorch 3.5 on torch 1.13: its <Class>.py lists the same nodes in the same
+  order on torchvision LR-ASPP/DeepLabV3 (MobileNetV3), smp FPN (MobileNetV2), DeepLabV3+ and U-Net (ResNet-18)
+  and on the op zoo of tests/unit/test_portable_ops.py.
 - BatchNorm after a conv or conv-transpose is folded into it, w' = w * s, b' = b * s + beta - mean * s with
   s = gamma / sqrt(var + eps) (nndct_shared/optimization/fuse_conv_bn.py); a conv without bias gains
-  `<module>.bias`. Dropout is removed (nndct_shared/optimization/optimizer.py).
+  `<module>.bias`. Dropout (aten::dropout, and aten::feature_dropout, which the dispatcher maps to it) is removed
+  (nndct_shared/optimization/optimizer.py).
 - Node names are `nndct_<op>_<n>`, n the index in the BN-folded graph in execution order (DESIGN.md section 9,
   seen on real runs); op names are NNDCT_OP's values (nndct_shared/base/key_names.py).
 - Quantization groups (nndct_shared/quantization/commander.py, nndct_shared/nndct_graph/utils.py `group_up`):
-  relu, relu6, leaky_relu and flatten join their parent's group when they are its only child and it theirs;
+  relu, relu6, leaky_relu, flatten, transpose, permute, contiguous and the other SoftFuse* ops join their
+  parent's group when they are its only child and it theirs (and the parent is not a float custom op);
   reshape always joins its parent's group. A group's quantized output (nndct_graph/nndctgraph_holder.py
-  `quant_output`) is its last member, or the concat that member solely feeds; flatten/reshape hand it back to
-  the member before them.
+  `quant_output`) is its last member, or the concat that member solely feeds; MULTIPLE_OUTPUTS_OPS (reshape,
+  flatten, contiguous, permute, ...) hand it back to the member before them.
 - Which outputs are quantized (nndct_shared/quantization/quant_strategy.py `_get_default_quant_config`): the
   group end of every quantizable node, then the group end of every parent of a quantizable node that is not
   input or concat (so an unsupported op feeding a conv gets its output quantized too), provided that end puts
@@ -39,8 +47,7 @@ What nndct does and where it says so (Xilinx/Vitis-AI src/vai_quantizer/vai_q_py
   (pytorch_nndct/qproc/utils.py `prepare_quantizable_module`: parse_module -> QuantOptimizer (BN folding,
   dropout removal) -> script writer, whose `_gen_module_name` sets node.idx); removed nodes leave no gap.
 """
-import math
-from typing import Any, Callable, Dict, List, Optional, Sequence, Set, Tuple
+from typing import Any, Callable, Dict, List, Optional, Set
 
 import torch
 from torch import nn
@@ -139,7 +146,6 @@ class Node:
         self.bias: Optional[torch.Tensor] = None
         self.weight_name = ""
         self.bias_name = ""
-        self.supported = True
         self.custom = "::" in op or op in CUSTOM_NNDCT  # nndct's float ops: never fused into a group
         self.float_out = True  # puts out a float tensor (shape arithmetic does not)
         self.attrs: Dict[str, Any] = {}
@@ -365,7 +371,6 @@ def capture(model: nn.Module, sample: torch.Tensor, *, relu6_as_relu: bool) -> G
         idx += 1
         step.node = node
         node.float_out = len(outs) == 1 and _is_float_tensor(outs[0])
-        node.supported = not node.custom
         _set_attrs(node, n, base, arg_ids, g, param_of)
         # inputs in argument order, shape nodes of a size argument included (nndct's in_tensors)
         for a in arg_ids:
@@ -376,8 +381,6 @@ def capture(model: nn.Module, sample: torch.Tensor, *, relu6_as_relu: bool) -> G
             producer[o.unique()] = [node]
         g.steps.append(step)
         g.nodes.append(node)
-        if node.custom:
-            g.unsupported.append("{} ({})".format(node.name, kind))
     rets = list(graph.outputs())
     if len(rets) != 1:
         raise BackendError("{}.forward must return one tensor".format(prefix))
@@ -409,7 +412,8 @@ def _const_node(g: Graph, t: torch.Tensor, into: List[Node], producer: Dict[int,
 
 
 _BINARY = {  # the binary ops with both operands tensors, for a plain-number operand made a const node
-    "add": lambda a, b, alpha=1: torch.add(a, b, alpha=alpha), "sub": lambda a, b, alpha=1: torch.sub(a, b, alpha=alpha),
+    "add": lambda a, b, alpha=1: torch.add(a, b, alpha=alpha),
+    "sub": lambda a, b, alpha=1: torch.sub(a, b, alpha=alpha),
     "rsub": lambda a, b, alpha=1: torch.rsub(a, b, alpha=alpha), "mul": torch.mul, "div": torch.div,
     "remainder": torch.remainder}
 _CONST_IDS = 1 << 40  # value ids of const nodes, clear of the traced graph's
