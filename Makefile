@@ -4,7 +4,7 @@ PYTHON ?= python3
 # CUDA build). Override for another machine, e.g. `make setup TORCH_SPEC='torch==2.5.1 --index-url ...'`.
 TORCH_SPEC ?= torch==2.13.0
 
-.PHONY: setup demo test test-fast lint bench
+.PHONY: setup demo test test-fast test-golden lint bench
 
 setup:
 	@$(PYTHON) -c 'import torch' 2>/dev/null || $(PYTHON) -m pip install $(TORCH_SPEC)
@@ -18,9 +18,13 @@ demo: setup
 test: setup
 	PYTHON=$(PYTHON) scripts/test.sh
 
-# Unit tests only: no Docker, a few seconds.
+# Unit tests only: no Docker, no golden references, a few seconds.
 test-fast: setup
-	$(PYTHON) -m pytest -m 'not slow and not docker' -q
+	$(PYTHON) -m pytest -m 'not slow and not docker and not golden' -q
+
+# The golden tier alone: the portable backend against vai_q_pytorch's references (tests/golden).
+test-golden: setup
+	HOSTCTL_GOLDEN_PYTHON="$$(scripts/golden-env.sh | tail -n1)" HOSTCTL_REQUIRE_GOLDEN=1 $(PYTHON) -m pytest -m golden tests/golden -q
 
 lint:
 	PYTHON=$(PYTHON) scripts/lint.sh

@@ -5,7 +5,9 @@ own lock, torch releases the GIL, so the two overlap). Writers store each predic
 flat in the number of samples: at most `prefetch + 1` batches are alive at once.
 """
 
+import os
 import queue
+import re
 import threading
 from typing import Iterator, List, Optional, Sequence, Tuple
 
@@ -72,20 +74,37 @@ class SampleReader:
             thread.join()
 
 
+def _with_errno(exc: OSError, path: str) -> OSError:
+    """HDF5 reports a full disk as text inside a plain OSError: give it its errno and the file's name."""
+    if exc.errno is None:
+        match = re.search(r"errno = (\d+)", str(exc))
+        if match:
+            code = int(match.group(1))
+            return OSError(code, os.strerror(code), path)
+    return exc
+
+
 class PredictionWriter:
     """Writes one float32 dataset per sample, named as the input sample, in arrival order."""
 
     def __init__(self, path: str) -> None:
+        self.path = path
         self._h5 = h5py.File(path, "w", track_order=True)
         self.count = 0
 
     def write(self, names: Sequence[str], outputs: np.ndarray) -> None:
-        for i, name in enumerate(names):
-            self._h5.create_dataset(name, data=np.ascontiguousarray(outputs[i:i + 1], dtype=np.float32))
-            self.count += 1
+        try:
+            for i, name in enumerate(names):
+                self._h5.create_dataset(name, data=np.ascontiguousarray(outputs[i:i + 1], dtype=np.float32))
+                self.count += 1
+        except OSError as exc:
+            raise _with_errno(exc, self.path) from exc
 
     def close(self) -> None:
-        self._h5.close()
+        try:
+            self._h5.close()
+        except OSError as exc:
+            raise _with_errno(exc, self.path) from exc
 
     def __enter__(self) -> "PredictionWriter":
         return self

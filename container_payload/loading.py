@@ -6,14 +6,29 @@ not load is reported before any container starts.
 
 import contextlib
 import importlib
+import re
 import sys
 from typing import Any, Dict, Iterator, Mapping, Optional
 
 import torch
 
+CHECKPOINT_HINT = ("Convert it with `hostctl prepare --checkpoint FILE`, which accepts training checkpoints, "
+                   "pickled modules and DataParallel's `module.` prefix")
+
 
 class ModelError(ValueError):
     """The model cannot be built or its weights do not fit; the message says which and why."""
+
+    def __init__(self, message: str, hint: Optional[str] = None) -> None:
+        super().__init__(message)
+        self.hint = hint
+
+
+def _first_line(exc: BaseException) -> str:
+    """One plain line of an exception's text (torch's load errors run to several lines with ANSI colour)."""
+    text = re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", str(exc)).strip()
+    line = text.splitlines()[0].strip() if text else type(exc).__name__
+    return line[:160] + ("..." if len(line) > 160 else "")
 
 
 @contextlib.contextmanager
@@ -66,11 +81,31 @@ def read_state_dict(path: str) -> Dict[str, torch.Tensor]:
         except TypeError:  # torch < 1.13.0 has no weights_only
             state = torch.load(path, map_location="cpu")
     except Exception as exc:  # noqa: BLE001 - torch raises many types for a corrupt file
-        raise ModelError("cannot be read as a torch state_dict ({}: {})".format(type(exc).__name__, exc)) from exc
-    if not isinstance(state, Mapping) or not all(isinstance(v, torch.Tensor) for v in state.values()):
-        raise ModelError("does not hold a state_dict (a mapping of names to tensors); save it with "
-                         "torch.save(model.state_dict(), path)")
+        text = str(exc)
+        if re.search(r"GLOBAL|Unsupported global|Unsupported class", text):
+            raise ModelError("holds pickled Python objects, not only tensors (a whole model or a training "
+                             "checkpoint?)", CHECKPOINT_HINT) from exc
+        reason = re.search(r"WeightsUnpickler error:\s*(.+)", text)
+        raise ModelError("cannot be read as a torch state_dict ({}: {})".format(
+            type(exc).__name__, reason.group(1).strip() if reason else _first_line(exc)),
+            "Save it with torch.save(model.state_dict(), path)") from exc
+    if isinstance(state, Mapping) and not all(isinstance(v, torch.Tensor) for v in state.values()):
+        keys = ", ".join(str(k) for k in list(state)[:4])
+        raise ModelError("is not a state_dict but looks like a training checkpoint (keys: {})".format(keys),
+                         CHECKPOINT_HINT)
+    if not isinstance(state, Mapping):
+        raise ModelError("does not hold a state_dict (a mapping of names to tensors) but a {}".format(
+            type(state).__name__), "Save it with torch.save(model.state_dict(), path)")
     return dict(state)
+
+
+def check_finite(state: Mapping[str, torch.Tensor]) -> None:
+    """NaN or Inf in the weights would make every fix position meaningless: refuse them by name."""
+    for name, tensor in state.items():
+        if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
+            bad = int((~torch.isfinite(tensor)).sum())
+            raise ModelError("weight {!r} holds {} NaN or Inf value{}".format(name, bad, "s" if bad > 1 else ""),
+                             "Check the training run that produced it, or export an earlier checkpoint")
 
 
 def load_weights(model: torch.nn.Module, state: Mapping[str, torch.Tensor]) -> None:
@@ -87,5 +122,8 @@ def load_weights(model: torch.nn.Module, state: Mapping[str, torch.Tensor]) -> N
             shown = ", ".join(items[:3]) + (" and {} more".format(len(items) - 3) if len(items) > 3 else "")
             problems.append("{} {} ({})".format(len(items), label, shown))
     if problems:
-        raise ModelError("does not fit the model: " + "; ".join(problems))
+        prefixed = unexpected and all(k.startswith("module.") for k in unexpected) and \
+            {k[len("module."):] for k in unexpected} >= set(missing)
+        raise ModelError("does not fit the model: " + "; ".join(problems),
+                         CHECKPOINT_HINT if prefixed else None)
     model.load_state_dict(dict(state), strict=True)

@@ -1,12 +1,13 @@
 """The payload's work: float predictions, calibration, quantized predictions, exports, result.json."""
 
+import contextlib
 import copy
 import os
 import platform
 import sys
 import time
 import traceback
-from typing import Callable, Dict
+from typing import Callable, Dict, Optional
 
 import h5py
 import numpy as np
@@ -16,7 +17,7 @@ from container_payload import backends
 from container_payload.data import Batch, PredictionWriter, SampleReader
 from container_payload.events import Phase, emit, log, warn
 from container_payload.job import FLOAT_PREDS, QUANT_PREDS, RESULT, Job, Result
-from container_payload.loading import build_model, load_weights, read_state_dict
+from container_payload.loading import build_model, check_finite, load_weights, read_state_dict
 
 EXIT_FAILED = 1
 EXIT_BAD_JOB = 2
@@ -66,7 +67,9 @@ def execute(job: Job) -> Result:
     calib = SampleReader(job.samples, "calibration", job.calib_limit)
     test = SampleReader(job.samples, "test", job.test_limit)
     model = build_model(job.model, job.model_path, job.model_args, job.num_classes)
-    load_weights(model, read_state_dict(job.state_dict))
+    state = read_state_dict(job.state_dict)
+    check_finite(state)
+    load_weights(model, state)
     model.eval()
     model_class = type(model).__name__
     log("model {} ({:,} parameters), quantizer {}, {} calibration and {} test samples".format(
@@ -121,13 +124,38 @@ def main(job_path: str) -> int:
         return EXIT_BAD_JOB
     try:
         result = execute(job)
+        path = os.path.join(job.run_dir, RESULT)
+        try:
+            with open(path, "w", encoding="utf-8") as f:
+                f.write(result.to_json())
+        except BaseException:
+            with contextlib.suppress(OSError):
+                os.unlink(path)
+            raise
     except Exception as exc:  # noqa: BLE001 - every failure is reported as one error event, then the traceback
-        traceback.print_exc(file=sys.stderr)
-        emit("error", kind=type(exc).__name__, message=str(exc) or type(exc).__name__)
+        io = _root_os_error(exc)
+        if io is None:
+            traceback.print_exc(file=sys.stderr)
+        if io is not None:  # report the I/O error itself, not what closing a half-written file raised after it
+            emit("error", kind=type(io).__name__, message="{}{}".format(
+                io.strerror or io, " writing {}".format(io.filename) if io.filename else ""),
+                errno=io.errno, filename=io.filename)
+        else:
+            emit("error", kind=type(exc).__name__, message=str(exc) or type(exc).__name__)
         return EXIT_FAILED
-    with open(os.path.join(job.run_dir, RESULT), "w", encoding="utf-8") as f:
-        f.write(result.to_json())
     emit("result", status=result.status, path=RESULT)
     return 0
+
+
+def _root_os_error(exc: BaseException) -> "Optional[OSError]":
+    """The first OSError with an errno in exc's chain (h5py raises a second error when closing a full file)."""
+    seen = set()
+    found = None
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        if isinstance(exc, OSError) and exc.errno is not None:
+            found = exc
+        exc = exc.__cause__ or exc.__context__
+    return found
 
 

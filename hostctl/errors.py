@@ -48,6 +48,23 @@ class RunFailed(HostctlError):
     """The payload ran and failed, died, or left outputs missing; the hint carries the log's last lines."""
 
     exit_code = EXIT_RUN
+    disk_full = False
+
+
+def io_error(exc: OSError, doing: str = "writing") -> RunFailed:
+    """An I/O error as one line: what failed, on which file, and that earlier results are intact."""
+    import errno
+
+    what = (exc.strerror or str(exc)).lower()
+    where = f" {doing} {exc.filename}" if exc.filename else ""
+    hint = {errno.ENOSPC: "Free some space on that disk and run again.",
+            errno.EDQUOT: "Free some space within your quota and run again.",
+            errno.EROFS: "Choose an --output-dir on a writable file system.",
+            errno.EACCES: "Check the permissions of that path.",
+            errno.EIO: "Check the disk: the system reported an I/O error."}.get(exc.errno)
+    failed = RunFailed(f"{what}{where}; earlier results are intact", hint)
+    failed.disk_full = exc.errno in (errno.ENOSPC, errno.EDQUOT)
+    return failed
 
 
 class Interrupted(HostctlError):

@@ -19,7 +19,7 @@ from typing import Any
 import h5py
 import numpy as np
 
-from hostctl.errors import InputError
+from hostctl.errors import InputError, RunFailed
 
 METRICS = "metrics.json"
 LABELS_GROUP = "labels"
@@ -158,6 +158,12 @@ def evaluate(samples: Path, float_preds: Path, quant_preds: Path, num_classes: i
             if q.shape[1] != num_classes:
                 raise InputError(quant_preds, f"'{name}' has {q.shape[1]} classes, expected {num_classes}",
                                  "Pass the model's class count with --num-classes.")
+            for pred, path in ((f, float_preds), (q, quant_preds)):
+                if not np.isfinite(pred).all():
+                    bad = int((~np.isfinite(pred)).sum())
+                    raise RunFailed(f"{path}: prediction '{name}' holds {bad} NaN or Inf value{'s' * (bad > 1)}; "
+                                    "no metric can be computed from it",
+                                    "The model produced non-finite outputs: check the weights and the samples.")
             q64, f64 = q.astype(np.float64), f.astype(np.float64)
             signal += float(np.square(f64).sum())
             noise += float(np.square(q64 - f64).sum())

@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import collections
+import contextlib
+import errno
 import json
 import os
 import platform
 import re
+import signal
 import socket
 import time
 import uuid
@@ -27,15 +30,13 @@ from container_payload.job import (
     parse_event,
 )
 from hostctl import __version__, runtime
-from hostctl.errors import Interrupted, RunFailed
+from hostctl.errors import Interrupted, RunFailed, io_error
 from hostctl.options import QuantizeOptions
 from hostctl.signals import trap_signals
-from hostctl.staging import Staging
+from hostctl.staging import MANIFEST, RUN_LOG, Staging, sweep_payload_dirs, written_files
 from hostctl.ui import Reporter
 from hostctl.validate import Inputs, validate_quantize
 
-RUN_LOG = "run.log"
-MANIFEST = "run.json"
 TAIL_LINES = 15
 ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
 
@@ -89,8 +90,11 @@ def quantize(opts: QuantizeOptions, reporter: Reporter) -> RunSummary:
     run_id = time.strftime("%Y%m%d-%H%M%S-") + uuid.uuid4().hex[:8]
     started = time.time()
     timings: dict[str, float] = {}
+    sweep_payload_dirs()
     with trap_signals() as trap, Staging(opts.output_dir, run_id) as stage:
         run_dir = stage.run_dir
+        for path in stage.swept:
+            reporter.debug(f"removed {path}, left by a run that is gone")
         manifest: dict[str, Any] = {
             "run_id": run_id, "status": "running", "hostctl_version": __version__,
             "options": opts.to_dict(), "host": {"hostname": socket.gethostname(), "platform": platform.platform(),
@@ -104,6 +108,7 @@ def quantize(opts: QuantizeOptions, reporter: Reporter) -> RunSummary:
             rt = runtime.create(opts, run_dir, reporter, trap)
             rt.prepare()
             manifest["runtime"] = rt.describe()
+            stage.payload_started = True
             result = _run_payload(opts, inputs, rt, run_dir, reporter, timings)
             manifest["payload"] = {"backend": result.backend, "versions": result.versions,
                                    "timings": result.timings, "warnings": result.warnings}
@@ -113,14 +118,24 @@ def quantize(opts: QuantizeOptions, reporter: Reporter) -> RunSummary:
                 metrics = _evaluate(opts, inputs, run_dir, reporter)
                 timings["evaluate"] = time.perf_counter() - t0
             files = sorted(p.name for p in run_dir.iterdir()) + [MANIFEST]
-            manifest.update(status="succeeded", files=sorted(set(files)), timings=timings)
+            manifest.update(status="succeeded", files=sorted(set(files)), timings=timings,
+                            written=sorted(set(written_files(run_dir)) | {MANIFEST}))
             _finish_manifest(run_dir, manifest, started)
             stage.commit()
         except BaseException as exc:
             status = "interrupted" if isinstance(exc, (Interrupted, KeyboardInterrupt)) else "failed"
+            original = exc
+            if isinstance(exc, OSError):
+                exc = io_error(exc)
+            if getattr(exc, "disk_full", False):
+                stage.disk_full = True
+                stage.shrink()  # drop the partial outputs first, so the manifest that says why can be written
             manifest.update(status=status, error=str(exc) or type(exc).__name__, timings=timings)
             if run_dir.exists():
-                _finish_manifest(run_dir, manifest, started)
+                with contextlib.suppress(OSError):
+                    _finish_manifest(run_dir, manifest, started)
+            if exc is not original:
+                raise exc from original
             raise
         finally:
             reporter.close()
@@ -150,11 +165,16 @@ def verify_outputs(run_dir: Path, inputs: Inputs, code: int, output: PayloadOutp
     """Trust files, not exit codes: nndct can exit 0 after an error."""
     tail = list(output.tail)
     if output.error is not None:
+        if output.error.get("errno") == errno.ENOSPC:
+            failed = RunFailed(f"no space left on device writing {output.error.get('filename') or 'the results'} "
+                               "in the payload; earlier results are intact", "Free some space and run again.")
+            failed.disk_full = True
+            raise failed
         raise RunFailed(f"the payload failed: {output.error.get('kind', 'error')}: {output.error.get('message')}",
                         f"See {RUN_LOG} in the failed-run directory.")
     result_file = run_dir / RESULT
     if code != 0 or not result_file.is_file():
-        why = f"exited with status {code}" if code != 0 else f"exited with status 0 but wrote no {RESULT}"
+        why = _exit_reason(code) if code != 0 else f"exited with status 0 but wrote no {RESULT}"
         raise RunFailed(f"the payload {why}", _tail_hint(tail))
     try:
         result = Result.from_json(result_file.read_text(encoding="utf-8"))
@@ -176,6 +196,21 @@ def verify_outputs(run_dir: Path, inputs: Inputs, code: int, output: PayloadOutp
     return result
 
 
+def _exit_reason(code: int) -> str:
+    """A local process killed by signal N returns -N; a container's shell reports 128 + N."""
+    signum = -code if code < 0 else code - 128 if 128 < code < 160 else 0
+    try:
+        name = signal.Signals(signum).name if signum else ""
+    except ValueError:
+        name = ""
+    if not name:
+        return f"exited with status {code}"
+    why = f"was killed by {name}"
+    if signum == signal.SIGKILL:
+        why += " (often the kernel's out-of-memory killer: lower --calib-batch-size or free memory)"
+    return why
+
+
 def _tail_hint(tail: list[str]) -> str:
     return "Last lines of the payload's log:\n  " + "\n  ".join(tail) if tail else "The payload printed nothing."
 
@@ -194,8 +229,12 @@ def _finish_manifest(run_dir: Path, manifest: dict[str, Any], started: float) ->
     finished = time.time()
     manifest.update(finished=_iso(finished), duration_s=round(finished - started, 3))
     tmp = run_dir / (MANIFEST + ".tmp")
-    tmp.write_text(json.dumps(manifest, indent=2, ensure_ascii=False, sort_keys=True, default=str), encoding="utf-8")
-    tmp.replace(run_dir / MANIFEST)
+    try:
+        tmp.write_text(json.dumps(manifest, indent=2, ensure_ascii=False, sort_keys=True, default=str),
+                       encoding="utf-8")
+        tmp.replace(run_dir / MANIFEST)
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 def _iso(ts: float) -> str:

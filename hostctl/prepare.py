@@ -29,9 +29,10 @@ import torch
 from PIL import Image
 
 from container_payload.job import BUILTIN_MODEL, SAMPLES, STATE_DICT
-from container_payload.loading import ModelError, _on_path, build_model, load_weights
+from container_payload.loading import ModelError, _on_path, build_model, check_finite, load_weights
 from hostctl.errors import InputError, UsageError
 from hostctl.options import DEFAULT_INPUT_DIR
+from hostctl.staging import check_free_space, check_replaceable, owned_paths
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
 MASK_SUFFIXES = (".png",)
@@ -127,6 +128,7 @@ def prepare(options: PrepareOptions, reporter) -> PrepareResult:  # noqa: ANN001
         raise UsageError("--calib-samples and --test-samples must be at least 1")
     if options.output_dir.exists() and not options.output_dir.is_dir():
         raise InputError(options.output_dir, "exists and is not a directory", "Choose another --output-dir.")
+    _check_output(options)
     preprocessing = preprocessing_for(options.normalize, options.mean, options.std, channels)
     pairs = scan_dataset(options.dataset, reporter)
     calib, test, split = choose_samples(pairs, options, reporter)
@@ -137,11 +139,16 @@ def prepare(options: PrepareOptions, reporter) -> PrepareResult:  # noqa: ANN001
         reporter.warn(f"no --checkpoint: only {SAMPLES} is written; " + (
             f"the {STATE_DICT} already there is kept" if kept else f"put the model's {STATE_DICT} beside it"))
 
+    channels, height, width = options.input_size
+    needed = (len(calib) + len(test)) * channels * height * width * 4 + len(test) * height * width
+    check_free_space(options.output_dir.parent, needed + (options.checkpoint.stat().st_size if state else 0)
+                     + 1_000_000)
     options.output_dir.parent.mkdir(parents=True, exist_ok=True)
     with _staging(options.output_dir) as staging:
         if state is not None:
             torch.save(state, staging / STATE_DICT)
         class_pixels = _write_samples(staging / SAMPLES, calib, test, preprocessing, palette, options, reporter)
+        _record(staging, options.output_dir)
         written = _publish(staging, options.output_dir)
 
     absent = [str(k) for k, n in enumerate(class_pixels) if n == 0]
@@ -436,6 +443,7 @@ def load_checkpoint(path: Path, options: PrepareOptions,
     if stripped:
         form += f", prefix {' + '.join(repr(p) for p in stripped)} stripped"
     try:
+        check_finite(state)
         load_weights(model, state)
     except ModelError as exc:
         raise InputError(path, str(exc), f"Does it belong to --model {options.model} with these --model-arg and "
@@ -516,6 +524,9 @@ def _check_forward(model: torch.nn.Module, options: PrepareOptions) -> None:
                          f"expected {expected} (one score map per class)", "Check --num-classes and --input-size.")
 
 
+PREPARE_MANIFEST = "prepare.json"
+
+
 # -- atomic output ----------------------------------------------------------------------------------------------
 
 @contextlib.contextmanager
@@ -529,9 +540,33 @@ def _staging(output_dir: Path) -> Iterator[Path]:
         shutil.rmtree(staging, ignore_errors=True)
 
 
+def _check_output(options: PrepareOptions) -> None:
+    """The output-directory rule (hostctl/staging.py) for prepare: replace only files an earlier prepare wrote."""
+    out = options.output_dir
+    inputs = [options.dataset] + [p for p in (options.checkpoint, options.model_path) if p is not None]
+    resolved = out.resolve()
+    for item in inputs:
+        inp = item.resolve()
+        if resolved == inp or inp in resolved.parents or resolved in inp.parents:
+            raise InputError(out, f"output directory overlaps the input {item}",
+                             "Write the deployment inputs outside the dataset, checkpoint and model code.")
+    if out.is_dir():
+        targets = [SAMPLES, PREPARE_MANIFEST] + ([STATE_DICT] if options.checkpoint else [])
+        check_replaceable(out, targets, PREPARE_MANIFEST)
+
+
+def _record(staging: Path, output_dir: Path) -> None:
+    """prepare.json lists every file prepare ever wrote here, so a later prepare may replace them."""
+    owned = owned_paths(output_dir, PREPARE_MANIFEST) if output_dir.is_dir() else None
+    earlier = {n for n in (owned[0] | owned[1] if owned else set()) if (output_dir / n).exists()}
+    names = {p.name for p in staging.iterdir()} | earlier | {PREPARE_MANIFEST}
+    (staging / PREPARE_MANIFEST).write_text(json.dumps({"written": sorted(names)}, indent=2) + "\n",
+                                            encoding="utf-8")
+
+
 def _publish(staging: Path, output_dir: Path) -> list[str]:
     """Move the finished files into output_dir, each with one rename; other files there are left alone."""
-    names = sorted(p.name for p in staging.iterdir())
+    names = sorted((p.name for p in staging.iterdir()), key=lambda n: n == PREPARE_MANIFEST)  # the list last
     output_dir.mkdir(parents=True, exist_ok=True)
     for name in names:
         os.replace(staging / name, output_dir / name)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -13,6 +12,7 @@ import numpy as np
 from container_payload.job import SAMPLES, STATE_DICT
 from hostctl.errors import InputError, UsageError
 from hostctl.options import QuantizeOptions
+from hostctl.staging import check_output_dir
 
 PREPARE_HINT = "Create it with `hostctl prepare` or point --input-dir at the right directory."
 
@@ -37,15 +37,28 @@ def validate_quantize(opts: QuantizeOptions, *, check_model: bool = True) -> Inp
     for path in (state_dict, samples):
         if not path.is_file():
             raise InputError(path, "file not found", PREPARE_HINT)
-    counts, has_labels = check_samples(samples, opts.input_size, opts.calib_batch_size)
+    counts, has_labels = check_samples(samples, opts.input_size, opts.num_classes,
+                                       {"calibration": opts.calib_limit, "test": opts.test_limit})
     if check_model:
         check_model_and_weights(opts, state_dict)
-    check_output_dir(opts.output_dir)
+    num_test = min(counts["test"], opts.test_limit or counts["test"])
+    inputs = [input_dir, state_dict, samples] + [p for p in (opts.model_path, opts.requirements) if p is not None]
+    check_output_dir(opts.output_dir, inputs, estimate_output_bytes(opts, num_test, state_dict))
     return Inputs(state_dict, samples, min(counts["calibration"], opts.calib_limit or counts["calibration"]),
-                  min(counts["test"], opts.test_limit or counts["test"]), has_labels)
+                  num_test, has_labels)
+
+
+def estimate_output_bytes(opts: QuantizeOptions, num_test: int, state_dict: Path) -> int:
+    """What a run writes, roughly: two float32 prediction files, an xmodel and files the size of the weights."""
+    _, height, width = opts.input_size
+    predictions = 2 * num_test * opts.num_classes * height * width * 4
+    return predictions + 2 * state_dict.stat().st_size + 2_000_000
 
 
 def _check_options(opts: QuantizeOptions) -> None:
+    if any(n <= 0 for n in opts.input_size):
+        raise UsageError(f"--input-size {' '.join(map(str, opts.input_size))}: every dimension must be positive",
+                         "Pass the model's input as C H W, e.g. --input-size 3 512 512.")
     if opts.quantizer == "portable" and opts.exports and "xmodel" in opts.exports:
         raise UsageError("--export xmodel needs the vai quantizer (pytorch_nndct)",
                          "Use --quantizer vai in the Vitis AI image, or --export none/onnx/torchscript.")
@@ -63,11 +76,14 @@ def _check_options(opts: QuantizeOptions) -> None:
         raise UsageError("--python applies to --runtime local only", "Drop --python or add --runtime local.")
 
 
-def check_samples(path: Path, input_size: tuple[int, int, int], batch: int) -> tuple[dict[str, int], bool]:
+def check_samples(path: Path, input_size: tuple[int, int, int], num_classes: int | None = None,
+                  limits: dict[str, int | None] | None = None) -> tuple[dict[str, int], bool]:
+    """Every sample (up to its group's limit) and every label read once: shapes, types, NaN/Inf, links, classes."""
     try:
         h5 = h5py.File(path, "r")
     except OSError as exc:
         raise InputError(path, f"cannot be opened as HDF5 ({exc})", "Write it with h5py or `hostctl prepare`.") from exc
+    limits = limits or {}
     with h5:
         counts = {}
         for group_name in ("calibration", "test"):
@@ -78,30 +94,45 @@ def check_samples(path: Path, input_size: tuple[int, int, int], batch: int) -> t
             names = list(group.keys())
             if not names:
                 raise InputError(path, f"group '{group_name}' is empty", f"Add {group_name} samples to it.")
-            for name in names:
-                item = group[name]
+            for name in names[:limits.get(group_name) or len(names)]:
+                item = _dataset(path, group, group_name, name)
                 where = f"sample '{group_name}/{name}'"
-                if not isinstance(item, h5py.Dataset):
-                    raise InputError(path, f"{where} is a group, not a dataset", "Store each sample as a dataset.")
                 if tuple(item.shape) != tuple(input_size):
                     raise InputError(path, f"{where} has shape {list(item.shape)}, expected {list(input_size)}",
                                      "Preprocess to --input-size or pass the right --input-size.")
                 if item.dtype.kind != "f":
                     raise InputError(path, f"{where} has dtype {item.dtype}, expected a float type",
                                      "Store preprocessed float32 samples.")
-            first = np.stack([np.asarray(group[name][()], dtype=np.float32) for name in names[:batch]])
-            if not np.isfinite(first).all():
-                bad = next(n for n, a in zip(names, first, strict=False) if not np.isfinite(a).all())
-                raise InputError(path, f"sample '{group_name}/{bad}' contains NaN or inf",
-                                 "Fix the preprocessing that produced it.")
+                if not np.isfinite(item[()]).all():
+                    raise InputError(path, f"{where} contains NaN or Inf", "Fix the preprocessing that produced it.")
             counts[group_name] = len(names)
         labels = h5.get("labels")
         if labels is not None:
-            _check_labels(path, labels, list(h5["test"].keys()), input_size)
+            _check_labels(path, labels, list(h5["test"].keys())[:limits.get("test") or None], input_size,
+                          num_classes)
     return counts, labels is not None
 
 
-def _check_labels(path: Path, labels: h5py.Group, test_names: list[str], input_size: tuple[int, int, int]) -> None:
+def _dataset(path: Path, group: h5py.Group, group_name: str, name: str) -> h5py.Dataset:
+    """group[name] as a dataset, with one line for links that do not resolve, groups and empty datasets."""
+    where = f"'{group_name}/{name}'"
+    link = group.get(name, getlink=True)
+    try:
+        item = group[name]
+    except (KeyError, OSError) as exc:
+        target = (f" to {link.filename}:{link.path}" if isinstance(link, h5py.ExternalLink)
+                  else f" to {link.path}" if isinstance(link, h5py.SoftLink) else "")
+        raise InputError(path, f"{where} is a link{target} that does not resolve",
+                         "Store the data itself, or make the link point at an existing dataset.") from exc
+    if not isinstance(item, h5py.Dataset):
+        raise InputError(path, f"{where} is a group, not a dataset", "Store each sample as a dataset.")
+    if item.shape is None or item.size == 0:
+        raise InputError(path, f"{where} is an empty dataset", "Store the sample's data, or remove the entry.")
+    return item
+
+
+def _check_labels(path: Path, labels: h5py.Group, test_names: list[str], input_size: tuple[int, int, int],
+                  num_classes: int | None) -> None:
     if not isinstance(labels, h5py.Group):
         raise InputError(path, "'labels' is not a group", "Store one label map per test sample under /labels.")
     missing = [n for n in test_names if n not in labels]
@@ -109,10 +140,18 @@ def _check_labels(path: Path, labels: h5py.Group, test_names: list[str], input_s
         raise InputError(path, f"'labels' has no entry for test sample '{missing[0]}' ({len(missing)} missing)",
                          "Give every test sample a label map of the same name, or drop the labels group.")
     for name in test_names:
-        item = labels[name]
+        item = _dataset(path, labels, "labels", name)
         if tuple(item.shape) != tuple(input_size[1:]) or item.dtype.kind not in "ui":
             raise InputError(path, f"label 'labels/{name}' has shape {list(item.shape)} and dtype {item.dtype}, "
                              f"expected {list(input_size[1:])} integers", "Store uint8 class maps [H,W].")
+        data = item[()]
+        low, high = int(data.min()), int(data.max())
+        if low < 0:
+            raise InputError(path, f"label 'labels/{name}' holds negative class {low}",
+                             "Class ids run from 0 to --num-classes - 1.")
+        if num_classes is not None and high >= num_classes:
+            raise InputError(path, f"label 'labels/{name}' holds class {high}, but --num-classes is {num_classes}",
+                             "Pass the right --num-classes, or fix the label maps.")
 
 
 def check_model_and_weights(opts: QuantizeOptions, state_dict: Path) -> None:
@@ -163,7 +202,7 @@ def _validated_marker(opts: QuantizeOptions, state_dict: Path) -> Path | None:
 def _check_model_and_weights(opts: QuantizeOptions, state_dict: Path) -> None:
     import torch
 
-    from container_payload.loading import ModelError, build_model, load_weights, read_state_dict
+    from container_payload.loading import ModelError, build_model, check_finite, load_weights, read_state_dict
 
     try:
         model = build_model(opts.model, str(opts.model_path) if opts.model_path else None, opts.model_args,
@@ -171,9 +210,12 @@ def _check_model_and_weights(opts: QuantizeOptions, state_dict: Path) -> None:
     except ModelError as exc:
         raise UsageError(f"--model {opts.model}: {exc}", "Check --model, --model-path and --model-arg.") from exc
     try:
-        load_weights(model, read_state_dict(str(state_dict)))
+        state = read_state_dict(str(state_dict))
+        check_finite(state)
+        load_weights(model, state)
     except ModelError as exc:
-        raise InputError(state_dict, str(exc), "Save the state_dict of the same model class and arguments.") from exc
+        raise InputError(state_dict, str(exc), exc.hint or "Save the state_dict of the same model class and "
+                         "arguments.") from exc
     model.eval()
     try:
         with torch.no_grad():
@@ -184,16 +226,3 @@ def _check_model_and_weights(opts: QuantizeOptions, state_dict: Path) -> None:
     if not isinstance(output, torch.Tensor):
         raise UsageError(f"--model {opts.model} returns {type(output).__name__}, not a tensor",
                          "Quantization needs a model with a single tensor output.")
-
-
-def check_output_dir(output_dir: Path) -> None:
-    if output_dir.exists() and not output_dir.is_dir():
-        raise InputError(output_dir, "output path exists and is not a directory", "Choose another --output-dir.")
-    if output_dir.is_dir() and any(output_dir.iterdir()) and not (output_dir / "run.json").exists():
-        raise InputError(output_dir, "output directory holds files that hostctl did not write",
-                         "Choose an empty or new --output-dir; hostctl replaces only its own results.")
-    ancestor = output_dir.parent.resolve()
-    while not ancestor.exists():
-        ancestor = ancestor.parent
-    if not os.access(ancestor, os.W_OK | os.X_OK):
-        raise InputError(ancestor, "directory is not writable", "Choose an --output-dir you can write to.")

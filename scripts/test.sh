@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The whole test suite, as the README's quick start runs it: lint, then every tier of tests, Docker included.
 # Starts a Docker engine when none answers (as root, installing Debian's docker.io if needed) and builds or
-# reuses the stand-in image. Docker tests FAIL rather than skip here when the engine cannot be had.
+# reuses the stand-in image; makes or reuses the golden Python (scripts/golden-env.sh). Docker and golden tests
+# FAIL rather than skip here when the engine or the golden Python cannot be had.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PYTHON="${PYTHON:-python3}"
@@ -19,6 +20,11 @@ HOSTCTL_TEST_IMAGE="$(scripts/build-stand-in-image.sh | tail -n1)"
 export HOSTCTL_TEST_IMAGE
 export HOSTCTL_REQUIRE_DOCKER=1
 echo "test: engine $DOCKER_HOST, stand-in image $HOSTCTL_TEST_IMAGE" >&2
+# The golden tier's interpreter (Debian's torch + torchvision, timm, smp; as root it apt-gets what is missing).
+HOSTCTL_GOLDEN_PYTHON="$(scripts/golden-env.sh | tail -n1)"
+export HOSTCTL_GOLDEN_PYTHON
+export HOSTCTL_REQUIRE_GOLDEN=1
+echo "test: golden python $HOSTCTL_GOLDEN_PYTHON" >&2
 
 "$PYTHON" -m pytest -q "$@"
 

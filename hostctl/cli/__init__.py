@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import re
+import signal
 import sys
 
 import typer
@@ -39,23 +41,57 @@ from hostctl.cli import clean, demo, diff, doctor, evaluate, prepare, quantize  
 def main(argv: list[str] | None = None) -> None:
     """Console-script entry point: one error handler for every verb."""
     from hostctl.config import load_default_map
-    from hostctl.ui import Reporter
 
     args = sys.argv[1:] if argv is None else argv
     debug = os.environ.get("HOSTCTL_DEBUG", "") not in ("", "0") or "--debug" in args
     try:
         default_map = load_default_map()
-        app(args=args, prog_name="hostctl", default_map=default_map)
+        code = app(args=args, prog_name="hostctl", default_map=default_map, standalone_mode=False)
+    except typer.Abort:  # Ctrl-C before a run's own signal handling starts (validation, a prompt)
+        from hostctl.errors import Interrupted
+
+        _fail(Interrupted(signal.SIGINT), args, debug)
     except HostctlError as exc:
-        if debug:
-            import traceback
+        _fail(exc, args, debug)
+    except OSError as exc:  # an I/O error no step translated: still one line, never a traceback
+        from hostctl.errors import io_error
 
-            traceback.print_exc()
-        Reporter().error(exc.message, exc.hint)
-        if "--json" in args:
-            from hostctl.errors import Interrupted
-            from hostctl.ui import print_json
+        _fail(io_error(exc), args, debug)
+    except Exception as exc:  # click's usage errors, raised as such because standalone_mode is off
+        if not hasattr(exc, "format_message") or not hasattr(exc, "exit_code"):
+            raise
+        if not exc.format_message().strip():  # no_args_is_help: the help is the message
+            sys.exit(exc.exit_code)
+        _fail(_usage_error(exc), args, debug)
+    else:
+        if isinstance(code, int) and code:
+            sys.exit(code)
 
-            status = "interrupted" if isinstance(exc, Interrupted) else "failed"
-            print_json({"status": status, "error": exc.message, "hint": exc.hint, "exit_code": exc.exit_code})
-        sys.exit(exc.exit_code)
+
+def _usage_error(exc: Exception) -> HostctlError:
+    """click's message as one `error:` line; an `(env var: X)` note only when X is really set."""
+    from hostctl.errors import UsageError
+
+    message = exc.format_message()  # type: ignore[attr-defined]
+    message = re.sub(r" \(env var: '([A-Z_]+)'\)", lambda m: m.group(0) if os.environ.get(m.group(1)) else "",
+                     message)
+    ctx = getattr(exc, "ctx", None)
+    command = ctx.command_path if ctx is not None else "hostctl"
+    error = UsageError(" ".join(message.split()), f"See `{command} --help`.")
+    error.exit_code = exc.exit_code  # type: ignore[attr-defined]
+    return error
+
+
+def _fail(exc: HostctlError, args: list[str], debug: bool) -> None:
+    from hostctl.errors import Interrupted
+    from hostctl.ui import Reporter, print_json
+
+    if debug:
+        import traceback
+
+        traceback.print_exc()
+    Reporter().error(exc.message, exc.hint)
+    if "--json" in args:
+        status = "interrupted" if isinstance(exc, Interrupted) else "failed"
+        print_json({"status": status, "error": exc.message, "hint": exc.hint, "exit_code": exc.exit_code})
+    sys.exit(exc.exit_code)

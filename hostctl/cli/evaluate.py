@@ -35,14 +35,26 @@ def evaluate(
     debug: Debug = False,
 ) -> None:
     """Metrics of the float and the quantized model: IoU, mIoU, pixel accuracy, Dice, agreement, SQNR."""
-    from hostctl.evaluate import render_metrics
-    from hostctl.report import evaluate_run
+    from hostctl.errors import InputError
+    from hostctl.evaluate import METRICS, render_metrics
+    from hostctl.report import REPORT_DIR, evaluate_run
+    from hostctl.staging import OutputLock, foreign_entries, record_written
 
     reporter = Reporter(debug=debug)
-    try:
-        result = evaluate_run(input_dir / SAMPLES, output_dir, num_classes, reporter, report=report)
-    finally:
-        reporter.close()
+    if not output_dir.is_dir():
+        raise InputError(output_dir, "results directory not found", "Pass the --output-dir of a quantize run.")
+    with OutputLock(output_dir):
+        # metrics.json and report/ are replaced: only when hostctl wrote them (DESIGN.md's output-directory rule)
+        clash = [e for e in foreign_entries(output_dir) if e in (METRICS, REPORT_DIR + "/")
+                 or e.startswith(REPORT_DIR + "/")]
+        if clash:
+            raise InputError(output_dir / clash[0], "was not written by hostctl and would be replaced",
+                             "Move it away, then run evaluate again.")
+        try:
+            result = evaluate_run(input_dir / SAMPLES, output_dir, num_classes, reporter, report=report)
+        finally:
+            reporter.close()
+        record_written(output_dir, [METRICS, *(f"{REPORT_DIR}/{p.name}" for p in result.report_files)])
     render_metrics(result.metrics, reporter)
     if json_output:
         print_json(result.to_dict())

@@ -47,7 +47,7 @@ class LocalRuntime:
         return {"runtime": "local", "python": self.python}
 
     def run(self, job_file: Path, on_line: LineSink) -> int:
-        with tempfile.TemporaryDirectory(prefix="hostctl-payload-") as shim:
+        with tempfile.TemporaryDirectory(prefix=f"hostctl-payload-{os.getpid()}-") as shim:
             # Only container_payload goes on the path: a foreign interpreter must not see this one's packages.
             os.symlink(PAYLOAD_DIR, Path(shim) / "container_payload")
             env = dict(os.environ, PYTHONUNBUFFERED="1", PYTHONIOENCODING="utf-8")

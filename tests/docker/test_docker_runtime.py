@@ -123,7 +123,7 @@ def _wait_for_calibration(tmp_path: Path, deadline: float = 180.0) -> Path:
 def test_signal_mid_calibration_leaves_no_container(tmp_path, stand_in_image, docker_client, sig, code):
     out = tmp_path / "out"
     out.mkdir()
-    (out / "run.json").write_text('{"status": "succeeded"}')
+    (out / "run.json").write_text('{"status": "succeeded", "written": ["run.json", "quant_info.json"]}')
     (out / "quant_info.json").write_text('{"param": {"earlier": [[8, 4]]}}')
     before = tree_snapshot(out)
     proc = _start_slow_docker_run(tmp_path, out, stand_in_image)

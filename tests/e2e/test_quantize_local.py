@@ -130,7 +130,7 @@ def _payload_processes(run_dir: Path) -> list[str]:
 def test_signal_mid_calibration_cleans_up_and_keeps_results(tmp_path, sig, code):
     out = tmp_path / "out"
     out.mkdir()
-    (out / "run.json").write_text('{"status": "succeeded"}')
+    (out / "run.json").write_text('{"status": "succeeded", "written": ["run.json", "quant_info.json"]}')
     (out / "quant_info.json").write_text('{"param": {"old": [[8, 3]]}}')
     before = tree_snapshot(out)
     proc = _start_slow_run(tmp_path, out)

@@ -155,13 +155,28 @@ def test_colour_masks_with_a_palette(tmp_path, palette):
 def test_new_files_replace_old_ones_and_others_stay(tmp_path):
     make_dataset(tmp_path / "data")
     out = tmp_path / "out"
-    out.mkdir()
-    (out / SAMPLES).write_bytes(b"old")
+    prepare(options(tmp_path / "data", out, calib_samples=2), Reporter(quiet=True))
     (out / "notes.txt").write_text("mine")
-    prepare(options(tmp_path / "data", out), Reporter(quiet=True))
+    prepare(options(tmp_path / "data", out, calib_samples=4), Reporter(quiet=True))
     assert (out / "notes.txt").read_text() == "mine"
-    assert h5py.is_hdf5(out / SAMPLES)
+    with h5py.File(out / SAMPLES) as h5:
+        assert len(h5["calibration"]) == 4
+    assert json.loads((out / "prepare.json").read_text()) == {"written": ["prepare.json", SAMPLES]}
     assert sorted(p.name for p in tmp_path.iterdir()) == ["data", "out"]  # no staging directory left
+
+
+def test_files_prepare_did_not_write_are_never_replaced(tmp_path, capsys):
+    make_dataset(tmp_path / "data")
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / SAMPLES).write_bytes(b"the notebook's samples")
+    args = ["prepare", "--dataset", str(tmp_path / "data"), "--output-dir", str(out), "--input-size", *map(str, SIZE),
+            "--num-classes", str(NUM_CLASSES), *[f"--model-arg={k}={v}" for k, v in UNET_ARGS.items()]]
+    code, _, err = hostctl_inprocess(args, capsys)
+    assert code == 2 and f"{SAMPLES}: exists and was not written by hostctl" in err
+    assert (out / SAMPLES).read_bytes() == b"the notebook's samples"
+    code, _, err = hostctl_inprocess([*args[:3], "--output-dir", str(tmp_path / "data" / "inputs"), *args[5:]], capsys)
+    assert code == 2 and "output directory overlaps the input" in err
 
 
 # -- checkpoints --------------------------------------------------------------------------------------------------
@@ -287,6 +302,7 @@ def test_bad_input_exits_2_with_one_line_and_leaves_the_output_alone(tmp_path, c
     out.mkdir()
     (out / SAMPLES).write_bytes(b"previous samples")
     (out / STATE_DICT).write_bytes(b"previous weights")
+    (out / "prepare.json").write_text(json.dumps({"written": ["prepare.json", SAMPLES, STATE_DICT]}))
     before = tree_snapshot(out)
     args = ["prepare", "--dataset", str(data), "--output-dir", str(out), "--input-size", *map(str, SIZE),
             "--num-classes", str(NUM_CLASSES), "--calib-samples", "200",  # all of them: every file is read

@@ -86,3 +86,17 @@ class NeedsProbe(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.conv(x)
+
+
+class KilledBy(nn.Module):
+    """Killed by a signal (SIGKILL: what the kernel's OOM killer sends) on its first forward inside the payload."""
+
+    def __init__(self, classes: int = 3, signum: int = 9) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(3, classes, 1)
+        self.signum = signum
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if os.path.exists("job.json") or os.path.exists("/hostctl/run/job.json"):  # the payload's run directory
+            os.kill(os.getpid(), self.signum)
+        return self.conv(x)
