@@ -5,7 +5,9 @@ Calibration follows pytorch_nndct's calib mode (Xilinx/Vitis-AI src/vai_quantize
   result (capped at 12) joins that tensor's history, and the batch is quantized with the history's mode; that
   quantized tensor is what the next op sees. Parameters get their fix position once, on first use.
 - pytorch_nndct/nn/modules/conv.py (and linear, conv_transpose) with quant_opt > 0 ("param_corr"): parameters are
-  quantized in place; after each batch the float op is re-run on the same input with the original parameters,
+  quantized in place on first use only (later calls of `calibrate_int` find their fix position set and leave
+  them alone, so a corrected bias stays off the grid for the rest of calibration); after each batch the float op
+  is re-run on the same input with the original parameters,
   and while pytorch_nndct/nn/modules/quant_noise.py `eval_qnoise` has not stopped, the bias moves by
   rate * mean error per channel (rate 0.05, halved for that batch when the running efficiency passes 4).
   The test-mode bias is float_bias - (float_bias - corrected_bias), as bias_corr.pth stores and reloads it.
@@ -267,7 +269,7 @@ class Calibrator(Runner):
         self.bias_correction = bias_correction
         self.float_params = {}  # node name -> (w, b) before quantization (weight_bak / bias_bak)
         self.qweight: Dict[str, torch.Tensor] = {}
-        self.bias_now: Dict[str, torch.Tensor] = {}  # the (corrected) float bias each batch quantizes
+        self.bias_now: Dict[str, torch.Tensor] = {}  # nndct's bias.data: quantized once, then corrected
         self.corr: Dict[str, _BiasCorr] = {}
         self._ref: Optional[torch.Tensor] = None  # the float reference of the op being corrected
         for node in g.nodes:
@@ -277,16 +279,15 @@ class Calibrator(Runner):
                 self.qweight[node.name] = fxp.quantize_param(node.weight, self.param_fp[node.weight_name])
                 if node.bias is not None:
                     self.param_fp[node.bias_name] = fxp.capped(fxp.diffs_fix_pos(node.bias))
-                    self.bias_now[node.name] = node.bias
+                    self.bias_now[node.name] = fxp.quantize_param(node.bias, self.param_fp[node.bias_name])
                     if bias_correction and node.op in PARAM_OPS:
                         self.corr[node.name] = _BiasCorr()
 
     def params(self, node: Node):
-        # nndct quantizes the parameters in place when it uses them; bias_now mirrors its bias.data
-        b = self.bias_now.get(node.name)
-        if b is not None:
-            b = self.bias_now[node.name] = fxp.quantize_param(b, self.param_fp[node.bias_name])
-        return self.qweight[node.name], b
+        # nndct quantizes a parameter in place on its first use only (calibrate_int computes and applies a
+        # param's fix position while it has none, and returns it untouched afterwards): corrections made after
+        # a batch stay off the grid and are what the next batches compute with
+        return self.qweight[node.name], self.bias_now.get(node.name)
 
     def quant(self, node: Node, val: torch.Tensor) -> torch.Tensor:
         scope = 1 if node.op == "input" else fxp.DIFFS_SCOPE
@@ -325,8 +326,7 @@ class Calibrator(Runner):
         mean_err, noise, signal = error_stats(val, ref, 1 if node.op != "dense" else val.dim() - 1)
         rate = state.update(noise, signal, CORR_RATE)
         if not state.stop:
-            # bias_now holds the quantized bias of this batch; the correction leaves it off the grid until the
-            # next batch quantizes it again, and that is what test mode gets if calibration ends here
+            # the correction accumulates off the grid; test mode quantizes the final value
             self.bias_now[node.name] = self.bias_now[node.name] - rate * mean_err
 
     def step(self, x: torch.Tensor) -> None:
