@@ -6,7 +6,9 @@ Followed from Xilinx/Vitis-AI src/vai_quantizer/vai_q_pytorch/nndct_shared/optim
 
 - Layer groups come from a depth-first walk from the input. Convs (and conv-transposes) join the current group;
   relu and pools pass through it; any other op, and any conv, relu or pool with more than one consumer, closes it.
-  The walk shares one list between the branches of a fork, exactly as the original does.
+  Each call of the original starts a new list when it is handed an empty one (`if not conv_group: conv_group =
+  []`), so the branches of a fork never share a group: two convs reading the same tensor are not a pair. (Its
+  iterative twin, used above a graph depth of 900, groups the same way.)
 - Consecutive convs of a group form pairs (c0, c1), equalized once each, in order. With r0 the per-output-channel
   max |w| of c0 (its bias, divided by a shrink factor, counted as one more weight) and r1 the per-input-channel
   max |w| of c1: s = r0 / sqrt(r0 r1) (1 where that is 0, or where r0 + r1 < 0.5); c0's weights and bias are
@@ -60,6 +62,8 @@ def _collect(node: Node, groups: List[List[Node]], visited: List[Node], group: L
             groups.append(gr)
         return []
 
+    if not group:
+        group = []
     if node in visited:
         return
     visited.append(node)
