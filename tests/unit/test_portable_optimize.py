@@ -72,3 +72,25 @@ def test_a_bias_is_quantized_once_and_its_corrections_stay_off_the_grid():
     err = (got - ref).mean(dim=(0, 2, 3))
     assert torch.allclose(cal.params(conv)[1], b1 - CORR_RATE * err, atol=1e-6)
     assert torch.equal(cal.test_biases()[conv.name], conv.bias - (conv.bias - cal.params(conv)[1]))
+
+
+class _Relu6s(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.c1, self.c2, self.c3 = nn.Conv2d(3, 4, 1), nn.Conv2d(4, 4, 1), nn.Conv2d(4, 4, 1)
+        self.module_relu6 = nn.ReLU6()
+        self.hardtanh = nn.Hardtanh(0.0, 6.0)
+
+    def forward(self, x):
+        return self.c3(self.hardtanh(self.c2(torch.nn.functional.relu6(self.c1(self.module_relu6(x))))))
+
+
+def test_only_relu6_modules_become_relu_and_the_model_keeps_them():
+    model = _Relu6s().eval()
+    g = capture(model, torch.randn(1, 3, 4, 4), relu6_as_relu=True)
+    # pytorch_nndct/qproc/utils.py replace_relu6_with_relu swaps nn.ReLU6 modules only (seen on vai_q_pytorch:
+    # F.relu6 and Hardtanh(0, 6) are written nndct_relu6_N and close equalization's layer groups)
+    assert [n.op for n in g.nodes if n.op.startswith("relu")] == ["relu", "relu6", "relu6"]
+    assert isinstance(model.module_relu6, nn.ReLU6)
+    g = capture(model, torch.randn(1, 3, 4, 4), relu6_as_relu=False)
+    assert [n.op for n in g.nodes if n.op.startswith("relu")] == ["relu6", "relu6", "relu6"]

@@ -47,7 +47,8 @@ What nndct does and where it says so (Xilinx/Vitis-AI src/vai_quantizer/vai_q_py
   (pytorch_nndct/qproc/utils.py `prepare_quantizable_module`: parse_module -> QuantOptimizer (BN folding,
   dropout removal) -> script writer, whose `_gen_module_name` sets node.idx); removed nodes leave no gap.
 """
-from typing import Any, Callable, Dict, List, Optional, Set
+from contextlib import contextmanager
+from typing import Any, Callable, Dict, Iterator, List, Optional, Set
 
 import torch
 from torch import nn
@@ -184,6 +185,26 @@ def _state_dict(model: nn.Module) -> "Dict[str, torch.Tensor]":
     return out
 
 
+@contextmanager
+def _relu6_modules_as_relu(model: nn.Module, on: bool) -> Iterator[None]:
+    """With equalization on, nndct swaps every nn.ReLU6 submodule for nn.ReLU before tracing
+    (pytorch_nndct/qproc/utils.py `parse_module`, `replace_relu6_with_relu`, nndct_relu6_replace "relu"). Only
+    modules: F.relu6 and nn.Hardtanh(0, 6) stay relu6 (seen on real runs: `nndct_relu6_N`, groups closed there).
+    nndct keeps the swap; here the user's model gets its modules back."""
+    swapped = []
+    if on:
+        for parent in list(model.modules()):
+            for name, child in list(parent._modules.items()):
+                if isinstance(child, nn.ReLU6):
+                    parent._modules[name] = nn.ReLU(child.inplace)
+                    swapped.append((parent, name, child))
+    try:
+        yield
+    finally:
+        for parent, name, child in reversed(swapped):
+            parent._modules[name] = child
+
+
 def _trace(model: nn.Module, sample: torch.Tensor):
     prefix = type(model).__name__
     try:
@@ -263,7 +284,8 @@ def _is_float_tensor(v) -> bool:
 def capture(model: nn.Module, sample: torch.Tensor, *, relu6_as_relu: bool) -> Graph:
     """Trace model, fold BatchNorm, number and group the nodes the way nndct does."""
     prefix = type(model).__name__
-    graph = _trace(model, sample)
+    with _relu6_modules_as_relu(model, relu6_as_relu):
+        graph = _trace(model, sample)
     params = _state_dict(model)
     g = Graph(prefix)
     inputs = list(graph.inputs())
@@ -349,7 +371,7 @@ def capture(model: nn.Module, sample: torch.Tensor, *, relu6_as_relu: bool) -> G
         if base == "batch_norm" and _fold_bn_into(g, producer.get(arg_ids[0], []), arg_ids, consumers, ins):
             alias[outs[0].unique()] = arg_ids[0]
             continue
-        op = _op_name(n, base, ins, arg_ids, g, param_of, relu6_as_relu)
+        op = _op_name(n, base, ins, arg_ids, g, param_of)
         fn = _schema_fn(n)
         for i, v in enumerate(ins):
             if v.node().kind() != "prim::Constant" or not v.uses():
@@ -443,7 +465,7 @@ def _same_shape(a, b) -> bool:
     return sa is not None and sa == sb and ta.scalarType() == tb.scalarType()
 
 
-def _op_name(n, base: str, ins, arg_ids: List[int], g: Graph, param_of, relu6_as_relu: bool) -> str:
+def _op_name(n, base: str, ins, arg_ids: List[int], g: Graph, param_of) -> str:
     if base in ("_convolution", "conv2d", "conv_transpose2d"):
         w = g.consts.get(arg_ids[1])
         if not isinstance(w, torch.Tensor) or arg_ids[1] not in param_of or w.dim() != 4:
@@ -463,10 +485,10 @@ def _op_name(n, base: str, ins, arg_ids: List[int], g: Graph, param_of, relu6_as
     if base == "hardtanh":
         lo, hi = g.consts.get(arg_ids[1]), g.consts.get(arg_ids[2])
         if lo == 0.0 and hi == 6.0:
-            return "relu" if relu6_as_relu else "relu6"
+            return "relu6"
         return "hardtanh"
     if base == "relu6":
-        return "relu" if relu6_as_relu else "relu6"
+        return "relu6"
     if base == "linear":
         return "dense" if arg_ids[1] in param_of else n.kind()
     if base == "mean":
