@@ -47,6 +47,7 @@ What nndct does and where it says so (Xilinx/Vitis-AI src/vai_quantizer/vai_q_py
   (pytorch_nndct/qproc/utils.py `prepare_quantizable_module`: parse_module -> QuantOptimizer (BN folding,
   dropout removal) -> script writer, whose `_gen_module_name` sets node.idx); removed nodes leave no gap.
 """
+import warnings
 from typing import Any, Callable, Dict, List, Optional, Set
 
 import torch
@@ -155,6 +156,9 @@ class Node:
 
 
 class Graph:
+    """nndct's numbered nodes, and the steps that compute them: the traced ops in order, each reading and
+    writing value ids (constants and parameters preloaded in consts, the sample at input_id)."""
+
     def __init__(self, prefix: str) -> None:
         self.prefix = prefix
         self.nodes: List[Node] = []
@@ -191,21 +195,20 @@ def _trace(model: nn.Module, sample: torch.Tensor):
             out = model(sample)
     except Exception as e:  # noqa: BLE001 - the model's own failure, reported with its cause
         raise BackendError("the model failed on a sample of shape {}: {}: {}".format(
-            tuple(sample.shape), type(e).__name__, e)) from e
+            tuple(sample.shape), type(e).__name__, _first_line(e))) from e
     if not isinstance(out, torch.Tensor):
         what = ("a dict with keys {}".format(", ".join(repr(k) for k in out)) if isinstance(out, dict)
                 else "a {}".format(type(out).__name__))
         raise BackendError("{}.forward returns {}; the quantizer needs one tensor: wrap the model so that forward "
                            "returns it (e.g. model(x)['out'])".format(prefix, what))
     get = getattr(torch.jit, "_get_trace_graph", None) or torch.jit._trace._get_trace_graph
-    import warnings
     try:
         with torch.no_grad(), warnings.catch_warnings():
             warnings.simplefilter("ignore")  # TracerWarnings: control flow on sizes is traced for this shape
             graph, _ = get(model, (sample,))
     except Exception as e:  # noqa: BLE001 - any tracing failure is reported with its cause
         raise BackendError("the portable quantizer could not trace {} with torch.jit: {}: {}".format(
-            prefix, type(e).__name__, str(e).splitlines()[0] if str(e) else "")) from e
+            prefix, type(e).__name__, _first_line(e))) from e
     # pytorch_nndct/utils/jit_utils.py optimize_graph (torch >= 1.9)
     C = torch._C
     C._jit_pass_inline(graph)
@@ -218,6 +221,11 @@ def _trace(model: nn.Module, sample: torch.Tensor):
     C._jit_pass_fuse_addmm(graph)
     graph = C._jit_pass_canonicalize(graph)
     return graph
+
+
+def _first_line(e: BaseException) -> str:
+    lines = str(e).strip().splitlines()
+    return lines[0] if lines else ""
 
 
 def _schema_fn(n) -> Callable:
