@@ -457,11 +457,9 @@ def _op_name(n, base: str, ins, arg_ids: List[int], g: Graph, param_of, relu6_as
         if not isinstance(w, torch.Tensor) or arg_ids[1] not in param_of or w.dim() != 4:
             return n.kind()
         transposed = bool(g.consts.get(arg_ids[6])) if base == "_convolution" else base == "conv_transpose2d"
-        groups = int(g.consts.get(arg_ids[8] if base == "_convolution" else arg_ids[-1 if base == "conv2d"
-                                                                                   else 6], 1))
-        if transposed:
-            return "depthwise_conv_transpose_2d" if w.shape[1] == 1 and groups == w.shape[0] and groups > 1 \
-                else "conv_transpose_2d"
+        groups = int(g.consts.get(arg_ids[8 if base == "_convolution" else 6], 1))
+        if transposed:  # weight [in, out/groups, kh, kw]
+            return "depthwise_conv_transpose_2d" if w.shape[1] == 1 and groups == w.shape[0] else "conv_transpose_2d"
         cin = w.shape[1] * groups
         return "depthwise_conv2d" if groups != 1 and groups == cin and w.shape[0] % cin == 0 else "conv2d"
     if base in ("add", "mul", "sub", "div"):
