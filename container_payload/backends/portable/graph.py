@@ -83,7 +83,7 @@ _ATEN = {
     "linear": "dense", "addmm": "addmm", "flatten": "flatten", "relu": "relu", "leaky_relu": "leaky_relu",
     "gelu": "GELU", "mish": "mish", "prelu": "prelu", "sqrt": "sqrt", "size": "shape", "view": "reshape",
     "reshape": "reshape", "cat": "concat", "relu6": "relu6", "transpose": "transpose", "contiguous": "contiguous",
-    "chunk": "chunk", "upsample_bilinear2d": "resize", "upsample_nearest2d": "resize", "to": "cast",
+    "chunk": "chunk", "ConstantChunk": "chunk", "upsample_bilinear2d": "resize", "upsample_nearest2d": "resize", "to": "cast",
     "floor": "floor", "permute": "permute", "floor_divide": "floor_divide", "softmax": "softmax",
     "sigmoid": "sigmoid", "hardswish": "hswish", "hardsigmoid": "hsigmoid", "slice": "strided_slice",
     "sub": "elementwise_sub", "rsub": "rsub", "exp": "elemwise_exp", "detach": "detach", "select": "select",
@@ -329,7 +329,7 @@ def capture(model: nn.Module, sample: torch.Tensor, *, relu6_as_relu: bool) -> G
             g.steps.append(step)
             producer[outs[0].unique()] = producer.get(rid(ins[0]), [])
             continue
-        if ns == "prim":
+        if ns == "prim" and base != "ConstantChunk":
             if base in ("ListConstruct", "TupleConstruct"):
                 fn = _list if base == "ListConstruct" else _tuple
             elif base in ("ListUnpack", "TupleUnpack"):
@@ -344,7 +344,7 @@ def capture(model: nn.Module, sample: torch.Tensor, *, relu6_as_relu: bool) -> G
             for o in outs:
                 producer[o.unique()] = packed
             continue
-        # an aten op: a node of nndct's graph
+        # an aten op (or prim::ConstantChunk): a node of nndct's graph
         arg_ids = [rid(v) for v in ins]
         if base == "size" and arg_ids and arg_ids[0] in param_of:
             # a parameter's size is a constant (trace_helper.py merge_weight_size_to_constant)
@@ -358,7 +358,7 @@ def capture(model: nn.Module, sample: torch.Tensor, *, relu6_as_relu: bool) -> G
             alias[outs[0].unique()] = arg_ids[0]
             continue
         op = _op_name(n, base, ins, arg_ids, g, param_of, relu6_as_relu)
-        fn = _schema_fn(n)
+        fn = _chunk_fn(n.i("chunks"), n.i("dim")) if base == "ConstantChunk" else _schema_fn(n)
         for i, v in enumerate(ins):
             if v.node().kind() != "prim::Constant" or not v.uses():
                 continue
@@ -425,6 +425,13 @@ _BINARY = {  # the binary ops with both operands tensors, for a plain-number ope
     "rsub": lambda a, b, alpha=1: torch.rsub(a, b, alpha=alpha), "mul": torch.mul, "div": torch.div,
     "remainder": torch.remainder}
 _CONST_IDS = 1 << 40  # value ids of const nodes, clear of the traced graph's
+
+
+def _chunk_fn(chunks: int, dim: int) -> Callable:
+    # prim::ConstantChunk keeps its arguments as node attributes (the dispatcher's ConstantChunk -> chunk)
+    def chunk(x):
+        return torch.chunk(x, chunks, dim)
+    return chunk
 
 
 def _list(*a):
