@@ -9,7 +9,7 @@ from torch import nn
 from container_payload.backends import BackendError
 from container_payload.backends.portable import PortableBackend
 from container_payload.backends.portable import fixpoint as fxp
-from container_payload.backends.portable.engine import Runner
+from container_payload.backends.portable.engine import Runner, adjust
 from container_payload.backends.portable.graph import capture
 
 
@@ -189,3 +189,18 @@ def test_backend_quantizes_prelu_weights_and_new_op_outputs(tmp_path):
     assert any("aten::mean" in w and "float" in w for w in warnings)
     y = b.quantized()(batches[0])
     assert y.shape == (2, 4, 16, 16) and torch.isfinite(y).all()
+
+
+def test_export_adjustments_for_hsigmoid_and_hswish():
+    model = nn.Sequential(nn.Conv2d(3, 3, 1), nn.Hardswish(), nn.Conv2d(3, 3, 1), nn.Hardsigmoid()).eval()
+    g = capture(model, torch.randn(1, 3, 4, 4), relu6_as_relu=False)
+    assert g.output_keys == ["nndct_input_0", "nndct_conv2d_1", "nndct_hswish_2", "nndct_conv2d_3",
+                             "nndct_hsigmoid_4"]
+    par = {n.weight_name: 6 for n in g.nodes if n.weight_name}
+    par.update({n.bias_name: 6 for n in g.nodes if n.bias_name})
+    fps = {"param": par, "output": {"nndct_input_0": 6, "nndct_conv2d_1": -1, "nndct_hswish_2": 9,
+                                     "nndct_conv2d_3": 4, "nndct_hsigmoid_4": 5}}
+    adjust(g, fps)
+    # hswish input raised to 0, its output to at most input + 7; the hsigmoid output raised to 7
+    assert fps["output"] == {"nndct_input_0": 6, "nndct_conv2d_1": 0, "nndct_hswish_2": 7, "nndct_conv2d_3": 4,
+                             "nndct_hsigmoid_4": 7}

@@ -51,8 +51,8 @@ class PortableBackend(Backend):
         g = capture(model, sample[:1], relu6_as_relu=self._optimize)
         if g.unsupported:
             # vai_q_pytorch's parser: "The quantizer recognize new op `X` as a float operator by default."
-            self.warn("portable quantizer: ops vai_q_pytorch does not know run in float, as it runs them: {}".format(
-                ", ".join(g.unsupported)))
+            self.warn("portable quantizer: these ops run in float, as vai_q_pytorch runs them (the DPU cannot; "
+                      "vai_q_pytorch logs them as new float operators): {}".format(", ".join(g.unsupported)))
         for node in g.nodes:
             slope = node.attrs.get("negative_slope")
             if node.op == "leaky_relu" and slope is not None and abs(slope - 0.1) > 1e-3:

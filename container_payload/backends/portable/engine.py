@@ -12,10 +12,11 @@ Calibration follows pytorch_nndct's calib mode (Xilinx/Vitis-AI src/vai_quantize
   rate * mean error per channel (rate 0.05, halved for that batch when the running efficiency passes 4).
   The test-mode bias is float_bias - (float_bias - corrected_bias), as bias_corr.pth stores and reloads it.
 - avg pools scale their output to the DPU's approximation of 1/(kh*kw) (pytorch_nndct/nn/modules/avgpool.py).
-- torchquantizer.py `organize_quant_pos` / `_node_relative_fix_pos_check`, run when quant_info.json is written:
-  nearest resizes inherit their input's fix position (unless they feed a concat), then for each conv-like node
-  shift_cut = w + i - o must lie in [0, 16] (o lowered, or w lowered) and shift_bias = w + i - b in
-  [min(0, shift_cut - 16), 16] (b lowered, or w lowered).
+- torchquantizer.py `organize_quant_pos` (QuantizeFixPosChecker), run when quant_info.json is written, in one
+  pass over the nodes: nearest resizes (unless they end in a concat) and zero paddings take their input's fix
+  position; hsigmoid/hswish inputs are raised to >= 0, hsigmoid outputs to >= 7, hswish outputs lowered to at
+  most input + 7; for each conv-like node shift_cut = w + i - o must lie in [0, 16] (o lowered, or w lowered)
+  and shift_bias = w + i - b in [min(0, shift_cut - 16), 16] (b lowered, or w lowered).
 """
 
 import math
@@ -25,7 +26,7 @@ import torch
 import torch.nn.functional as F
 
 from . import fixpoint as fxp
-from .graph import LEAKY_SLOPE, NORM_SLOTS, PARAM_OPS, Graph, Node, Step
+from .graph import LEAKY_SLOPE, NORM_SLOTS, PARAM_OPS, QUANTIZABLE, Graph, Node, Step
 
 CORR_RATE = 0.05  # nndct_param_corr_rate's default
 # ops whose result is a new tensor, which can then be quantized in place
@@ -353,55 +354,78 @@ class Calibrator(Runner):
 
 
 def adjust(g: Graph, fps: Dict[str, Dict[str, int]]) -> List[str]:
-    """nndct's export-time fix position adjustments, in place; returns what was changed, for the log."""
+    """nndct's export-time fix position adjustments, in place; returns what was changed, for the log.
+
+    torchquantizer.py `organize_quant_pos` -> QuantizeFixPosChecker (nndct_shared/quantization/fix_pos_adjust.py):
+    one pass over the quantizable nodes, head to tail, each applying its op's rules in turn (the input-alignment
+    options that would run first, tail to head, are off by default)."""
     out, par = fps["output"], fps["param"]
     notes: List[str] = []
 
+    def key(node: Node) -> str:
+        return node.name if node.name in out else g.quant_out[node.name].name
+
     def fp_out(node: Node) -> Optional[int]:
-        return out.get(node.name, out.get(g.quant_out[node.name].name))
+        return out.get(key(node))
 
-    def set_out(node: Node, value: int) -> None:
-        key = node.name if node.name in out else g.quant_out[node.name].name
-        out[key] = value
+    def set_out(node: Node, value: int, why: str) -> None:
+        k = key(node)
+        if k in out and out[k] != value:
+            notes.append("{}: output fix position {} -> {} ({})".format(k, out[k], value, why))
+            out[k] = value
 
     for node in g.nodes:
-        if node.op == "resize" and node.parents and _resize_mode(node) == "nearest":
-            end = g.quant_out[node.name]
-            if end.op != "concat":
+        if node.op not in QUANTIZABLE:
+            continue
+        if node.op == "resize" and node.parents and _resize_mode(node) == "nearest" or node.op == "pad":
+            # a nearest resize (unless it ends in a concat) and a zero padding keep their input's position
+            if node.op == "pad" or g.quant_out[node.name].op != "concat":
                 src = fp_out(node.parents[0])
-                if src is not None and end.name in out:
-                    out[end.name] = src
-    for node in g.nodes:
-        if node.op not in PARAM_OPS or not node.parents:
-            continue
-        i = fp_out(node.parents[0])
-        o = out.get(g.quant_out[node.name].name)
-        if i is None:
-            notes.append("unsupported input op of {}: shift checks stop here".format(node.name))
-            break
-        if o is None:
-            continue
-        w = par[node.weight_name]
-        shift_cut = w + i - o
-        if shift_cut < 0:
-            set_out(node, o + shift_cut)
-            notes.append("{}: output fix position {} -> {} (shift_cut)".format(node.name, o, o + shift_cut))
-        elif shift_cut > 16:
-            par[node.weight_name] = w - shift_cut + 16
-            notes.append("{}: weight fix position {} -> {} (shift_cut)".format(node.name, w, w - shift_cut + 16))
-        if node.bias_name:
-            w = par[node.weight_name]
-            b = par[node.bias_name]
-            shift_bias = w + i - b
-            lo = min(0, -(24 - (8 + shift_cut)))
-            if shift_bias < lo:
-                par[node.bias_name] = b + shift_bias - lo
-                notes.append("{}: bias fix position {} -> {} (shift_bias)".format(node.name, b, b + shift_bias - lo))
-            elif shift_bias > 16:
-                par[node.weight_name] = w - shift_bias + 16
-                notes.append("{}: weight fix position {} -> {} (shift_bias)".format(
-                    node.name, w, w - shift_bias + 16))
+                if src is not None:
+                    set_out(node, src, "as its input")
+        elif node.op in ("hsigmoid", "hswish"):
+            # the DPU's hard sigmoid needs input fix positions >= 0, an hsigmoid output >= 7, and an hswish
+            # output at most its input's + 7
+            for p in node.parents:
+                i = fp_out(p)
+                if i is not None and i < 0:
+                    set_out(p, 0, "input of " + node.name)
+            o = fp_out(node)
+            if o is not None and node.op == "hsigmoid" and o < 7:
+                set_out(node, 7, "hsigmoid output")
+            i = fp_out(node.parents[0]) if node.parents else None
+            if o is not None and i is not None and node.op == "hswish" and i + 7 < o:
+                set_out(node, i + 7, "hswish output")
+        elif node.op in PARAM_OPS and node.parents and node.weight_name:
+            _shift_checks(node, fp_out(node.parents[0]), fp_out(node), par, lambda v: set_out(node, v, "shift_cut"),
+                          notes)
     return notes
+
+
+def _shift_checks(node: Node, i: Optional[int], o: Optional[int], par: Dict[str, int], set_o, notes) -> None:
+    """shift_cut = w + i - o in [0, 16] (o lowered, or w lowered), then shift_bias = w + i - b in
+    [min(0, shift_cut - 16), 16] (b lowered, or w lowered); nothing when a position is missing."""
+    if i is None or o is None:
+        notes.append("{}: an input or output is not quantized; shift checks skipped".format(node.name))
+        return
+    w = par[node.weight_name]
+    shift_cut = w + i - o
+    if shift_cut < 0:
+        set_o(o + shift_cut)
+    elif shift_cut > 16:
+        par[node.weight_name] = w - shift_cut + 16
+        notes.append("{}: weight fix position {} -> {} (shift_cut)".format(node.name, w, w - shift_cut + 16))
+    if node.bias_name:
+        w = par[node.weight_name]
+        b = par[node.bias_name]
+        shift_bias = w + i - b
+        lo = min(0, -(24 - (8 + shift_cut)))
+        if shift_bias < lo:
+            par[node.bias_name] = b + shift_bias - lo
+            notes.append("{}: bias fix position {} -> {} (shift_bias)".format(node.name, b, b + shift_bias - lo))
+        elif shift_bias > 16:
+            par[node.weight_name] = w - shift_bias + 16
+            notes.append("{}: weight fix position {} -> {} (shift_bias)".format(node.name, w, w - shift_bias + 16))
 
 
 def _resize_mode(node: Node) -> str:

@@ -47,6 +47,7 @@ What nndct does and where it says so (Xilinx/Vitis-AI src/vai_quantizer/vai_q_py
   (pytorch_nndct/qproc/utils.py `prepare_quantizable_module`: parse_module -> QuantOptimizer (BN folding,
   dropout removal) -> script writer, whose `_gen_module_name` sets node.idx); removed nodes leave no gap.
 """
+import warnings
 from contextlib import contextmanager
 from typing import Any, Callable, Dict, Iterator, List, Optional, Set
 
@@ -83,7 +84,7 @@ _ATEN = {
     "linear": "dense", "addmm": "addmm", "flatten": "flatten", "relu": "relu", "leaky_relu": "leaky_relu",
     "gelu": "GELU", "mish": "mish", "prelu": "prelu", "sqrt": "sqrt", "size": "shape", "view": "reshape",
     "reshape": "reshape", "cat": "concat", "relu6": "relu6", "transpose": "transpose", "contiguous": "contiguous",
-    "chunk": "chunk", "upsample_bilinear2d": "resize", "upsample_nearest2d": "resize", "to": "cast",
+    "chunk": "chunk", "ConstantChunk": "chunk", "upsample_bilinear2d": "resize", "upsample_nearest2d": "resize", "to": "cast",
     "floor": "floor", "permute": "permute", "floor_divide": "floor_divide", "softmax": "softmax",
     "sigmoid": "sigmoid", "hardswish": "hswish", "hardsigmoid": "hsigmoid", "slice": "strided_slice",
     "sub": "elementwise_sub", "rsub": "rsub", "exp": "elemwise_exp", "detach": "detach", "select": "select",
@@ -156,6 +157,9 @@ class Node:
 
 
 class Graph:
+    """nndct's numbered nodes, and the steps that compute them: the traced ops in order, each reading and
+    writing value ids (constants and parameters preloaded in consts, the sample at input_id)."""
+
     def __init__(self, prefix: str) -> None:
         self.prefix = prefix
         self.nodes: List[Node] = []
@@ -212,21 +216,20 @@ def _trace(model: nn.Module, sample: torch.Tensor):
             out = model(sample)
     except Exception as e:  # noqa: BLE001 - the model's own failure, reported with its cause
         raise BackendError("the model failed on a sample of shape {}: {}: {}".format(
-            tuple(sample.shape), type(e).__name__, e)) from e
+            tuple(sample.shape), type(e).__name__, _first_line(e))) from e
     if not isinstance(out, torch.Tensor):
         what = ("a dict with keys {}".format(", ".join(repr(k) for k in out)) if isinstance(out, dict)
                 else "a {}".format(type(out).__name__))
         raise BackendError("{}.forward returns {}; the quantizer needs one tensor: wrap the model so that forward "
                            "returns it (e.g. model(x)['out'])".format(prefix, what))
     get = getattr(torch.jit, "_get_trace_graph", None) or torch.jit._trace._get_trace_graph
-    import warnings
     try:
         with torch.no_grad(), warnings.catch_warnings():
             warnings.simplefilter("ignore")  # TracerWarnings: control flow on sizes is traced for this shape
             graph, _ = get(model, (sample,))
     except Exception as e:  # noqa: BLE001 - any tracing failure is reported with its cause
         raise BackendError("the portable quantizer could not trace {} with torch.jit: {}: {}".format(
-            prefix, type(e).__name__, str(e).splitlines()[0] if str(e) else "")) from e
+            prefix, type(e).__name__, _first_line(e))) from e
     # pytorch_nndct/utils/jit_utils.py optimize_graph (torch >= 1.9)
     C = torch._C
     C._jit_pass_inline(graph)
@@ -239,6 +242,11 @@ def _trace(model: nn.Module, sample: torch.Tensor):
     C._jit_pass_fuse_addmm(graph)
     graph = C._jit_pass_canonicalize(graph)
     return graph
+
+
+def _first_line(e: BaseException) -> str:
+    lines = str(e).strip().splitlines()
+    return lines[0] if lines else ""
 
 
 def _schema_fn(n) -> Callable:
@@ -343,7 +351,7 @@ def capture(model: nn.Module, sample: torch.Tensor, *, relu6_as_relu: bool) -> G
             g.steps.append(step)
             producer[outs[0].unique()] = producer.get(rid(ins[0]), [])
             continue
-        if ns == "prim":
+        if ns == "prim" and base != "ConstantChunk":
             if base in ("ListConstruct", "TupleConstruct"):
                 fn = _list if base == "ListConstruct" else _tuple
             elif base in ("ListUnpack", "TupleUnpack"):
@@ -358,7 +366,7 @@ def capture(model: nn.Module, sample: torch.Tensor, *, relu6_as_relu: bool) -> G
             for o in outs:
                 producer[o.unique()] = packed
             continue
-        # an aten op: a node of nndct's graph
+        # an aten op (or prim::ConstantChunk): a node of nndct's graph
         arg_ids = [rid(v) for v in ins]
         if base == "size" and arg_ids and arg_ids[0] in param_of:
             # a parameter's size is a constant (trace_helper.py merge_weight_size_to_constant)
@@ -372,7 +380,7 @@ def capture(model: nn.Module, sample: torch.Tensor, *, relu6_as_relu: bool) -> G
             alias[outs[0].unique()] = arg_ids[0]
             continue
         op = _op_name(n, base, ins, arg_ids, g, param_of)
-        fn = _schema_fn(n)
+        fn = _chunk_fn(n.i("chunks"), n.i("dim")) if base == "ConstantChunk" else _schema_fn(n)
         for i, v in enumerate(ins):
             if v.node().kind() != "prim::Constant" or not v.uses():
                 continue
@@ -441,6 +449,13 @@ _BINARY = {  # the binary ops with both operands tensors, for a plain-number ope
 _CONST_IDS = 1 << 40  # value ids of const nodes, clear of the traced graph's
 
 
+def _chunk_fn(chunks: int, dim: int) -> Callable:
+    # prim::ConstantChunk keeps its arguments as node attributes (the dispatcher's ConstantChunk -> chunk)
+    def chunk(x):
+        return torch.chunk(x, chunks, dim)
+    return chunk
+
+
 def _list(*a):
     return list(a)
 
@@ -471,11 +486,9 @@ def _op_name(n, base: str, ins, arg_ids: List[int], g: Graph, param_of) -> str:
         if not isinstance(w, torch.Tensor) or arg_ids[1] not in param_of or w.dim() != 4:
             return n.kind()
         transposed = bool(g.consts.get(arg_ids[6])) if base == "_convolution" else base == "conv_transpose2d"
-        groups = int(g.consts.get(arg_ids[8] if base == "_convolution" else arg_ids[-1 if base == "conv2d"
-                                                                                   else 6], 1))
-        if transposed:
-            return "depthwise_conv_transpose_2d" if w.shape[1] == 1 and groups == w.shape[0] and groups > 1 \
-                else "conv_transpose_2d"
+        groups = int(g.consts.get(arg_ids[8 if base == "_convolution" else 6], 1))
+        if transposed:  # weight [in, out/groups, kh, kw]
+            return "depthwise_conv_transpose_2d" if w.shape[1] == 1 and groups == w.shape[0] else "conv_transpose_2d"
         cin = w.shape[1] * groups
         return "depthwise_conv2d" if groups != 1 and groups == cin and w.shape[0] % cin == 0 else "conv2d"
     if base in ("add", "mul", "sub", "div"):
