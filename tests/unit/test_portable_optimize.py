@@ -5,7 +5,7 @@ import torch
 from torch import nn
 
 from container_payload.backends.portable import fixpoint as fxp
-from container_payload.backends.portable.engine import CORR_RATE, Calibrator
+from container_payload.backends.portable.engine import CORR_RATE, Calibrator, Runner
 from container_payload.backends.portable.equalize import equalize
 from container_payload.backends.portable.graph import capture
 
@@ -94,3 +94,37 @@ def test_only_relu6_modules_become_relu_and_the_model_keeps_them():
     assert isinstance(model.module_relu6, nn.ReLU6)
     g = capture(model, torch.randn(1, 3, 4, 4), relu6_as_relu=False)
     assert [n.op for n in g.nodes if n.op.startswith("relu")] == ["relu6", "relu6", "relu6"]
+
+
+class _Deconvs(nn.Module):
+    """conv -> grouped conv-transpose -> conv-transpose -> depthwise conv-transpose -> conv, relus between."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.c1 = nn.Conv2d(3, 16, 3, stride=2, padding=1)
+        self.grouped = nn.ConvTranspose2d(16, 16, 2, stride=2, groups=4)
+        self.plain = nn.ConvTranspose2d(16, 8, 3, padding=1)
+        self.depthwise = nn.ConvTranspose2d(8, 8, 4, stride=2, padding=1, groups=8)
+        self.c2 = nn.Conv2d(8, 4, 1)
+
+    def forward(self, x):
+        x = torch.relu(self.grouped(torch.relu(self.c1(x))))
+        return self.c2(torch.relu(self.depthwise(torch.relu(self.plain(x)))))
+
+
+def test_equalization_keeps_the_float_function_through_grouped_and_depthwise_conv_transposes():
+    torch.manual_seed(0)
+    model = _Deconvs().eval()
+    with torch.no_grad():
+        for m in model.modules():
+            if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d)):
+                m.weight.mul_(torch.rand(m.weight.shape[0], 1, 1, 1) * 3)
+    x = torch.randn(2, 3, 8, 8)
+    g = capture(model, x[:1], relu6_as_relu=True)
+    before = _weights(g)
+    assert equalize(g) == 4
+    after = _weights(g)
+    assert all(not torch.equal(before[k][0], after[k][0]) for k in before)
+    with torch.no_grad():
+        y = Runner(g).run(x, lambda node: (node.weight, node.bias), lambda node, v: v)
+        assert torch.allclose(y, model(x), rtol=1e-4, atol=1e-5)
