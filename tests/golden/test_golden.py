@@ -27,8 +27,6 @@ ARGMAX_MIN = 0.995
 # capture as of the golden tier's first commit). Remove an entry when its reference passes: strict xfail turns an
 # unexpected pass into a failure, so none goes stale.
 KNOWN_FAILURES: dict[str, str] = {
-    "tv_mobilenet_v3_small-q0": "params 108/108, inputs 1/1, activations 62/107 (named 70), argmax 0.2500",
-    "tv_mobilenet_v3_small-q3": "params 108/108, inputs 1/1, activations 62/107 (named 70), argmax 0.7500",
     "tv_shufflenet_v2_x0_5-q0": "torch.fx capture fails: TraceError: Proxy object cannot be iterated",
     "tv_shufflenet_v2_x0_5-q3": "torch.fx capture fails: TraceError: Proxy object cannot be iterated",
 }
