@@ -48,7 +48,7 @@ What nndct does and where it says so (Xilinx/Vitis-AI src/vai_quantizer/vai_q_py
   dropout removal) -> script writer, whose `_gen_module_name` sets node.idx); removed nodes leave no gap.
 """
 import warnings
-from typing import Any, Callable, Dict, List, Optional, Set
+from typing import Any, Callable, Dict, List, Optional, Set, Tuple
 
 import torch
 from torch import nn
@@ -205,7 +205,7 @@ def _trace(model: nn.Module, sample: torch.Tensor):
     try:
         with torch.no_grad(), warnings.catch_warnings():
             warnings.simplefilter("ignore")  # TracerWarnings: control flow on sizes is traced for this shape
-            graph, _ = get(model, (sample,))
+            graph, _ = get(model, (sample.as_subclass(_SlicedSplits),))
     except Exception as e:  # noqa: BLE001 - any tracing failure is reported with its cause
         raise BackendError("the portable quantizer could not trace {} with torch.jit: {}: {}".format(
             prefix, type(e).__name__, _first_line(e))) from e
@@ -221,6 +221,51 @@ def _trace(model: nn.Module, sample: torch.Tensor):
     C._jit_pass_fuse_addmm(graph)
     graph = C._jit_pass_canonicalize(graph)
     return graph
+
+
+class _SlicedSplits(torch.Tensor):
+    """The sample while nndct traces: chunk and split are done by slicing, the last piece ending at the traced
+    size of the dimension (pytorch_nndct/parse/override_torch_function.py, TraceTensorMode); every other torch
+    function runs as usual (its results stay of this class, so the whole forward is covered)."""
+
+    @classmethod
+    def __torch_function__(cls, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        if func in (torch.chunk, torch.Tensor.chunk):
+            return _chunk_by_slices(*args, **kwargs)
+        if func in (torch.split, torch.Tensor.split):
+            return _split_by_slices(*args, **kwargs)
+        return super().__torch_function__(func, types, args, kwargs)
+
+
+def _slices(x: torch.Tensor, dim: int, bounds: List[Tuple[int, Optional[int]]]) -> Tuple[torch.Tensor, ...]:
+    dim = dim % x.dim()
+    pieces = []
+    for start, end in bounds:
+        index = [slice(None, None)] * x.dim()
+        index[dim] = slice(start, x.shape[dim] if end is None else end)
+        pieces.append(x[tuple(index)])
+    return tuple(pieces)
+
+
+def _chunk_by_slices(x: torch.Tensor, chunks: int, dim: int = 0) -> Tuple[torch.Tensor, ...]:
+    n = int(x.shape[dim])
+    size = -(-n // chunks)
+    count = -(-n // size) if size else chunks
+    return _slices(x, dim, [(k * size, None if k == count - 1 else (k + 1) * size) for k in range(count)])
+
+
+def _split_by_slices(x: torch.Tensor, split_size_or_sections, dim: int = 0) -> Tuple[torch.Tensor, ...]:
+    if isinstance(split_size_or_sections, int):
+        n = int(x.shape[dim])
+        size = split_size_or_sections
+        count = max(1, -(-n // size))
+        return _slices(x, dim, [(k * size, None if k == count - 1 else (k + 1) * size) for k in range(count)])
+    bounds, start = [], 0
+    for size in split_size_or_sections:
+        bounds.append((start, start + int(size)))
+        start += int(size)
+    return _slices(x, dim, bounds)
 
 
 def _first_line(e: BaseException) -> str:
@@ -354,6 +399,19 @@ def capture(model: nn.Module, sample: torch.Tensor, *, relu6_as_relu: bool) -> G
             # a view to the shape it already has (opt_pass.py remove_reduantant_view), judged on the traced shapes
             alias[outs[0].unique()] = arg_ids[0]
             continue
+        chain = producer.get(arg_ids[0], []) if base == "slice" else []
+        if len(chain) == 1 and chain[0].attrs.get("slice_chain") == arg_ids[0] and \
+                consumers.get(ins[0].unique(), 0) == 1:
+            # a slice of a slice joins it: one strided_slice node per chain (opt_pass.py slice_to_strided_slice)
+            head = chain[0]
+            g.steps.append(Step(_schema_fn(n), arg_ids, [outs[0].unique()], kind))
+            for a in arg_ids[1:]:
+                for p in producer.get(a, []):
+                    if p not in head.parents:
+                        head.parents.append(p)
+            producer[outs[0].unique()] = [head]
+            head.attrs["slice_chain"] = outs[0].unique()
+            continue
         if base == "batch_norm" and _fold_bn_into(g, producer.get(arg_ids[0], []), arg_ids, consumers, ins):
             alias[outs[0].unique()] = arg_ids[0]
             continue
@@ -387,6 +445,8 @@ def capture(model: nn.Module, sample: torch.Tensor, *, relu6_as_relu: bool) -> G
                     node.parents.append(p)
         for o in outs:
             producer[o.unique()] = [node]
+        if base == "slice":
+            node.attrs["slice_chain"] = outs[0].unique()
         g.steps.append(step)
         g.nodes.append(node)
     rets = list(graph.outputs())
