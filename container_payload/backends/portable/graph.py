@@ -133,13 +133,18 @@ class Step:
         self.kind = kind
 
 
+def node_name(op: str, idx: int) -> str:
+    """`nndct_conv2d_3` for NNDCT_OP types, `aten_feature_dropout__7` for ops nndct keeps under their aten name."""
+    return "{}_{}".format(op.replace("::", "_"), idx) if "::" in op else "nndct_{}_{}".format(op, idx)
+
+
 class Node:
     """One op of the BN-folded graph, as nndct numbers it."""
 
     def __init__(self, idx: int, op: str, step: Optional[Step]) -> None:
         self.idx = idx
         self.op = op  # NNDCT_OP type without `nndct_`, or an aten schema name (`aten::feature_dropout`)
-        self.name = ("{}_{}".format(op.replace("::", "_"), idx) if "::" in op else "nndct_{}_{}".format(op, idx))
+        self.name = node_name(op, idx)
         self.step = step
         self.parents: List["Node"] = []
         self.children: List["Node"] = []
@@ -650,7 +655,7 @@ def _drop_dead(g: Graph) -> None:
             n.parents = [p for p in n.parents if id(p) not in dropped]
     for i, n in enumerate(g.nodes):
         n.idx = i
-        n.name = ("{}_{}".format(n.op.replace("::", "_"), i) if "::" in n.op else "nndct_{}_{}".format(n.op, i))
+        n.name = node_name(n.op, i)
     g.unsupported = ["{} ({})".format(n.name, n.op) for n in g.nodes if n.custom]
 
 
