@@ -3,7 +3,9 @@
 What nndct does and where it says so (Xilinx/Vitis-AI src/vai_quantizer/vai_q_pytorch):
 - Capture (pytorch_nndct/parse/trace_helper.py, pytorch_nndct/utils/jit_utils.py): torch.jit's tracer runs the
   model once on a concrete sample, so Python control flow on sizes is simply executed; the graph is inlined,
-  tuples lowered, constants propagated, dead code removed, then canonicalized. Graph inputs after the sample are
+  tuples lowered, constants propagated, dead code removed, then canonicalized. While it traces, chunk and split
+  are done by slicing (parse/override_torch_function.py), and a chain of slices becomes one strided_slice node
+  (opt_pass.py slice_to_strided_slice). Graph inputs after the sample are
   the model's state_dict entries, which name the parameters. Each remaining aten op becomes a node named after
   its NNDCT_OP type (parse/op_dispatcher.py); an op the dispatcher does not know keeps its schema name
   (`aten::feature_dropout_` -> `aten_feature_dropout__N`) and runs in float ("new op ... as a float
