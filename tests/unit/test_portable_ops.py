@@ -42,7 +42,7 @@ def test_python_control_flow_on_sizes_is_traced_for_the_sample():
     # the size arithmetic of the padding is traced: shape nodes, and const nodes (numbered first) for its numbers
     assert ops == ["const"] * 6 + ["input", "shape", "shape", "aten::remainder", "rsub", "aten::remainder",
                                    "aten::remainder", "rsub", "aten::remainder", "pad_nd", "conv2d", "relu",
-                                   "conv_transpose_2d", "strided_slice", "strided_slice"]
+                                   "conv_transpose_2d", "strided_slice"]  # the crop's two slices: one node
     assert not any(k.startswith(("nndct_const", "nndct_shape", "aten_remainder", "nndct_rsub")) for k in g.output_keys)
     with torch.no_grad():
         torch.testing.assert_close(_float_run(g, x), model(x))
@@ -204,3 +204,28 @@ def test_export_adjustments_for_hsigmoid_and_hswish():
     # hswish input raised to 0, its output to at most input + 7; the hsigmoid output raised to 7
     assert fps["output"] == {"nndct_input_0": 6, "nndct_conv2d_1": 0, "nndct_hswish_2": 7, "nndct_conv2d_3": 4,
                              "nndct_hsigmoid_4": 7}
+
+
+def test_chunk_is_traced_as_slices_as_nndct_traces_it():
+    class Shuffle(nn.Module):
+        """ShuffleNetV2's unit: split in two by chunk, one half through convs, concat, channel shuffle."""
+
+        def __init__(self):
+            super().__init__()
+            self.conv = nn.Conv2d(2, 2, 1)
+
+        def forward(self, x):
+            a, b = x.chunk(2, dim=1)
+            y = torch.cat([a, F.relu(self.conv(b))], 1)
+            n, c, h, w = y.size()
+            return y.view(n, 2, c // 2, h, w).transpose(1, 2).reshape(n, c, h, w)
+
+    model = Shuffle().eval()
+    x = torch.randn(2, 4, 4, 4)
+    g = capture(model, x, relu6_as_relu=False)
+    # vai_q_pytorch replaces chunk by slicing while it traces; the last piece ends at the traced size, and each
+    # chain of slices is one strided_slice (seen on torchvision's ShuffleNetV2: strided_slice, shape,
+    # strided_slice)
+    assert [n.op for n in g.nodes][:6] == ["const", "input", "strided_slice", "shape", "strided_slice", "conv2d"]
+    with torch.no_grad():
+        torch.testing.assert_close(_float_run(g, x), model(x))

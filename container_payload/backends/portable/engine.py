@@ -397,8 +397,8 @@ def adjust(g: Graph, fps: Dict[str, Dict[str, int]]) -> List[str]:
             if o is not None and i is not None and node.op == "hswish" and i + 7 < o:
                 set_out(node, i + 7, "hswish output")
         elif node.op in PARAM_OPS and node.parents and node.weight_name:
-            _shift_checks(node, fp_out(node.parents[0]), fp_out(node), par, lambda v: set_out(node, v, "shift_cut"),
-                          notes)
+            _shift_checks(node, fp_out(node.parents[0]), fp_out(node), par,
+                          lambda v, node=node: set_out(node, v, "shift_cut"), notes)
     return notes
 
 

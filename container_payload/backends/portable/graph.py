@@ -3,7 +3,9 @@
 What nndct does and where it says so (Xilinx/Vitis-AI src/vai_quantizer/vai_q_pytorch):
 - Capture (pytorch_nndct/parse/trace_helper.py, pytorch_nndct/utils/jit_utils.py): torch.jit's tracer runs the
   model once on a concrete sample, so Python control flow on sizes is simply executed; the graph is inlined,
-  tuples lowered, constants propagated, dead code removed, then canonicalized. Graph inputs after the sample are
+  tuples lowered, constants propagated, dead code removed, then canonicalized. While it traces, chunk and split
+  are done by slicing (parse/override_torch_function.py), and a chain of slices becomes one strided_slice node
+  (opt_pass.py slice_to_strided_slice). Graph inputs after the sample are
   the model's state_dict entries, which name the parameters. Each remaining aten op becomes a node named after
   its NNDCT_OP type (parse/op_dispatcher.py); an op the dispatcher does not know keeps its schema name
   (`aten::feature_dropout_` -> `aten_feature_dropout__N`) and runs in float ("new op ... as a float
@@ -49,7 +51,7 @@ What nndct does and where it says so (Xilinx/Vitis-AI src/vai_quantizer/vai_q_py
 """
 import warnings
 from contextlib import contextmanager
-from typing import Any, Callable, Dict, Iterator, List, Optional, Set
+from typing import Any, Callable, Dict, Iterator, List, Optional, Set, Tuple
 
 import torch
 from torch import nn
@@ -84,7 +86,8 @@ _ATEN = {
     "linear": "dense", "addmm": "addmm", "flatten": "flatten", "relu": "relu", "leaky_relu": "leaky_relu",
     "gelu": "GELU", "mish": "mish", "prelu": "prelu", "sqrt": "sqrt", "size": "shape", "view": "reshape",
     "reshape": "reshape", "cat": "concat", "relu6": "relu6", "transpose": "transpose", "contiguous": "contiguous",
-    "chunk": "chunk", "ConstantChunk": "chunk", "upsample_bilinear2d": "resize", "upsample_nearest2d": "resize", "to": "cast",
+    "chunk": "chunk", "ConstantChunk": "chunk", "upsample_bilinear2d": "resize", "upsample_nearest2d": "resize",
+    "to": "cast",
     "floor": "floor", "permute": "permute", "floor_divide": "floor_divide", "softmax": "softmax",
     "sigmoid": "sigmoid", "hardswish": "hswish", "hardsigmoid": "hsigmoid", "slice": "strided_slice",
     "sub": "elementwise_sub", "rsub": "rsub", "exp": "elemwise_exp", "detach": "detach", "select": "select",
@@ -133,13 +136,18 @@ class Step:
         self.kind = kind
 
 
+def node_name(op: str, idx: int) -> str:
+    """`nndct_conv2d_3` for NNDCT_OP types, `aten_feature_dropout__7` for ops nndct keeps under their aten name."""
+    return "{}_{}".format(op.replace("::", "_"), idx) if "::" in op else "nndct_{}_{}".format(op, idx)
+
+
 class Node:
     """One op of the BN-folded graph, as nndct numbers it."""
 
     def __init__(self, idx: int, op: str, step: Optional[Step]) -> None:
         self.idx = idx
         self.op = op  # NNDCT_OP type without `nndct_`, or an aten schema name (`aten::feature_dropout`)
-        self.name = ("{}_{}".format(op.replace("::", "_"), idx) if "::" in op else "nndct_{}_{}".format(op, idx))
+        self.name = node_name(op, idx)
         self.step = step
         self.parents: List["Node"] = []
         self.children: List["Node"] = []
@@ -226,7 +234,7 @@ def _trace(model: nn.Module, sample: torch.Tensor):
     try:
         with torch.no_grad(), warnings.catch_warnings():
             warnings.simplefilter("ignore")  # TracerWarnings: control flow on sizes is traced for this shape
-            graph, _ = get(model, (sample,))
+            graph, _ = get(model, (sample.as_subclass(_SlicedSplits),))
     except Exception as e:  # noqa: BLE001 - any tracing failure is reported with its cause
         raise BackendError("the portable quantizer could not trace {} with torch.jit: {}: {}".format(
             prefix, type(e).__name__, _first_line(e))) from e
@@ -242,6 +250,51 @@ def _trace(model: nn.Module, sample: torch.Tensor):
     C._jit_pass_fuse_addmm(graph)
     graph = C._jit_pass_canonicalize(graph)
     return graph
+
+
+class _SlicedSplits(torch.Tensor):
+    """The sample while nndct traces: chunk and split are done by slicing, the last piece ending at the traced
+    size of the dimension (pytorch_nndct/parse/override_torch_function.py, TraceTensorMode); every other torch
+    function runs as usual (its results stay of this class, so the whole forward is covered)."""
+
+    @classmethod
+    def __torch_function__(cls, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        if func in (torch.chunk, torch.Tensor.chunk):
+            return _chunk_by_slices(*args, **kwargs)
+        if func in (torch.split, torch.Tensor.split):
+            return _split_by_slices(*args, **kwargs)
+        return super().__torch_function__(func, types, args, kwargs)
+
+
+def _slices(x: torch.Tensor, dim: int, bounds: List[Tuple[int, Optional[int]]]) -> Tuple[torch.Tensor, ...]:
+    dim = dim % x.dim()
+    pieces = []
+    for start, end in bounds:
+        index = [slice(None, None)] * x.dim()
+        index[dim] = slice(start, x.shape[dim] if end is None else end)
+        pieces.append(x[tuple(index)])
+    return tuple(pieces)
+
+
+def _chunk_by_slices(x: torch.Tensor, chunks: int, dim: int = 0) -> Tuple[torch.Tensor, ...]:
+    n = int(x.shape[dim])
+    size = -(-n // chunks)
+    count = -(-n // size) if size else chunks
+    return _slices(x, dim, [(k * size, None if k == count - 1 else (k + 1) * size) for k in range(count)])
+
+
+def _split_by_slices(x: torch.Tensor, split_size_or_sections, dim: int = 0) -> Tuple[torch.Tensor, ...]:
+    if isinstance(split_size_or_sections, int):
+        n = int(x.shape[dim])
+        size = split_size_or_sections
+        count = max(1, -(-n // size))
+        return _slices(x, dim, [(k * size, None if k == count - 1 else (k + 1) * size) for k in range(count)])
+    bounds, start = [], 0
+    for size in split_size_or_sections:
+        bounds.append((start, start + int(size)))
+        start += int(size)
+    return _slices(x, dim, bounds)
 
 
 def _first_line(e: BaseException) -> str:
@@ -376,6 +429,19 @@ def capture(model: nn.Module, sample: torch.Tensor, *, relu6_as_relu: bool) -> G
             # a view to the shape it already has (opt_pass.py remove_reduantant_view), judged on the traced shapes
             alias[outs[0].unique()] = arg_ids[0]
             continue
+        chain = producer.get(arg_ids[0], []) if base == "slice" else []
+        if len(chain) == 1 and chain[0].attrs.get("slice_chain") == arg_ids[0] and \
+                consumers.get(ins[0].unique(), 0) == 1:
+            # a slice of a slice joins it: one strided_slice node per chain (opt_pass.py slice_to_strided_slice)
+            head = chain[0]
+            g.steps.append(Step(_schema_fn(n), arg_ids, [outs[0].unique()], kind))
+            for a in arg_ids[1:]:
+                for p in producer.get(a, []):
+                    if p not in head.parents:
+                        head.parents.append(p)
+            producer[outs[0].unique()] = [head]
+            head.attrs["slice_chain"] = outs[0].unique()
+            continue
         if base == "batch_norm" and _fold_bn_into(g, producer.get(arg_ids[0], []), arg_ids, consumers, ins):
             alias[outs[0].unique()] = arg_ids[0]
             continue
@@ -409,6 +475,8 @@ def capture(model: nn.Module, sample: torch.Tensor, *, relu6_as_relu: bool) -> G
                     node.parents.append(p)
         for o in outs:
             producer[o.unique()] = [node]
+        if base == "slice":
+            node.attrs["slice_chain"] = outs[0].unique()
         g.steps.append(step)
         g.nodes.append(node)
     rets = list(graph.outputs())
@@ -611,7 +679,7 @@ def _drop_dead(g: Graph) -> None:
             n.parents = [p for p in n.parents if id(p) not in dropped]
     for i, n in enumerate(g.nodes):
         n.idx = i
-        n.name = ("{}_{}".format(n.op.replace("::", "_"), i) if "::" in n.op else "nndct_{}_{}".format(n.op, i))
+        n.name = node_name(n.op, i)
     g.unsupported = ["{} ({})".format(n.name, n.op) for n in g.nodes if n.custom]
 
 
