@@ -26,10 +26,7 @@ ARGMAX_MIN = 0.995
 # References today's portable backend does not meet yet, with what it measured (check.py's figures, torch.fx
 # capture as of the golden tier's first commit). Remove an entry when its reference passes: strict xfail turns an
 # unexpected pass into a failure, so none goes stale.
-KNOWN_FAILURES: dict[str, str] = {
-    "tv_shufflenet_v2_x0_5-q0": "torch.fx capture fails: TraceError: Proxy object cannot be iterated",
-    "tv_shufflenet_v2_x0_5-q3": "torch.fx capture fails: TraceError: Proxy object cannot be iterated",
-}
+KNOWN_FAILURES: dict[str, str] = {}
 
 
 def _marks(ref: str) -> list:
