@@ -26,34 +26,7 @@ ARGMAX_MIN = 0.995
 # References today's portable backend does not meet yet, with what it measured (check.py's figures, torch.fx
 # capture as of the golden tier's first commit). Remove an entry when its reference passes: strict xfail turns an
 # unexpected pass into a failure, so none goes stale.
-KNOWN_FAILURES: dict[str, str] = {
-    "custom_mobile_gates-q0": "params 20/21, inputs 1/1, activations 16/22 (named 16), argmax 0.9706",
-    "custom_mobile_gates-q3": "params 20/21, inputs 1/1, activations 16/22 (named 16), argmax 0.9713",
-    "custom_shape_ops-q0": "torch.fx capture fails: TraceError: Proxy object cannot be iterated",
-    "custom_shape_ops-q3": "torch.fx capture fails: TraceError: Proxy object cannot be iterated",
-    "smp_deeplabv3plus_resnet18-q0": "torch.fx capture fails: TraceError: Proxy object cannot be iterated",
-    "smp_deeplabv3plus_resnet18-q3": "torch.fx capture fails: TraceError: Proxy object cannot be iterated",
-    "smp_fpn_mobilenet_v2-q0": "torch.fx capture fails: TraceError: Proxy object cannot be iterated",
-    "smp_fpn_mobilenet_v2-q3": "torch.fx capture fails: TraceError: Proxy object cannot be iterated",
-    "smp_unet_resnet18-q0": "torch.fx capture fails: IndexError: list index out of range",
-    "smp_unet_resnet18-q3": "torch.fx capture fails: IndexError: list index out of range",
-    "smp_unet_resnet50-q0": "torch.fx capture fails: IndexError: list index out of range",
-    "smp_unet_resnet50-q3": "torch.fx capture fails: IndexError: list index out of range",
-    "timm_mobilenetv3_small_050-q0": "portable raises KeyError: 'nndct_batch_norm_2' (at engine.py:265)",
-    "timm_mobilenetv3_small_050-q3": "portable raises KeyError: 'nndct_batch_norm_2' (at engine.py:265)",
-    "timm_regnetx_002-q0": "portable raises KeyError: 'nndct_batch_norm_2' (at engine.py:265)",
-    "timm_regnetx_002-q3": "portable raises KeyError: 'nndct_batch_norm_2' (at engine.py:265)",
-    "tv_deeplabv3_mobilenet_v3_large-q0": "params 140/140, inputs 1/1, activations 80/123 (named 87), argmax 0.5958",
-    "tv_deeplabv3_mobilenet_v3_large-q3": "params 140/140, inputs 1/1, activations 79/123 (named 87), argmax 0.5908",
-    "tv_lraspp_mobilenet_v3_large-q0": "params 131/131, inputs 1/1, activations 84/126 (named 88), argmax 0.6979",
-    "tv_lraspp_mobilenet_v3_large-q3": "params 131/131, inputs 1/1, activations 77/126 (named 88), argmax 0.7070",
-    "tv_mobilenet_v2-q3": "params 106/106, inputs 1/1, activations 60/64 (named 64), argmax 1.0000",
-    "tv_mobilenet_v3_small-q0": "params 108/108, inputs 1/1, activations 62/107 (named 70), argmax 0.2500",
-    "tv_mobilenet_v3_small-q3": "params 108/108, inputs 1/1, activations 62/107 (named 70), argmax 0.7500",
-    "tv_resnet18-q3": "params 42/42, inputs 1/1, activations 31/31 (named 31), argmax 0.7500",
-    "tv_shufflenet_v2_x0_5-q0": "torch.fx capture fails: TraceError: Proxy object cannot be iterated",
-    "tv_shufflenet_v2_x0_5-q3": "torch.fx capture fails: TraceError: Proxy object cannot be iterated",
-}
+KNOWN_FAILURES: dict[str, str] = {}
 
 
 def _marks(ref: str) -> list:

@@ -32,6 +32,7 @@ def test_quantize_act_matches_exact_half_up_on_random_values():
     g = torch.Generator().manual_seed(1)
     x = torch.randn(300_000, generator=g) * 3
     x[::7] = torch.round(x[::7] * 16) / 16 + 1 / 32  # plenty of exact ties at fp 4
+    x[3::11] = (0.5 - 2.0 ** -25) / 16  # just below a half at fp 4, where floor(t + 0.5) would give 1
     for fp in (2, 4, 6):
         ref = fxp.round_half_up(x * 2.0 ** fp).clamp(-128, 127) * 2.0 ** -fp
         assert torch.equal(fxp.quantize_act(x, fp), ref)

@@ -8,13 +8,24 @@ import torch
 from torch import nn
 
 
-def pause(x: torch.Tensor, delay: float) -> torch.Tensor:
+def _sleep_then_copy(x: torch.Tensor, delay: float) -> torch.Tensor:
     time.sleep(delay)
-    return x
+    return x.clone()
 
 
-# A wrapped function stays a call in a torch.fx graph, so the pause survives graph capture by a quantizer.
-torch.fx.wrap("pause")
+# The pause is an operator of its own, so that it survives graph capture by a quantizer: a torch.jit trace (as
+# vai_q_pytorch and the portable quantizer capture models) records the call and runs it at every forward,
+# where a plain Python sleep would run once, while tracing.
+try:
+    _LIB = torch.library.Library("hostctl_test", "DEF")
+    _LIB.define("pause(Tensor x, float delay) -> Tensor")
+    _LIB.impl("pause", _sleep_then_copy, "CPU")
+except RuntimeError:  # defined already (the module imported twice in one process)
+    pass
+
+
+def pause(x: torch.Tensor, delay: float) -> torch.Tensor:
+    return torch.ops.hostctl_test.pause(x, delay)
 
 
 class Slow(nn.Module):

@@ -1,6 +1,6 @@
 """The portable quantizer: vai_q_pytorch's DPU arithmetic in plain torch, without the Vitis AI image.
 
-It computes what pytorch_nndct computes for the DPU (DESIGN.md section 9): the same graph (torch.fx capture,
+It computes what pytorch_nndct computes for the DPU (DESIGN.md section 9): the same graph (torch.jit trace,
 BatchNorm folded, nndct's node names), the same fix positions (diffs, per-batch history, mode, cap 12, export-time
 shift adjustments), the same rounding, and with quant_opt > 0 the same cross-layer equalization and bias
 correction. Modules: graph (capture, names, groups), equalize (CLE), fixpoint (rounding, diffs), engine (running).
@@ -15,9 +15,9 @@ import torch
 
 from .. import Backend, BackendError
 from . import fixpoint as fxp
-from .engine import Calibrator, TestModel, adjust
+from .engine import Calibrator, TestModel, adjust, has_params
 from .equalize import equalize
-from .graph import PARAM_OPS, Graph, capture
+from .graph import Graph, capture
 
 VERSION = "hostctl-portable-1"
 QUANT_INFO = "quant_info.json"
@@ -49,13 +49,15 @@ class PortableBackend(Backend):
             self.warn("portable quantizer: --target {} is not emulated (vai_q_pytorch's target-aware checks need "
                       "the vai backend); fix positions follow the generic DPU rules".format(self.target))
         g = capture(model, sample[:1], relu6_as_relu=self._optimize)
-        for desc in g.unsupported:
-            self.warn("portable quantizer: {} is not a DPU op it emulates; it runs in float".format(desc))
+        if g.unsupported:
+            # vai_q_pytorch's parser: "The quantizer recognize new op `X` as a float operator by default."
+            self.warn("portable quantizer: these ops run in float, as vai_q_pytorch runs them (the DPU cannot; "
+                      "vai_q_pytorch logs them as new float operators): {}".format(", ".join(g.unsupported)))
         for node in g.nodes:
-            m = node.module
-            if node.op == "leaky_relu" and m is not None and abs(m.negative_slope - 0.1) > 1e-3:
+            slope = node.attrs.get("negative_slope")
+            if node.op == "leaky_relu" and slope is not None and abs(slope - 0.1) > 1e-3:
                 self.warn("portable quantizer: {} has negative_slope {}; like vai_q_pytorch it runs with the DPU's "
-                          "0.1015625".format(node.name, m.negative_slope))
+                          "0.1015625".format(node.name, slope))
         if self._optimize:
             equalize(g)
         return g
@@ -89,7 +91,7 @@ class PortableBackend(Backend):
         g = self._graph
         params = {}
         for node in g.nodes:
-            if node.weight is None or not (node.op in PARAM_OPS or node.op == "batch_norm"):
+            if not has_params(node):
                 continue
             params[node.weight_name] = [[fxp.BIT_WIDTH, fps["param"][node.weight_name]]]
             if node.bias_name:

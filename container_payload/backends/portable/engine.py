@@ -5,15 +5,18 @@ Calibration follows pytorch_nndct's calib mode (Xilinx/Vitis-AI src/vai_quantize
   result (capped at 12) joins that tensor's history, and the batch is quantized with the history's mode; that
   quantized tensor is what the next op sees. Parameters get their fix position once, on first use.
 - pytorch_nndct/nn/modules/conv.py (and linear, conv_transpose) with quant_opt > 0 ("param_corr"): parameters are
-  quantized in place; after each batch the float op is re-run on the same input with the original parameters,
+  quantized in place on first use only (later calls of `calibrate_int` find their fix position set and leave
+  them alone, so a corrected bias stays off the grid for the rest of calibration); after each batch the float op
+  is re-run on the same input with the original parameters,
   and while pytorch_nndct/nn/modules/quant_noise.py `eval_qnoise` has not stopped, the bias moves by
   rate * mean error per channel (rate 0.05, halved for that batch when the running efficiency passes 4).
   The test-mode bias is float_bias - (float_bias - corrected_bias), as bias_corr.pth stores and reloads it.
 - avg pools scale their output to the DPU's approximation of 1/(kh*kw) (pytorch_nndct/nn/modules/avgpool.py).
-- torchquantizer.py `organize_quant_pos` / `_node_relative_fix_pos_check`, run when quant_info.json is written:
-  nearest resizes inherit their input's fix position (unless they feed a concat), then for each conv-like node
-  shift_cut = w + i - o must lie in [0, 16] (o lowered, or w lowered) and shift_bias = w + i - b in
-  [min(0, shift_cut - 16), 16] (b lowered, or w lowered).
+- torchquantizer.py `organize_quant_pos` (QuantizeFixPosChecker), run when quant_info.json is written, in one
+  pass over the nodes: nearest resizes (unless they end in a concat) and zero paddings take their input's fix
+  position; hsigmoid/hswish inputs are raised to >= 0, hsigmoid outputs to >= 7, hswish outputs lowered to at
+  most input + 7; for each conv-like node shift_cut = w + i - o must lie in [0, 16] (o lowered, or w lowered)
+  and shift_bias = w + i - b in [min(0, shift_cut - 16), 16] (b lowered, or w lowered).
 """
 
 import math
@@ -21,15 +24,17 @@ from typing import Callable, Dict, List, Optional
 
 import torch
 import torch.nn.functional as F
-from torch import fx
 
 from . import fixpoint as fxp
-from .graph import LEAKY_SLOPE, PARAM_OPS, Graph, Node
+from .graph import LEAKY_SLOPE, NORM_SLOTS, PARAM_OPS, QUANTIZABLE, Graph, Node, Step
 
 CORR_RATE = 0.05  # nndct_param_corr_rate's default
 # ops whose result is a new tensor, which can then be quantized in place
 _FRESH = frozenset(PARAM_OPS + ("batch_norm", "relu", "relu6", "leaky_relu", "maxpool", "avgpool",
-                                "adaptive_avg_pool2d", "concat", "elemwise_add", "resize"))
+                                "adaptive_avg_pool2d", "concat", "elemwise_add", "resize", "hswish", "hsigmoid",
+                                "sigmoid", "tanh", "softmax", "elemwise_mul", "elemwise_div", "elementwise_sub",
+                                "mean", "sum", "stack", "prelu", "pad"))
+HSIGMOID_SCALE = 2731.0 / 16384.0
 
 
 class _BiasCorr:
@@ -89,6 +94,18 @@ def error_stats(output: torch.Tensor, ref: torch.Tensor, channel_dim: int):
     return (sums * (n_ch / count)).float(), noise / count, signal / count
 
 
+def dpu_mean_scale(rec: int) -> float:
+    """rec * the DPU's approximation of 1/rec (nndct_shared/utils/dpu_utils.py calculate_op_scale)."""
+    max_factor = math.ceil(math.log(rec * 128, 2))
+    diff, multi, shift = 1.0, 0.0, 0.0
+    for s in range(max_factor):
+        factor = round((2 ** s) / rec)  # Python's round, as the original
+        d = abs(factor / (2 ** s) - 1 / rec)
+        if d < diff:
+            multi, diff, shift = factor, d, s
+    return rec * multi / (2 ** shift)
+
+
 def avgpool_scale(kernel: List[int]) -> float:
     """The factor by which the DPU's average pool differs from a true mean (pytorch_nndct avgpool.py)."""
     if kernel == [3, 3]:
@@ -101,19 +118,12 @@ def avgpool_scale(kernel: List[int]) -> float:
         return 49.0 * 21.0 / 1024.0
     if kernel == [14, 14]:
         return 196.0 * 21.0 / 4096.0
-    rec = kernel[0] * kernel[1]
-    max_factor = math.ceil(math.log(rec * 128, 2))
-    diff, multi, shift = 1.0, 0.0, 0.0
-    for s in range(max_factor):
-        factor = round((2 ** s) / rec)  # Python's round, as the original
-        d = abs(factor / (2 ** s) - 1 / rec)
-        if d < diff:
-            multi, diff, shift = factor, d, s
-    return rec * multi / (2 ** shift)
+    return dpu_mean_scale(kernel[0] * kernel[1])
 
 
-def _pair(v) -> List[int]:
-    return [int(v), int(v)] if isinstance(v, int) else [int(x) for x in v]
+def has_params(node: Node) -> bool:
+    """Whether the node has parameters of its own in quant_info.json (convs, dense, BN, PReLU)."""
+    return node.weight is not None and bool(node.weight_name)
 
 
 class Runner:
@@ -122,75 +132,90 @@ class Runner:
     def __init__(self, g: Graph) -> None:
         self.g = g
         self.keys = set(g.output_keys)
+        self.input_node = next(n for n in g.nodes if n.op == "input")
         # values are dropped after their last use, as eager PyTorch drops them: peak memory stays that of the
         # float forward instead of holding every activation of the batch
-        pos = {n: i for i, n in enumerate(g.steps)}
-        last: Dict[fx.Node, int] = {}
-        for n in g.steps:
-            last[n] = max([pos[u] for u in n.users] + [pos[n]])
-        self.free_after: Dict[int, List[fx.Node]] = {}
-        for n, i in last.items():
-            if n is not g.output and n is not g.resolve(g.output):
-                self.free_after.setdefault(i, []).append(n)
+        last: Dict[int, int] = {}
+        for i, step in enumerate(g.steps):
+            for v in step.ins:
+                last[v] = i
+            for v in step.outs:
+                last.setdefault(v, i)
+        self.free_after: Dict[int, List[int]] = {}
+        for v, i in last.items():
+            if v != g.output_id and v not in g.consts:
+                self.free_after.setdefault(i, []).append(v)
 
     # ---- the float op of each node, on already-quantized params -------------------------------------------------
     def _param_op(self, node: Node, x: torch.Tensor, w: torch.Tensor, b: Optional[torch.Tensor]) -> torch.Tensor:
-        m = node.module
+        a = node.attrs
         if node.op in ("conv2d", "depthwise_conv2d"):
-            return F.conv2d(x, w, b, m.stride, m.padding, m.dilation, m.groups)
+            return F.conv2d(x, w, b, a["stride"], a["padding"], a["dilation"], a["groups"])
         if node.op in ("conv_transpose_2d", "depthwise_conv_transpose_2d"):
-            return F.conv_transpose2d(x, w, b, m.stride, m.padding, m.output_padding, m.groups, m.dilation)
+            return F.conv_transpose2d(x, w, b, a["stride"], a["padding"], a["output_padding"], a["groups"],
+                                      a["dilation"])
         if node.op == "dense":
             return F.linear(x, w, b)
         if node.op == "batch_norm":
             shape = [1, -1] + [1] * (x.dim() - 2)
             return x * w.view(shape) + b.view(shape)
+        if node.op == "prelu":
+            return F.prelu(x, w)
         raise AssertionError(node.op)
 
-    def _eval(self, n: fx.Node, env: Dict[fx.Node, object]):
-        args = fx.node.map_arg(n.args, lambda a: env[a])
-        kwargs = fx.node.map_arg(n.kwargs, lambda a: env[a])
-        if n.op == "call_module":
-            return self.g.modules[n.target](*args, **kwargs)
-        if n.op == "call_function":
-            return n.target(*args, **kwargs)
-        if n.op == "call_method":
-            return getattr(args[0], n.target)(*args[1:], **kwargs)
-        if n.op == "get_attr":
-            obj = self.g.modules[""]
-            for part in n.target.split("."):
-                obj = getattr(obj, part)
-            return obj
-        raise AssertionError(n.op)
-
-    def _node_value(self, node: Node, n: fx.Node, env, params) -> torch.Tensor:
+    def _node_value(self, node: Node, step: Step, env, params) -> torch.Tensor:
         """The op's float result given quantized inputs (and, for param ops, the quantized params)."""
-        if node.op in PARAM_OPS or node.op == "batch_norm":
-            x = env[n.args[0]]
+        op = node.op
+        if op in NORM_SLOTS and has_params(node):
+            args = [env[i] for i in step.ins]
+            wi, bi = NORM_SLOTS[op]
+            args[wi], b = params(node)
+            if b is not None:
+                args[bi] = b
+            return step.fn(*args)
+        if has_params(node):
+            x = env[step.ins[0]]
             w, b = params(node)
             return self._param_op(node, x, w, b)
-        if node.op == "leaky_relu":
-            x = env[n.args[0]]
-            return F.leaky_relu(x, LEAKY_SLOPE)
-        if node.op in ("relu", "relu6") and n.op == "call_module":
-            x = env[n.args[0]]
-            return F.relu(x) if node.op == "relu" else F.relu6(x)
-        out = self._eval(n, env)
-        if node.op == "avgpool":
-            kernel = node.module.kernel_size if node.module is not None else (n.args[1] if len(n.args) > 1 else
-                                                                                n.kwargs["kernel_size"])
-            out = out * avgpool_scale(_pair(kernel))
-        elif node.op == "adaptive_avg_pool2d":
-            x = env[n.args[0]]
-            kernel = self._adaptive_kernel(node, n, x, out)
+        args = [env[i] for i in step.ins]
+        if op == "leaky_relu":
+            return F.leaky_relu(args[0], LEAKY_SLOPE)
+        if op == "relu":  # relu6 too, where nndct turns it into relu (quant_opt > 0)
+            return F.relu(args[0])
+        if op == "relu6":
+            return F.relu6(args[0])
+        if op == "hsigmoid":
+            # pytorch_nndct/nn/modules/hardsigmoid.py: relu6(x + 3) * 2731 / 2^14, the DPU's 1/6
+            return F.relu6(args[0] + 3.0) * HSIGMOID_SCALE
+        if op == "hswish":
+            # pytorch_nndct/nn/modules/hardswish.py: the gate is hsigmoid's, quantized at fix position 7
+            # (round half up), before it multiplies the input
+            x = args[0]
+            gate = fxp.quantize_act_(F.relu6(x + 3.0) * HSIGMOID_SCALE, 7)
+            return x * gate
+        out = step.fn(*args)
+        if op == "avgpool":
+            out = out * avgpool_scale(node.attrs["kernel"])
+        elif op == "adaptive_avg_pool2d":
+            kernel = self._adaptive_kernel(args[0], out)
             if kernel is None:
                 node.attrs["skip_quant"] = True  # nndct leaves a non-divisible adaptive pool unquantized
             else:
                 out = out * avgpool_scale(kernel)
+        elif op == "mean":
+            # pytorch_nndct/nn/modules/mean.py: a mean over a count that is not a power of two is the DPU's
+            dims = node.attrs.get("dims")
+            x = args[0]
+            dims = list(range(x.dim())) if dims is None else ([dims] if isinstance(dims, int) else list(dims))
+            rec = 1
+            for d in dims:
+                rec *= int(x.shape[d])
+            if rec & (rec - 1):
+                out = out * dpu_mean_scale(rec)
         return out
 
     @staticmethod
-    def _adaptive_kernel(node: Node, n: fx.Node, x: torch.Tensor, out: torch.Tensor) -> Optional[List[int]]:
+    def _adaptive_kernel(x: torch.Tensor, out: torch.Tensor) -> Optional[List[int]]:
         ins = [int(d) for d in x.shape[2:]]
         outs = [int(d) for d in out.shape[2:]]
         if any(o == 0 or i % o for i, o in zip(ins, outs)):
@@ -200,39 +225,41 @@ class Runner:
     def run(self, x: torch.Tensor, params, quant: Callable[[Node, torch.Tensor], torch.Tensor],
             after: Optional[Callable] = None) -> torch.Tensor:
         g = self.g
-        env: Dict[fx.Node, object] = {}
-        for i, n in enumerate(g.steps):
-            if n.op == "output":
-                break
-            self._step(n, env, x, params, quant, after)
-            for dead in self.free_after.get(i, ()):
+        env: Dict[int, object] = dict(g.consts)
+        env[g.input_id] = x
+        inp = self.input_node
+        if inp.name in self.keys:
+            env[g.input_id] = quant(inp, x.detach().float().clone(memory_format=torch.contiguous_format))
+        free = self.free_after
+        for i, step in enumerate(g.steps):
+            node = step.node
+            if node is None:
+                val = step.fn(*[env[v] for v in step.ins])
+                if len(step.outs) == 1:
+                    env[step.outs[0]] = val
+                else:
+                    for o, v in zip(step.outs, val):
+                        env[o] = v
+            else:
+                self._step(node, step, env, params, quant, after)
+            for dead in free.get(i, ()):
                 env.pop(dead, None)
-        return env[g.output]
+        return env[g.output_id]
 
-    def _step(self, n: fx.Node, env: Dict[fx.Node, object], x: torch.Tensor, params, quant, after) -> None:
-        g = self.g
-        if n in g.alias:
-            env[n] = env[g.alias[n]]
-            return
-        node = g.node_of.get(n)
-        if node is None:
-            env[n] = self._eval(n, env) if n.op != "placeholder" else x
-            return
-        val = x if node.op == "input" else self._node_value(node, n, env, params)
+    def _step(self, node: Node, step: Step, env: Dict[int, object], params, quant, after) -> None:
+        val = self._node_value(node, step, env, params)
         if node.name in self.keys and not node.attrs.get("skip_quant"):
             if not (node.op in _FRESH and val.is_contiguous() and val.dtype == torch.float32 and
-                    val._base is None and all(val is not a for a in self._args(n, env))):
+                    val._base is None and all(val is not env[a] for a in step.ins)):
                 val = val.detach().float().clone(memory_format=torch.contiguous_format)
             val = quant(node, val)  # in place: val is a tensor no one else holds
         if after is not None:
-            after(node, n, env, val)
-        env[n] = val
-
-    @staticmethod
-    def _args(n: fx.Node, env) -> List[object]:
-        found: List[object] = []
-        fx.node.map_arg((n.args, n.kwargs), lambda a: found.append(env[a]))
-        return found
+            after(node, step, env, val)
+        if len(step.outs) == 1:
+            env[step.outs[0]] = val
+        else:
+            for o, v in zip(step.outs, val):
+                env[o] = v
 
 
 class Calibrator(Runner):
@@ -243,26 +270,25 @@ class Calibrator(Runner):
         self.bias_correction = bias_correction
         self.float_params = {}  # node name -> (w, b) before quantization (weight_bak / bias_bak)
         self.qweight: Dict[str, torch.Tensor] = {}
-        self.bias_now: Dict[str, torch.Tensor] = {}  # the (corrected) float bias each batch quantizes
+        self.bias_now: Dict[str, torch.Tensor] = {}  # nndct's bias.data: quantized once, then corrected
         self.corr: Dict[str, _BiasCorr] = {}
         self._ref: Optional[torch.Tensor] = None  # the float reference of the op being corrected
         for node in g.nodes:
-            if node.weight is not None and (node.op in PARAM_OPS or node.op == "batch_norm"):
+            if has_params(node):
                 self.float_params[node.name] = (node.weight, node.bias)
                 self.param_fp[node.weight_name] = fxp.capped(fxp.diffs_fix_pos(node.weight))
                 self.qweight[node.name] = fxp.quantize_param(node.weight, self.param_fp[node.weight_name])
                 if node.bias is not None:
                     self.param_fp[node.bias_name] = fxp.capped(fxp.diffs_fix_pos(node.bias))
-                    self.bias_now[node.name] = node.bias
+                    self.bias_now[node.name] = fxp.quantize_param(node.bias, self.param_fp[node.bias_name])
                     if bias_correction and node.op in PARAM_OPS:
                         self.corr[node.name] = _BiasCorr()
 
     def params(self, node: Node):
-        # nndct quantizes the parameters in place when it uses them; bias_now mirrors its bias.data
-        b = self.bias_now.get(node.name)
-        if b is not None:
-            b = self.bias_now[node.name] = fxp.quantize_param(b, self.param_fp[node.bias_name])
-        return self.qweight[node.name], b
+        # nndct quantizes a parameter in place on its first use only (calibrate_int computes and applies a
+        # param's fix position while it has none, and returns it untouched afterwards): corrections made after
+        # a batch stay off the grid and are what the next batches compute with
+        return self.qweight[node.name], self.bias_now.get(node.name)
 
     def quant(self, node: Node, val: torch.Tensor) -> torch.Tensor:
         scope = 1 if node.op == "input" else fxp.DIFFS_SCOPE
@@ -270,18 +296,18 @@ class Calibrator(Runner):
         hist.append(fxp.capped(fxp.diffs_fix_pos(val, scope)))
         return fxp.quantize_act_(val, fxp.modal_fp(hist))
 
-    def _node_value(self, node: Node, n: fx.Node, env, params) -> torch.Tensor:
+    def _node_value(self, node: Node, step: Step, env, params) -> torch.Tensor:
         state = self.corr.get(node.name)
         if state is None or state.stop:
-            return super()._node_value(node, n, env, params)
+            return super()._node_value(node, step, env, params)
         # bias correction needs the float op on the same input: run both in one call where the op allows it
         # (stacked output channels; about 25% cheaper than two calls), and keep the float half for _correct
-        x = env[n.args[0]]
+        x = env[step.ins[0]]
         w, b = params(node)
         wf, bf = self.float_params[node.name]
-        m = node.module
-        if node.op == "conv2d" and m.groups == 1:
-            both = F.conv2d(x, torch.cat([w, wf]), torch.cat([b, bf]), m.stride, m.padding, m.dilation)
+        a = node.attrs
+        if node.op == "conv2d" and a["groups"] == 1:
+            both = F.conv2d(x, torch.cat([w, wf]), torch.cat([b, bf]), a["stride"], a["padding"], a["dilation"])
             k = w.shape[0]
             self._ref = both[:, k:]
             return both[:, :k]
@@ -293,7 +319,7 @@ class Calibrator(Runner):
         self._ref = self._param_op(node, x, wf, bf)
         return self._param_op(node, x, w, b)
 
-    def _correct(self, node: Node, n: fx.Node, env, val: torch.Tensor) -> None:
+    def _correct(self, node: Node, step: Step, env, val: torch.Tensor) -> None:
         state = self.corr.get(node.name)
         if state is None or state.stop:
             return
@@ -301,8 +327,7 @@ class Calibrator(Runner):
         mean_err, noise, signal = error_stats(val, ref, 1 if node.op != "dense" else val.dim() - 1)
         rate = state.update(noise, signal, CORR_RATE)
         if not state.stop:
-            # bias_now holds the quantized bias of this batch; the correction leaves it off the grid until the
-            # next batch quantizes it again, and that is what test mode gets if calibration ends here
+            # the correction accumulates off the grid; test mode quantizes the final value
             self.bias_now[node.name] = self.bias_now[node.name] - rate * mean_err
 
     def step(self, x: torch.Tensor) -> None:
@@ -329,62 +354,82 @@ class Calibrator(Runner):
 
 
 def adjust(g: Graph, fps: Dict[str, Dict[str, int]]) -> List[str]:
-    """nndct's export-time fix position adjustments, in place; returns what was changed, for the log."""
+    """nndct's export-time fix position adjustments, in place; returns what was changed, for the log.
+
+    torchquantizer.py `organize_quant_pos` -> QuantizeFixPosChecker (nndct_shared/quantization/fix_pos_adjust.py):
+    one pass over the quantizable nodes, head to tail, each applying its op's rules in turn (the input-alignment
+    options that would run first, tail to head, are off by default)."""
     out, par = fps["output"], fps["param"]
     notes: List[str] = []
 
+    def key(node: Node) -> str:
+        return node.name if node.name in out else g.quant_out[node.name].name
+
     def fp_out(node: Node) -> Optional[int]:
-        return out.get(node.name, out.get(g.quant_out[node.name].name))
+        return out.get(key(node))
 
-    def set_out(node: Node, value: int) -> None:
-        key = node.name if node.name in out else g.quant_out[node.name].name
-        out[key] = value
+    def set_out(node: Node, value: int, why: str) -> None:
+        k = key(node)
+        if k in out and out[k] != value:
+            notes.append("{}: output fix position {} -> {} ({})".format(k, out[k], value, why))
+            out[k] = value
 
     for node in g.nodes:
-        if node.op == "resize" and node.parents and _resize_mode(node) == "nearest":
-            end = g.quant_out[node.name]
-            if end.op != "concat":
+        if node.op not in QUANTIZABLE:
+            continue
+        if node.op == "resize" and node.parents and _resize_mode(node) == "nearest" or node.op == "pad":
+            # a nearest resize (unless it ends in a concat) and a zero padding keep their input's position
+            if node.op == "pad" or g.quant_out[node.name].op != "concat":
                 src = fp_out(node.parents[0])
-                if src is not None and end.name in out:
-                    out[end.name] = src
-    for node in g.nodes:
-        if node.op not in PARAM_OPS or not node.parents:
-            continue
-        i = fp_out(node.parents[0])
-        o = out.get(g.quant_out[node.name].name)
-        if i is None:
-            notes.append("unsupported input op of {}: shift checks stop here".format(node.name))
-            break
-        if o is None:
-            continue
-        w = par[node.weight_name]
-        shift_cut = w + i - o
-        if shift_cut < 0:
-            set_out(node, o + shift_cut)
-            notes.append("{}: output fix position {} -> {} (shift_cut)".format(node.name, o, o + shift_cut))
-        elif shift_cut > 16:
-            par[node.weight_name] = w - shift_cut + 16
-            notes.append("{}: weight fix position {} -> {} (shift_cut)".format(node.name, w, w - shift_cut + 16))
-        if node.bias_name:
-            w = par[node.weight_name]
-            b = par[node.bias_name]
-            shift_bias = w + i - b
-            lo = min(0, -(24 - (8 + shift_cut)))
-            if shift_bias < lo:
-                par[node.bias_name] = b + shift_bias - lo
-                notes.append("{}: bias fix position {} -> {} (shift_bias)".format(node.name, b, b + shift_bias - lo))
-            elif shift_bias > 16:
-                par[node.weight_name] = w - shift_bias + 16
-                notes.append("{}: weight fix position {} -> {} (shift_bias)".format(
-                    node.name, w, w - shift_bias + 16))
+                if src is not None:
+                    set_out(node, src, "as its input")
+        elif node.op in ("hsigmoid", "hswish"):
+            # the DPU's hard sigmoid needs input fix positions >= 0, an hsigmoid output >= 7, and an hswish
+            # output at most its input's + 7
+            for p in node.parents:
+                i = fp_out(p)
+                if i is not None and i < 0:
+                    set_out(p, 0, "input of " + node.name)
+            o = fp_out(node)
+            if o is not None and node.op == "hsigmoid" and o < 7:
+                set_out(node, 7, "hsigmoid output")
+            i = fp_out(node.parents[0]) if node.parents else None
+            if o is not None and i is not None and node.op == "hswish" and i + 7 < o:
+                set_out(node, i + 7, "hswish output")
+        elif node.op in PARAM_OPS and node.parents and node.weight_name:
+            _shift_checks(node, fp_out(node.parents[0]), fp_out(node), par,
+                          lambda v, node=node: set_out(node, v, "shift_cut"), notes)
     return notes
 
 
+def _shift_checks(node: Node, i: Optional[int], o: Optional[int], par: Dict[str, int], set_o, notes) -> None:
+    """shift_cut = w + i - o in [0, 16] (o lowered, or w lowered), then shift_bias = w + i - b in
+    [min(0, shift_cut - 16), 16] (b lowered, or w lowered); nothing when a position is missing."""
+    if i is None or o is None:
+        notes.append("{}: an input or output is not quantized; shift checks skipped".format(node.name))
+        return
+    w = par[node.weight_name]
+    shift_cut = w + i - o
+    if shift_cut < 0:
+        set_o(o + shift_cut)
+    elif shift_cut > 16:
+        par[node.weight_name] = w - shift_cut + 16
+        notes.append("{}: weight fix position {} -> {} (shift_cut)".format(node.name, w, w - shift_cut + 16))
+    if node.bias_name:
+        w = par[node.weight_name]
+        b = par[node.bias_name]
+        shift_bias = w + i - b
+        lo = min(0, -(24 - (8 + shift_cut)))
+        if shift_bias < lo:
+            par[node.bias_name] = b + shift_bias - lo
+            notes.append("{}: bias fix position {} -> {} (shift_bias)".format(node.name, b, b + shift_bias - lo))
+        elif shift_bias > 16:
+            par[node.weight_name] = w - shift_bias + 16
+            notes.append("{}: weight fix position {} -> {} (shift_bias)".format(node.name, w, w - shift_bias + 16))
+
+
 def _resize_mode(node: Node) -> str:
-    if node.module is not None:
-        return str(getattr(node.module, "mode", "nearest"))
-    n = node.fx_node
-    return str(n.kwargs.get("mode", n.args[3] if len(n.args) > 3 else "nearest"))
+    return str(node.attrs.get("mode", "nearest"))
 
 
 class TestModel(Runner):
@@ -395,7 +440,7 @@ class TestModel(Runner):
         self.out_fp = dict(fps["output"])
         self.qparams = {}
         for node in g.nodes:
-            if node.weight is None or not (node.op in PARAM_OPS or node.op == "batch_norm"):
+            if not has_params(node):
                 continue
             w = fxp.quantize_param(node.weight, fps["param"][node.weight_name])
             b = None

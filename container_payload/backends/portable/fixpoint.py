@@ -32,6 +32,7 @@ CHUNK = 1 << 17  # elements per cache-sized piece of work (512 KiB of float32)
 _FLT_MIN = np.float32(np.finfo(np.float32).tiny)
 _FIX_LB = np.float32(QMIN - 0.5)  # -128.5
 _FIX_UB = np.float32(QMAX + 0.5)  # 127.5
+_BELOW_HALF = 0.5 - 2.0 ** -25  # the float just below 0.5
 
 
 class Scratch:
@@ -140,16 +141,20 @@ def quantize_param(x: torch.Tensor, fp: int) -> torch.Tensor:
 
 def quantize_act_(x: torch.Tensor, fp: int) -> torch.Tensor:
     """Quantize a contiguous float32 activation in place (round half up); returns x."""
-    # floor(t + 0.5), t = x * 2^fp, in four in-place passes per cache-sized chunk. Scaling by 2^fp is exact, so
-    # t + 0.5 rounds at most once, and it can only round across an integer for t = 0.5 - 2^-25 (the one float
-    # whose sum, 1 - 2^-25, lies in the next binade): that single value gives 1 instead of 0. round_half_up() is
-    # exact everywhere and is the reference the tests hold this against.
+    # floor(t + 0.5), t = x * 2^fp, in cache-sized chunks. Scaling by 2^fp is exact, so t + 0.5 rounds at most
+    # once, and it can only round across an integer for t = 0.5 - 2^-25 (the one float whose sum, 1 - 2^-25,
+    # lies in the next binade), which must give 0 as the kernel's std::round gives. It is not rare: a bilinear
+    # resize of quantized values makes it. hardshrink at that value first sends every |t| <= 0.5 - 2^-25 to 0,
+    # whose half-up rounding they all share, in one pass (checking for the value costs three).
     scale = 2.0 ** fp
-    half, inv = 0.5 / scale, 1.0 / scale
+    inv = 1.0 / scale
     flat = x.view(-1)
 
     def chunk(s: int) -> float:
-        flat[s:s + CHUNK].add_(half).mul_(scale).floor_().clamp_(QMIN, QMAX).mul_(inv)
+        t = flat[s:s + CHUNK]
+        buf = _scratch().get(t.numel())[0]
+        torch.ops.aten.hardshrink.out(t.mul_(scale), _BELOW_HALF, out=buf)
+        torch.add(buf, 0.5, out=t).floor_().clamp_(QMIN, QMAX).mul_(inv)
         return 0.0
 
     with _one_thread() as threads:

@@ -1,16 +1,33 @@
-"""The model as vai_q_pytorch sees it: captured with torch.fx, BatchNorm folded, nodes numbered and grouped.
+"""The model as vai_q_pytorch sees it: traced with torch.jit, BatchNorm folded, nodes numbered and grouped.
 
 What nndct does and where it says so (Xilinx/Vitis-AI src/vai_quantizer/vai_q_pytorch):
+- Capture (pytorch_nndct/parse/trace_helper.py, pytorch_nndct/utils/jit_utils.py): torch.jit's tracer runs the
+  model once on a concrete sample, so Python control flow on sizes is simply executed; the graph is inlined,
+  tuples lowered, constants propagated, dead code removed, then canonicalized. While it traces, chunk and split
+  are done by slicing (parse/override_torch_function.py), and a chain of slices becomes one strided_slice node
+  (opt_pass.py slice_to_strided_slice). Graph inputs after the sample are
+  the model's state_dict entries, which name the parameters. Each remaining aten op becomes a node named after
+  its NNDCT_OP type (parse/op_dispatcher.py); an op the dispatcher does not know keeps its schema name
+  (`aten::feature_dropout_` -> `aten_feature_dropout__N`) and runs in float ("new op ... as a float
+  operator" in nndct's log). In-place forms count as their functional form only where the dispatcher has a
+  method for them. prim:: nodes (list and tuple packing, scalar constants) are not nodes of nndct's graph; tensor
+  constants, and the plain-number operand of add/sub/mul/div/rsub/remainder (parse/opt_pass.py
+  `transform_const_scalar_to_const_tensor`), are `const` nodes numbered before everything else, the input
+  included. Checked against vai_q_pytorch 3.5 on torch 1.13: its <Class>.py lists the same nodes in the same
+  order on torchvision LR-ASPP/DeepLabV3 (MobileNetV3), smp FPN (MobileNetV2), DeepLabV3+ and U-Net (ResNet-18)
+  and on the op zoo of tests/unit/test_portable_ops.py.
 - BatchNorm after a conv or conv-transpose is folded into it, w' = w * s, b' = b * s + beta - mean * s with
   s = gamma / sqrt(var + eps) (nndct_shared/optimization/fuse_conv_bn.py); a conv without bias gains
-  `<module>.bias`. Dropout is removed (nndct_shared/optimization/optimizer.py).
+  `<module>.bias`. Dropout (aten::dropout, and aten::feature_dropout, which the dispatcher maps to it) is removed
+  (nndct_shared/optimization/optimizer.py).
 - Node names are `nndct_<op>_<n>`, n the index in the BN-folded graph in execution order (DESIGN.md section 9,
   seen on real runs); op names are NNDCT_OP's values (nndct_shared/base/key_names.py).
 - Quantization groups (nndct_shared/quantization/commander.py, nndct_shared/nndct_graph/utils.py `group_up`):
-  relu, relu6, leaky_relu and flatten join their parent's group when they are its only child and it theirs;
+  relu, relu6, leaky_relu, flatten, transpose, permute, contiguous and the other SoftFuse* ops join their
+  parent's group when they are its only child and it theirs (and the parent is not a float custom op);
   reshape always joins its parent's group. A group's quantized output (nndct_graph/nndctgraph_holder.py
-  `quant_output`) is its last member, or the concat that member solely feeds; flatten/reshape hand it back to
-  the member before them.
+  `quant_output`) is its last member, or the concat that member solely feeds; MULTIPLE_OUTPUTS_OPS (reshape,
+  flatten, contiguous, permute, ...) hand it back to the member before them.
 - Which outputs are quantized (nndct_shared/quantization/quant_strategy.py `_get_default_quant_config`): the
   group end of every quantizable node, then the group end of every parent of a quantizable node that is not
   input or concat (so an unsupported op feeding a conv gets its output quantized too), provided that end puts
@@ -32,13 +49,12 @@ What nndct does and where it says so (Xilinx/Vitis-AI src/vai_quantizer/vai_q_py
   (pytorch_nndct/qproc/utils.py `prepare_quantizable_module`: parse_module -> QuantOptimizer (BN folding,
   dropout removal) -> script writer, whose `_gen_module_name` sets node.idx); removed nodes leave no gap.
 """
-
-import operator
-from typing import Any, Callable, Dict, List, Optional, Set, Tuple
+import warnings
+from contextlib import contextmanager
+from typing import Any, Callable, Dict, Iterator, List, Optional, Set, Tuple
 
 import torch
-import torch.nn.functional as F
-from torch import fx, nn
+from torch import nn
 
 from .. import BackendError
 
@@ -46,31 +62,102 @@ LEAKY_SLOPE = 26.0 / 256.0  # 0.1015625: the DPU's leaky relu (pytorch_nndct/nn/
 
 CONV_OPS = ("conv2d", "depthwise_conv2d", "conv_transpose_2d", "depthwise_conv_transpose_2d")
 PARAM_OPS = CONV_OPS + ("dense",)
-# NndctGraphHolder.QUANTIZABLE_OPS restricted to the ops emulated here
-QUANTIZABLE = frozenset(CONV_OPS + ("dense", "batch_norm", "input", "maxpool", "avgpool", "adaptive_avg_pool2d",
-                                    "concat", "elemwise_add", "resize"))
-# NndctGraphHolder.MULTIPLE_OUTPUTS_OPS restricted likewise: they pass the group's quantization on
-SHAPE_OPS = frozenset(("flatten", "reshape"))
-SOFT_FUSED = ("relu", "leaky_relu", "relu6", "flatten")
+# NndctGraphHolder.QUANTIZABLE_OPS (nndct_shared/nndct_graph/nndctgraph_holder.py), short names
+QUANTIZABLE = frozenset(CONV_OPS + (
+    "dense", "batch_norm", "layer_norm", "instance_norm", "group_norm", "input", "maxpool", "avgpool",
+    "adaptive_avg_pool2d", "concat", "elemwise_add", "elemwise_mul", "elemwise_div", "elementwise_sub", "rsub",
+    "max", "min", "mean", "sum", "resize", "pad", "hswish", "hsigmoid", "matmul", "softmax", "prelu", "sqrt",
+    "GELU", "mish"))
+# NndctGraphHolder.MULTIPLE_OUTPUTS_OPS: no quantized output of their own, they hand on their group's
+SHAPE_OPS = frozenset(("chunk", "strided_slice", "permute", "flatten", "reshape", "pixel_shuffle", "contiguous",
+                       "squeeze", "unsqueeze"))
+# QuantConfigerCommander's SoftFuse* group_up rules (nndct_shared/quantization/commander.py)
+SOFT_FUSED = frozenset(("hardtanh", "relu", "leaky_relu", "relu6", "reluk", "channel_scale", "flatten", "squeeze",
+                        "pixel_shuffle", "split", "strided_slice", "transpose", "tile", "up_sampling", "dropout",
+                        "contiguous", "chunk", "permute", "expand", "copy_", "repeat", "unsqueeze"))
+
+# aten op -> NNDCT_OP type without its `nndct_` prefix (parse/op_dispatcher.py, nndct_shared/base/key_names.py);
+# in-place variants (`relu_`) map like their functional form. Ops that need a look at their arguments (convs,
+# add/mul with a scalar, hardtanh, mean's schema) are decided in _op_name.
+_ATEN = {
+    "batch_norm": "batch_norm", "instance_norm": "instance_norm", "group_norm": "group_norm",
+    "layer_norm": "layer_norm", "max_pool2d": "maxpool", "max_pool2d_with_indices": "maxpool",
+    "max_pool1d": "maxpool1d", "avg_pool2d": "avgpool", "adaptive_avg_pool2d": "adaptive_avg_pool2d",
+    "linear": "dense", "addmm": "addmm", "flatten": "flatten", "relu": "relu", "leaky_relu": "leaky_relu",
+    "gelu": "GELU", "mish": "mish", "prelu": "prelu", "sqrt": "sqrt", "size": "shape", "view": "reshape",
+    "reshape": "reshape", "cat": "concat", "relu6": "relu6", "transpose": "transpose", "contiguous": "contiguous",
+    "chunk": "chunk", "ConstantChunk": "chunk", "upsample_bilinear2d": "resize", "upsample_nearest2d": "resize",
+    "to": "cast",
+    "floor": "floor", "permute": "permute", "floor_divide": "floor_divide", "softmax": "softmax",
+    "sigmoid": "sigmoid", "hardswish": "hswish", "hardsigmoid": "hsigmoid", "slice": "strided_slice",
+    "sub": "elementwise_sub", "rsub": "rsub", "exp": "elemwise_exp", "detach": "detach", "select": "select",
+    "repeat": "repeat", "copy": "copy_", "expand": "expand", "unsqueeze": "unsqueeze", "squeeze": "squeeze",
+    "constant_pad_nd": "pad", "replication_pad2d": "pad", "pad": "pad_nd", "matmul": "matmul", "clamp": "clamp",
+    "clamp_min": "clamp", "tanh": "tanh", "norm": "normalize", "expand_as": "expand_as", "max": "max",
+    "min": "min", "stack": "stack", "bmm": "bmm", "pixel_shuffle": "pixel_shuffle",
+    "pixel_unshuffle": "pixel_unshuffle", "mm": "matmul", "neg": "neg", "sum": "sum", "ceil": "ceil",
+    "log_softmax": "log_softmax", "zeros": "zeros", "grid_sampler": "grid_sample", "index": "index",
+    "embedding": "embedding", "arange": "arange", "argmax": "argmax_dim",
+}
+# removed before numbering: NumToTensor/Int/ScalarImplicit (trace_helper.py remove_simple_op), dropout
+# (nndct_shared/optimization/optimizer.py)
+_REMOVED = frozenset(("Int", "ScalarImplicit", "IntImplicit"))
+# (elementwise ops whose in-place form is run out of place: the tracer hands later uses the op's output)
+# in-place forms the dispatcher has a method for (or maps, add_ -> add); any other `op_` is an op it does not
+# know: Dropout2d(inplace=True) gives `aten_feature_dropout__N` while Dropout2d() is removed (seen on real runs)
+_DISPATCHED_INPLACE = frozenset(("relu_", "leaky_relu_", "mish_", "sqrt_", "relu6_", "hardtanh_", "hardswish_",
+                                 "hardsigmoid_", "dropout_", "add_"))
+# ops nndct names but keeps as float "custom" ops (its log: "recognize new op `nndct_stack` as a float operator")
+CUSTOM_NNDCT = frozenset(("stack",))
+# binary ops whose plain-number operand nndct turns into a const tensor node, numbered first
+# (parse/trace_helper.py _optimize -> opt_pass.py transform_const_scalar_to_const_tensor)
+_SCALAR_TO_CONST = frozenset(("add", "sub", "mul", "div", "rsub", "remainder"))
+_DTYPES = {"Float": torch.float32, "Double": torch.float64, "Half": torch.float16, "Long": torch.int64,
+           "Int": torch.int32, "Bool": torch.bool}
+_INPLACE_OK = frozenset(("relu_", "leaky_relu_", "hardtanh_", "hardswish_", "hardsigmoid_", "sigmoid_", "tanh_",
+                         "add_", "mul_", "sub_", "div_", "clamp_", "clamp_min_", "relu6_", "dropout_",
+                         "feature_dropout_", "elu_", "silu_", "mish_", "sqrt_", "exp_", "neg_"))
+
+
+# where the weight and bias are among an affine norm's arguments (aten::group_norm, layer_norm, instance_norm)
+NORM_SLOTS = {"group_norm": (2, 3), "layer_norm": (2, 3), "instance_norm": (1, 2)}
+
+
+class Step:
+    """One op of the traced graph to run: fn(*values of ins) -> the value(s) of outs."""
+
+    __slots__ = ("fn", "ins", "outs", "node", "kind")
+
+    def __init__(self, fn: Callable, ins: List[int], outs: List[int], kind: str) -> None:
+        self.fn = fn
+        self.ins = ins
+        self.outs = outs
+        self.node: Optional["Node"] = None
+        self.kind = kind
+
+
+def node_name(op: str, idx: int) -> str:
+    """`nndct_conv2d_3` for NNDCT_OP types, `aten_feature_dropout__7` for ops nndct keeps under their aten name."""
+    return "{}_{}".format(op.replace("::", "_"), idx) if "::" in op else "nndct_{}_{}".format(op, idx)
 
 
 class Node:
-    """One op of the BN-folded graph."""
+    """One op of the BN-folded graph, as nndct numbers it."""
 
-    def __init__(self, idx: int, op: str, fx_node: fx.Node) -> None:
+    def __init__(self, idx: int, op: str, step: Optional[Step]) -> None:
         self.idx = idx
-        self.op = op
-        self.name = "nndct_{}_{}".format(op, idx)
-        self.fx_node = fx_node
+        self.op = op  # NNDCT_OP type without `nndct_`, or an aten schema name (`aten::feature_dropout`)
+        self.name = node_name(op, idx)
+        self.step = step
         self.parents: List["Node"] = []
         self.children: List["Node"] = []
-        self.module: Optional[nn.Module] = None
-        self.module_path = ""
+        self.module_path = ""  # the parameters' prefix in the state_dict
         self.weight: Optional[torch.Tensor] = None  # float parameters after BN folding (and equalization)
         self.bias: Optional[torch.Tensor] = None
         self.weight_name = ""
         self.bias_name = ""
-        self.supported = True
+        self.custom = "::" in op or op in CUSTOM_NNDCT  # nndct's float ops: never fused into a group
+        self.float_out = True  # puts out a float tensor (shape arithmetic does not)
         self.attrs: Dict[str, Any] = {}
 
     def __repr__(self) -> str:
@@ -78,226 +165,328 @@ class Node:
 
 
 class Graph:
+    """nndct's numbered nodes, and the steps that compute them: the traced ops in order, each reading and
+    writing value ids (constants and parameters preloaded in consts, the sample at input_id)."""
+
     def __init__(self, prefix: str) -> None:
         self.prefix = prefix
         self.nodes: List[Node] = []
-        self.steps: List[fx.Node] = []  # fx nodes in execution order
-        self.node_of: Dict[fx.Node, Node] = {}  # fx node -> the op that computes it
-        self.alias: Dict[fx.Node, fx.Node] = {}  # fx node -> fx node whose value it is (folded BN, dropout)
-        self.output: Optional[fx.Node] = None
-        self.modules: Dict[str, nn.Module] = {}
+        self.steps: List[Step] = []
+        self.consts: Dict[int, Any] = {}  # value id -> constant (parameters included)
+        self.input_id = -1
+        self.output_id = -1
         self.groups: Dict[str, List[Node]] = {}
         self.quant_out: Dict[str, Node] = {}
         self.output_keys: List[str] = []  # names whose outputs are quantized, in nndct's config order
-        self.unsupported: List[str] = []
+        self.unsupported: List[str] = []  # ops run in float, for the log
 
     def full(self, name: str) -> str:
         return "{}::{}".format(self.prefix, name)
 
-    def resolve(self, n: fx.Node) -> fx.Node:
-        while n in self.alias:
-            n = self.alias[n]
-        return n
 
-
-def _op_of_module(m: nn.Module, relu6_as_relu: bool) -> Optional[str]:
-    if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d)) and m.padding_mode != "zeros":
-        return None
-    if isinstance(m, nn.Conv2d):
-        return "depthwise_conv2d" if m.groups > 1 and m.groups == m.in_channels else "conv2d"
-    if isinstance(m, nn.ConvTranspose2d):
-        return "depthwise_conv_transpose_2d" if m.groups > 1 and m.groups == m.in_channels else "conv_transpose_2d"
-    if isinstance(m, nn.BatchNorm2d):
-        return "batch_norm"
-    if isinstance(m, nn.Linear):
-        return "dense"
-    if isinstance(m, nn.ReLU6):  # before Hardtanh: ReLU6 is one
-        return "relu" if relu6_as_relu else "relu6"
-    if isinstance(m, nn.ReLU):
-        return "relu"
-    if isinstance(m, nn.LeakyReLU):
-        return "leaky_relu"
-    if isinstance(m, nn.MaxPool2d):
-        return "maxpool"
-    if isinstance(m, nn.AvgPool2d):
-        return "avgpool"
-    if isinstance(m, nn.AdaptiveAvgPool2d):
-        return "adaptive_avg_pool2d"
-    if isinstance(m, nn.Upsample):
-        return "resize"
-    if isinstance(m, nn.Flatten):
-        return "flatten"
-    return None
-
-
-_FUNCTIONS: Dict[Any, str] = {
-    torch.cat: "concat", operator.add: "elemwise_add", torch.add: "elemwise_add", operator.iadd: "elemwise_add",
-    F.relu: "relu", torch.relu: "relu", F.relu6: "relu6", F.leaky_relu: "leaky_relu",
-    F.max_pool2d: "maxpool", F.avg_pool2d: "avgpool", F.adaptive_avg_pool2d: "adaptive_avg_pool2d",
-    F.interpolate: "resize", torch.flatten: "flatten", torch.reshape: "reshape",
-}
-if hasattr(torch, "concat"):
-    _FUNCTIONS[torch.concat] = "concat"
-_METHODS = {"add": "elemwise_add", "add_": "elemwise_add", "relu": "relu", "relu_": "relu",
-            "flatten": "flatten", "view": "reshape", "reshape": "reshape"}
-_IDENTITY_MODULES = (nn.Dropout, nn.Dropout2d, nn.Identity)
-_IDENTITY_FUNCTIONS = (F.dropout, F.dropout2d, torch.Tensor.contiguous)
-
-
-def _tensor_args(n: fx.Node, is_tensor: Callable[[fx.Node], bool]) -> List[fx.Node]:
-    found: List[fx.Node] = []
-    fx.node.map_arg((n.args, n.kwargs), lambda a: found.append(a) if is_tensor(a) else None)
-    return found
-
-
-SizeRef = List[Tuple[fx.Node, int]]  # (the fx node that reads the sizes, dimension)
-
-
-def _size_refs(nodes: List[fx.Node], is_tensor: Callable[[fx.Node], bool]) -> Dict[fx.Node, SizeRef]:
-    """fx nodes whose value is (part of) a tensor's sizes, each mapped to the aten::size reads it stands for."""
-    refs: Dict[fx.Node, SizeRef] = {}
-    for n in nodes:
-        src = n.args[0] if n.args else None
-        if not isinstance(src, fx.Node):
+def _state_dict(model: nn.Module) -> "Dict[str, torch.Tensor]":
+    # the tracer's parameter inputs, in its order (torch.jit._unique_state_dict: state_dict entries, each tensor
+    # once); nndct names them the same way (jit_utils.py rename_graph_param_name)
+    seen: Set[int] = set()
+    out: Dict[str, torch.Tensor] = {}
+    for k, v in model.state_dict(keep_vars=True).items():
+        if id(v) in seen:
             continue
-        if n.op == "call_function" and n.target is operator.getitem:
-            if src in refs and isinstance(n.args[1], (int, slice)):
-                picked = refs[src][n.args[1]]
-                refs[n] = picked if isinstance(picked, list) else [picked]
-            continue
-        if not is_tensor(src) or src.op == "get_attr":
-            continue  # a parameter's size is folded to a constant (trace_helper.py merge_weight_size_to_constant)
-        if n.op == "call_function" and n.target is getattr and n.args[1:2] == ("shape",) or \
-                n.op == "call_method" and n.target == "size" and len(n.args) == 1 and "dim" not in n.kwargs:
-            refs[n] = [(n, d) for d in range(len(src.meta["tensor_meta"].shape))]
-        elif n.op == "call_method" and n.target == "size":
-            dim = n.args[1] if len(n.args) > 1 else n.kwargs["dim"]
-            if isinstance(dim, int):
-                refs[n] = [(n, dim)]
-    return refs
+        seen.add(id(v))
+        out[k] = v.detach()
+    return out
+
+
+@contextmanager
+def _relu6_modules_as_relu(model: nn.Module, on: bool) -> Iterator[None]:
+    """With equalization on, nndct swaps every nn.ReLU6 submodule for nn.ReLU before tracing
+    (pytorch_nndct/qproc/utils.py `parse_module`, `replace_relu6_with_relu`, nndct_relu6_replace "relu"). Only
+    modules: F.relu6 and nn.Hardtanh(0, 6) stay relu6 (seen on real runs: `nndct_relu6_N`, groups closed there).
+    nndct keeps the swap; here the user's model gets its modules back."""
+    swapped = []
+    if on:
+        for parent in list(model.modules()):
+            for name, child in list(parent._modules.items()):
+                if isinstance(child, nn.ReLU6):
+                    parent._modules[name] = nn.ReLU(child.inplace)
+                    swapped.append((parent, name, child))
+    try:
+        yield
+    finally:
+        for parent, name, child in reversed(swapped):
+            parent._modules[name] = child
+
+
+def _trace(model: nn.Module, sample: torch.Tensor):
+    prefix = type(model).__name__
+    try:
+        with torch.no_grad():
+            out = model(sample)
+    except Exception as e:  # noqa: BLE001 - the model's own failure, reported with its cause
+        raise BackendError("the model failed on a sample of shape {}: {}: {}".format(
+            tuple(sample.shape), type(e).__name__, _first_line(e))) from e
+    if not isinstance(out, torch.Tensor):
+        what = ("a dict with keys {}".format(", ".join(repr(k) for k in out)) if isinstance(out, dict)
+                else "a {}".format(type(out).__name__))
+        raise BackendError("{}.forward returns {}; the quantizer needs one tensor: wrap the model so that forward "
+                           "returns it (e.g. model(x)['out'])".format(prefix, what))
+    get = getattr(torch.jit, "_get_trace_graph", None) or torch.jit._trace._get_trace_graph
+    try:
+        with torch.no_grad(), warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # TracerWarnings: control flow on sizes is traced for this shape
+            graph, _ = get(model, (sample.as_subclass(_SlicedSplits),))
+    except Exception as e:  # noqa: BLE001 - any tracing failure is reported with its cause
+        raise BackendError("the portable quantizer could not trace {} with torch.jit: {}: {}".format(
+            prefix, type(e).__name__, _first_line(e))) from e
+    # pytorch_nndct/utils/jit_utils.py optimize_graph (torch >= 1.9)
+    C = torch._C
+    C._jit_pass_inline(graph)
+    C._jit_pass_inline_fork_wait(graph)
+    C._jit_pass_lower_all_tuples(graph)
+    C._jit_pass_constant_propagation(graph)
+    C._jit_pass_dce(graph)
+    C._jit_pass_canonicalize_graph_fuser_ops(graph)
+    C._jit_pass_peephole(graph, True)
+    C._jit_pass_fuse_addmm(graph)
+    graph = C._jit_pass_canonicalize(graph)
+    return graph
+
+
+class _SlicedSplits(torch.Tensor):
+    """The sample while nndct traces: chunk and split are done by slicing, the last piece ending at the traced
+    size of the dimension (pytorch_nndct/parse/override_torch_function.py, TraceTensorMode); every other torch
+    function runs as usual (its results stay of this class, so the whole forward is covered)."""
+
+    @classmethod
+    def __torch_function__(cls, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        if func in (torch.chunk, torch.Tensor.chunk):
+            return _chunk_by_slices(*args, **kwargs)
+        if func in (torch.split, torch.Tensor.split):
+            return _split_by_slices(*args, **kwargs)
+        return super().__torch_function__(func, types, args, kwargs)
+
+
+def _slices(x: torch.Tensor, dim: int, bounds: List[Tuple[int, Optional[int]]]) -> Tuple[torch.Tensor, ...]:
+    dim = dim % x.dim()
+    pieces = []
+    for start, end in bounds:
+        index = [slice(None, None)] * x.dim()
+        index[dim] = slice(start, x.shape[dim] if end is None else end)
+        pieces.append(x[tuple(index)])
+    return tuple(pieces)
+
+
+def _chunk_by_slices(x: torch.Tensor, chunks: int, dim: int = 0) -> Tuple[torch.Tensor, ...]:
+    n = int(x.shape[dim])
+    size = -(-n // chunks)
+    count = -(-n // size) if size else chunks
+    return _slices(x, dim, [(k * size, None if k == count - 1 else (k + 1) * size) for k in range(count)])
+
+
+def _split_by_slices(x: torch.Tensor, split_size_or_sections, dim: int = 0) -> Tuple[torch.Tensor, ...]:
+    if isinstance(split_size_or_sections, int):
+        n = int(x.shape[dim])
+        size = split_size_or_sections
+        count = max(1, -(-n // size))
+        return _slices(x, dim, [(k * size, None if k == count - 1 else (k + 1) * size) for k in range(count)])
+    bounds, start = [], 0
+    for size in split_size_or_sections:
+        bounds.append((start, start + int(size)))
+        start += int(size)
+    return _slices(x, dim, bounds)
+
+
+def _first_line(e: BaseException) -> str:
+    lines = str(e).strip().splitlines()
+    return lines[0] if lines else ""
+
+
+def _schema_fn(n) -> Callable:
+    """The operator a traced node calls, resolved once to its overload."""
+    kind = n.kind()
+    ns, _, name = kind.partition("::")
+    if ns == "aten" and name in _INPLACE_OK:
+        name = name[:-1]
+    packet = getattr(getattr(torch.ops, ns), name)
+    try:
+        schema = n.schema()
+    except Exception:  # noqa: BLE001 - no schema: let the packet pick the overload
+        return packet
+    head = schema.split("(", 1)[0]
+    overload = head.split(".", 1)[1] if "." in head else "default"
+    op = getattr(packet, overload, packet)
+    try:
+        args = torch._C.parse_schema(schema).arguments
+    except Exception:  # noqa: BLE001 - an unparsable schema: positional it is
+        return op
+    kw = [a.name for a in args if a.kwarg_only]
+    if not kw:
+        return op
+    npos = len(args) - len(kw)
+
+    def call(*values):
+        return op(*values[:npos], **dict(zip(kw, values[npos:])))
+    return call
+
+
+def _pair(v) -> List[int]:
+    return [int(v), int(v)] if isinstance(v, int) else [int(x) for x in v]
+
+
+def _is_float_tensor(v) -> bool:
+    t = v.type()
+    if t.kind() != "TensorType":
+        return False
+    st = t.scalarType()
+    return st is None or st in ("Float", "Double", "Half", "BFloat16")
 
 
 def capture(model: nn.Module, sample: torch.Tensor, *, relu6_as_relu: bool) -> Graph:
     """Trace model, fold BatchNorm, number and group the nodes the way nndct does."""
     prefix = type(model).__name__
-    try:
-        traced = fx.symbolic_trace(model)
-    except Exception as e:  # noqa: BLE001 - any tracing failure is reported with its cause
-        raise BackendError(
-            "the portable quantizer could not capture {} with torch.fx: {}: {}. It needs a forward() without "
-            "data-dependent control flow (if/for on tensor values) and without untraceable calls; rewrite that "
-            "part of the model or use --quantizer vai".format(prefix, type(e).__name__, e)) from e
-    modules = dict(traced.named_modules())
-    # which fx nodes carry tensors: one shape-propagation run on a sample
-    from torch.fx.passes.shape_prop import ShapeProp
-    try:
-        with torch.no_grad():
-            ShapeProp(traced).propagate(sample)
-    except Exception as e:  # noqa: BLE001
-        raise BackendError("the model failed on a sample of shape {}: {}: {}".format(
-            tuple(sample.shape), type(e).__name__, e)) from e
-
-    def is_tensor(a: fx.Node) -> bool:
-        return isinstance(a, fx.Node) and "tensor_meta" in a.meta and hasattr(a.meta["tensor_meta"], "shape")
-
+    with _relu6_modules_as_relu(model, relu6_as_relu):
+        graph = _trace(model, sample)
+    params = _state_dict(model)
     g = Graph(prefix)
-    g.modules = modules
-    users: Dict[fx.Node, int] = {}
-    for n in traced.graph.nodes:
-        for a in _tensor_args(n, is_tensor):
-            users[a] = users.get(a, 0) + 1
+    inputs = list(graph.inputs())
+    n_user = len(inputs) - len(params)
+    if n_user != 1:
+        raise BackendError("the portable quantizer supports models with one input; {}.forward takes {}".format(
+            prefix, n_user))
+    g.input_id = inputs[0].unique()
+    param_of: Dict[int, str] = {}
+    for v, (key, t) in zip(inputs[1:], params.items()):
+        g.consts[v.unique()] = t
+        param_of[v.unique()] = key
 
-    nodes = list(traced.graph.nodes)
-    # a view to the shape it already has is dropped (parse/opt_pass.py remove_reduantant_view)
-    same_view = {n for n in nodes if n.op == "call_method" and n.target == "view" and is_tensor(n) and
-                 is_tensor(n.args[0]) and n.meta["tensor_meta"].shape == n.args[0].meta["tensor_meta"].shape and
-                 n.meta["tensor_meta"].dtype == n.args[0].meta["tensor_meta"].dtype}
-    refs = _size_refs(nodes, is_tensor)
-    # which aten::size reads survive dead-code elimination: those some kept op depends on
-    live: Set[fx.Node] = set()
-    used: Set[Tuple[fx.Node, int]] = set()
-    for n in reversed(nodes):
-        if n.op == "output" or (is_tensor(n) and n not in same_view) or n in live:
-            if n not in refs:  # a consumer; a size read or a pick from one passes its dims on instead
-                fx.node.map_arg((n.args, n.kwargs), lambda a: used.update(refs.get(a, ())))
-            fx.node.map_arg((n.args, n.kwargs), lambda a: live.add(a) if not is_tensor(a) else None)
-    shape_of: Dict[Tuple[fx.Node, int], Node] = {}
+    alias: Dict[int, int] = {}
+    producer: Dict[int, List[Node]] = {}  # value id -> the numbered nodes it stands for (lists and ints pass on)
+    consumers: Dict[int, int] = {}
+    for n in graph.nodes():
+        for v in n.inputs():
+            consumers[v.unique()] = consumers.get(v.unique(), 0) + 1
+    for v in graph.outputs():
+        consumers[v.unique()] = consumers.get(v.unique(), 0) + 1
 
+    def rid(v) -> int:
+        u = v.unique()
+        while u in alias:
+            u = alias[u]
+        return u
+
+    # tensor constants, and plain-number operands of binary ops, are `const` nodes numbered before the input
+    # (seen on real runs: `c // 2` gives nndct_const_0, nndct_input_1)
+    scalar_consts: List[Node] = []
+    tensor_consts: List[Node] = []
+    const_of: Dict[int, int] = {}
     idx = 0
-    placeholders = 0
-    for n in nodes:
-        g.steps.append(n)
-        if n.op == "output":
-            out = n.args[0]
-            if not is_tensor(out):
-                raise BackendError("the portable quantizer supports models that return one tensor; {} returns {}"
-                                   .format(prefix, type(out).__name__))
-            g.output = out
+    inp = Node(idx, "input", None)
+    g.nodes.append(inp)
+    producer[g.input_id] = [inp]
+    idx += 1
+
+    for n in graph.nodes():
+        kind = n.kind()
+        ins = list(n.inputs())
+        outs = list(n.outputs())
+        ns, _, name = kind.partition("::")
+        base = name[:-1] if name in _DISPATCHED_INPLACE else name
+        if kind == "prim::Constant":
+            out = n.output()
+            g.consts[out.unique()] = out.toIValue() if out.type().kind() != "NoneType" else None
             continue
-        if n.op == "placeholder":
-            placeholders += 1
-            if placeholders > 1:
-                raise BackendError("the portable quantizer supports models with one input; {}.forward takes "
-                                   "more ({})".format(prefix, n.target))
-            op: Optional[str] = "input"
-        elif n.op == "get_attr" or not is_tensor(n):
-            # constants and shape arithmetic are evaluated as they are; each aten::size read nndct keeps is a
-            # `shape` node of its own, numbered here, in dimension order (see the module docstring)
-            for d in sorted({d for (src, d) in refs.get(n, ()) if src is n and (n, d) in used}):
-                shape = Node(idx, "shape", n)
-                idx += 1
-                tensor = g.resolve(n.args[0])
-                shape.parents = [g.node_of[tensor]] if tensor in g.node_of else []
-                shape.attrs["dim"] = d
-                shape_of[(n, d)] = shape
-                g.nodes.append(shape)
+        if ns == "aten" and base in ("dropout", "feature_dropout", "alias"):
+            alias[outs[0].unique()] = rid(ins[0])
             continue
-        elif n in same_view:
-            g.alias[n] = n.args[0]
+        if kind == "prim::NumToTensor" or ns == "aten" and base in _REMOVED:
+            step = Step(_schema_fn(n), [rid(v) for v in ins], [outs[0].unique()], kind)
+            g.steps.append(step)
+            producer[outs[0].unique()] = producer.get(rid(ins[0]), [])
             continue
-        elif n.op == "call_module":
-            m = modules[n.target]
-            if isinstance(m, _IDENTITY_MODULES):
-                g.alias[n] = _tensor_args(n, is_tensor)[0]
-                continue
-            op = _op_of_module(m, relu6_as_relu)
-            if op in PARAM_OPS + ("batch_norm",) and (len(n.args) != 1 or n.kwargs):
-                op = None  # e.g. ConvTranspose2d(x, output_size=...): run the module as it is, in float
-            if op == "batch_norm":
-                src = g.resolve(_tensor_args(n, is_tensor)[0])
-                conv = g.node_of.get(src)
-                if conv is not None and conv.op in CONV_OPS and users.get(src, 0) == 1 and m.track_running_stats:
-                    _fold_bn(conv, m)
-                    g.alias[n] = src
-                    continue
-        else:
-            target = n.target
-            if n.op == "call_function" and target in _IDENTITY_FUNCTIONS or \
-                    n.op == "call_method" and target == "contiguous":
-                g.alias[n] = _tensor_args(n, is_tensor)[0]
-                continue
-            op = _FUNCTIONS.get(target) if n.op == "call_function" else _METHODS.get(target)
-            if op == "elemwise_add" and len(_tensor_args(n, is_tensor)) != 2:
-                op = None  # a tensor plus a constant: not the DPU's elementwise add
-        node = Node(idx, op or _fallback_name(n, modules), n)
-        node.supported = op is not None
-        idx += 1
-        if n.op == "call_module":
-            node.module = modules[n.target]
-            node.module_path = n.target
-        # inputs in argument order, the shape nodes of a size argument included (nndct's in_tensors)
-        for a in _tensor_args(n, lambda a: True):
-            if is_tensor(a):
-                if g.resolve(a) in g.node_of:
-                    node.parents.append(g.node_of[g.resolve(a)])
+        if ns == "prim" and base != "ConstantChunk":
+            if base in ("ListConstruct", "TupleConstruct"):
+                fn = _list if base == "ListConstruct" else _tuple
+            elif base in ("ListUnpack", "TupleUnpack"):
+                fn = _unpack
+            elif base == "TupleIndex":
+                fn = _index
             else:
-                node.parents.extend(shape_of[r] for r in refs.get(a, ()) if r in shape_of)
-        g.node_of[n] = node
+                fn = _schema_fn(n)
+            step = Step(fn, [rid(v) for v in ins], [o.unique() for o in outs], kind)
+            g.steps.append(step)
+            packed = [p for v in ins for p in producer.get(rid(v), [])]
+            for o in outs:
+                producer[o.unique()] = packed
+            continue
+        # an aten op (or prim::ConstantChunk): a node of nndct's graph
+        arg_ids = [rid(v) for v in ins]
+        if base == "size" and arg_ids and arg_ids[0] in param_of:
+            # a parameter's size is a constant (trace_helper.py merge_weight_size_to_constant)
+            g.consts[outs[0].unique()] = g.consts[arg_ids[0]].size(int(g.consts[arg_ids[1]]))
+            continue
+        if base == "view" and _same_shape(ins[0], outs[0]):
+            # a view to the shape it already has (opt_pass.py remove_reduantant_view), judged on the traced shapes
+            alias[outs[0].unique()] = arg_ids[0]
+            continue
+        chain = producer.get(arg_ids[0], []) if base == "slice" else []
+        if len(chain) == 1 and chain[0].attrs.get("slice_chain") == arg_ids[0] and \
+                consumers.get(ins[0].unique(), 0) == 1:
+            # a slice of a slice joins it: one strided_slice node per chain (opt_pass.py slice_to_strided_slice)
+            head = chain[0]
+            g.steps.append(Step(_schema_fn(n), arg_ids, [outs[0].unique()], kind))
+            for a in arg_ids[1:]:
+                for p in producer.get(a, []):
+                    if p not in head.parents:
+                        head.parents.append(p)
+            producer[outs[0].unique()] = [head]
+            head.attrs["slice_chain"] = outs[0].unique()
+            continue
+        if base == "batch_norm" and _fold_bn_into(g, producer.get(arg_ids[0], []), arg_ids, consumers, ins):
+            alias[outs[0].unique()] = arg_ids[0]
+            continue
+        op = _op_name(n, base, ins, arg_ids, g, param_of)
+        fn = _chunk_fn(n.i("chunks"), n.i("dim")) if base == "ConstantChunk" else _schema_fn(n)
+        for i, v in enumerate(ins):
+            if v.node().kind() != "prim::Constant" or not v.uses():
+                continue
+            vk = v.type().kind()
+            if i == 1 and base in _SCALAR_TO_CONST and vk in ("IntType", "FloatType") and \
+                    ins[0].type().kind() == "TensorType":
+                dtype = _DTYPES.get(ins[0].type().scalarType() or "Float", torch.float32)
+                arg_ids[1] = _const_node(g, torch.tensor(g.consts[arg_ids[1]], dtype=dtype), scalar_consts, producer)
+                fn = _BINARY[base]
+            elif vk == "TensorType" and g.consts.get(arg_ids[i]) is not None:
+                if arg_ids[i] not in const_of:
+                    value = g.consts[arg_ids[i]]  # (a wrapped number comes back as a Python scalar)
+                    t = value if isinstance(value, torch.Tensor) else torch.tensor(value)
+                    const_of[arg_ids[i]] = _const_node(g, t, tensor_consts, producer)
+                arg_ids[i] = const_of[arg_ids[i]]
+        step = Step(fn, arg_ids, [o.unique() for o in outs], kind)
+        node = Node(idx, op, step)
+        idx += 1
+        step.node = node
+        node.float_out = len(outs) == 1 and _is_float_tensor(outs[0])
+        _set_attrs(node, n, base, arg_ids, g, param_of)
+        # inputs in argument order, shape nodes of a size argument included (nndct's in_tensors)
+        for a in arg_ids:
+            for p in producer.get(a, []):
+                if p not in node.parents:
+                    node.parents.append(p)
+        for o in outs:
+            producer[o.unique()] = [node]
+        if base == "slice":
+            node.attrs["slice_chain"] = outs[0].unique()
+        g.steps.append(step)
         g.nodes.append(node)
-        if not node.supported:
-            g.unsupported.append("{} ({})".format(node.name, _describe(n)))
-    if g.output is None:
-        raise BackendError("{}.forward returns nothing".format(prefix))
+    rets = list(graph.outputs())
+    if len(rets) != 1:
+        raise BackendError("{}.forward must return one tensor".format(prefix))
+    g.output_id = rid(rets[0])
+    front = scalar_consts + tensor_consts
+    g.nodes = front + g.nodes
+    g.steps = [c.step for c in front] + g.steps
+    _drop_dead(g)
     for node in g.nodes:
         for p in node.parents:
             if node not in p.children:
@@ -307,58 +496,206 @@ def capture(model: nn.Module, sample: torch.Tensor, *, relu6_as_relu: bool) -> G
     return g
 
 
-def _describe(n: fx.Node) -> str:
-    if n.op == "call_module":
-        return "module {} ({})".format(n.target, n.graph.owning_module.get_submodule(n.target).__class__.__name__)
-    name = getattr(n.target, "__name__", str(n.target))
-    return "{} {}".format("method" if n.op == "call_method" else "function", name)
+def _const_node(g: Graph, t: torch.Tensor, into: List[Node], producer: Dict[int, List[Node]]) -> int:
+    vid = _CONST_IDS + len(g.consts) + len(into) * 7919
+    while vid in g.consts:
+        vid += 1
+    node = Node(0, "const", Step(lambda: t, [], [vid], "prim::Constant"))
+    node.step.node = node
+    node.float_out = t.is_floating_point()
+    node.attrs["value"] = t
+    into.append(node)
+    producer[vid] = [node]
+    return vid
 
 
-def _fallback_name(n: fx.Node, modules: Dict[str, nn.Module]) -> str:
-    if n.op == "call_module":
-        return type(modules[n.target]).__name__.lower()
-    return str(getattr(n.target, "__name__", n.target)).strip("_").lower()
+_BINARY = {  # the binary ops with both operands tensors, for a plain-number operand made a const node
+    "add": lambda a, b, alpha=1: torch.add(a, b, alpha=alpha),
+    "sub": lambda a, b, alpha=1: torch.sub(a, b, alpha=alpha),
+    "rsub": lambda a, b, alpha=1: torch.rsub(a, b, alpha=alpha), "mul": torch.mul, "div": torch.div,
+    "remainder": torch.remainder}
+_CONST_IDS = 1 << 40  # value ids of const nodes, clear of the traced graph's
 
 
-def _fold_bn(conv: Node, bn: nn.BatchNorm2d) -> None:
-    m = conv.module
-    w = m.weight.detach().clone() if conv.weight is None else conv.weight
-    b = (m.bias.detach().clone() if m.bias is not None else None) if conv.weight is None else conv.bias
-    var = bn.running_var.detach()
-    mean = bn.running_mean.detach()
-    gamma = bn.weight.detach() if bn.affine else torch.ones_like(var)
-    beta = bn.bias.detach() if bn.affine else torch.zeros_like(var)
-    scale = gamma / torch.sqrt(var + bn.eps)
-    offset = beta - mean * scale
-    if isinstance(m, nn.ConvTranspose2d):
+def _chunk_fn(chunks: int, dim: int) -> Callable:
+    # prim::ConstantChunk keeps its arguments as node attributes (the dispatcher's ConstantChunk -> chunk)
+    def chunk(x):
+        return torch.chunk(x, chunks, dim)
+    return chunk
+
+
+def _list(*a):
+    return list(a)
+
+
+def _tuple(*a):
+    return tuple(a)
+
+
+def _unpack(x):
+    return tuple(x)
+
+
+def _index(x, i):
+    return x[i]
+
+
+def _same_shape(a, b) -> bool:
+    ta, tb = a.type(), b.type()
+    if ta.kind() != "TensorType" or tb.kind() != "TensorType":
+        return False
+    sa, sb = ta.sizes(), tb.sizes()
+    return sa is not None and sa == sb and ta.scalarType() == tb.scalarType()
+
+
+def _op_name(n, base: str, ins, arg_ids: List[int], g: Graph, param_of) -> str:
+    if base in ("_convolution", "conv2d", "conv_transpose2d"):
+        w = g.consts.get(arg_ids[1])
+        if not isinstance(w, torch.Tensor) or arg_ids[1] not in param_of or w.dim() != 4:
+            return n.kind()
+        transposed = bool(g.consts.get(arg_ids[6])) if base == "_convolution" else base == "conv_transpose2d"
+        groups = int(g.consts.get(arg_ids[8 if base == "_convolution" else 6], 1))
+        if transposed:  # weight [in, out/groups, kh, kw]
+            return "depthwise_conv_transpose_2d" if w.shape[1] == 1 and groups == w.shape[0] else "conv_transpose_2d"
+        cin = w.shape[1] * groups
+        return "depthwise_conv2d" if groups != 1 and groups == cin and w.shape[0] % cin == 0 else "conv2d"
+    if base in ("add", "mul", "sub", "div"):
+        if base == "div" and len(ins) > 2:
+            return n.kind()  # rounding_mode: not the dispatcher's div
+        return {"add": "elemwise_add", "mul": "elemwise_mul", "sub": "elementwise_sub", "div": "elemwise_div"}[base]
+    if base == "hardtanh":
+        lo, hi = g.consts.get(arg_ids[1]), g.consts.get(arg_ids[2])
+        if lo == 0.0 and hi == 6.0:
+            return "relu6"
+        return "hardtanh"
+    if base == "relu6":
+        return "relu6"
+    if base == "linear":
+        return "dense" if arg_ids[1] in param_of else n.kind()
+    if base == "mean":
+        # the dispatcher's mean matches the schema strings of older torch only; with torch >= 1.13 nndct parses it
+        # as an op it does not know and runs it in float (seen: "new op `aten::mean` as a float operator")
+        return n.kind()
+    if base == "max" and len(ins) == 2:
+        return n.kind()  # the elementwise max(a, b)
+    return _ATEN.get(base, n.kind())
+
+
+def _set_attrs(node: Node, n, base: str, a: List[int], g: Graph, param_of: Dict[int, str]) -> None:
+    c = g.consts
+    op = node.op
+    if op in CONV_OPS:
+        if base == "_convolution":
+            node.attrs.update(stride=_pair(c[a[3]]), padding=_pair(c[a[4]]), dilation=_pair(c[a[5]]),
+                              output_padding=_pair(c[a[7]]), groups=int(c[a[8]]))
+        elif base == "conv2d":
+            node.attrs.update(stride=_pair(c[a[3]]), padding=c[a[4]], dilation=_pair(c[a[5]]),
+                              output_padding=[0, 0], groups=int(c[a[6]]))
+        else:
+            node.attrs.update(stride=_pair(c[a[3]]), padding=_pair(c[a[4]]), output_padding=_pair(c[a[5]]),
+                              groups=int(c[a[6]]), dilation=_pair(c[a[7]]))
+        _bind_params(node, a[1], a[2], g, param_of)
+    elif op == "dense":
+        _bind_params(node, a[1], a[2] if len(a) > 2 else None, g, param_of)
+    elif op in NORM_SLOTS:
+        # affine norms quantize their weight and bias like a conv's (pytorch_nndct/nn/modules/group_norm.py ...)
+        wi, bi = NORM_SLOTS[op]
+        if a[wi] in param_of:
+            _bind_params(node, a[wi], a[bi] if a[bi] in param_of else None, g, param_of)
+    elif op == "batch_norm":
+        node.attrs["bn"] = [c.get(i) for i in a[1:5]] + [float(c[a[7]])]
+        key = param_of.get(a[1]) or param_of.get(a[3]) or ""
+        node.module_path = key.rsplit(".", 1)[0]
+    elif op == "prelu":
+        if a[1] in param_of:
+            node.weight = c[a[1]].detach().clone()
+            node.module_path = param_of[a[1]].rsplit(".", 1)[0]
+    elif op == "leaky_relu":
+        node.attrs["negative_slope"] = float(c.get(a[1], 0.01)) if len(a) > 1 else 0.01
+    elif op == "avgpool":
+        node.attrs["kernel"] = _pair(c[a[1]])
+    elif op == "resize":
+        node.attrs["mode"] = "nearest" if base == "upsample_nearest2d" else "bilinear"
+    elif op == "shape":
+        node.attrs["dim"] = c.get(a[1]) if len(a) > 1 else None
+    elif op in ("mean", "sum"):
+        node.attrs["dims"] = c.get(a[1])
+
+
+def _bind_params(node: Node, w_id: int, b_id: Optional[int], g: Graph, param_of: Dict[int, str]) -> None:
+    node.weight = g.consts[w_id].detach().clone()
+    node.module_path = param_of[w_id].rsplit(".", 1)[0]
+    b = g.consts.get(b_id) if b_id is not None else None
+    node.bias = b.detach().clone() if isinstance(b, torch.Tensor) else None
+    node.attrs["weight_key"] = param_of[w_id]
+    node.attrs["bias_key"] = param_of.get(b_id) if b_id is not None else None
+
+
+def _fold_bn_into(g: Graph, prods: List[Node], a: List[int], consumers: Dict[int, int], ins) -> bool:
+    """Fold aten::batch_norm into the conv that produced its input when nothing else reads the conv's output
+    (nndct_shared/optimization/fuse_conv_bn.py); returns whether it did."""
+    if len(prods) != 1 or prods[0].op not in CONV_OPS or consumers.get(ins[0].unique(), 0) != 1:
+        return False
+    c = g.consts
+    mean, var = c.get(a[3]), c.get(a[4])
+    if not isinstance(mean, torch.Tensor) or not isinstance(var, torch.Tensor):
+        return False
+    gamma, beta, eps = c.get(a[1]), c.get(a[2]), float(c[a[7]])
+    conv = prods[0]
+    w, b = conv.weight, conv.bias
+    gamma = gamma.detach() if isinstance(gamma, torch.Tensor) else torch.ones_like(var)
+    beta = beta.detach() if isinstance(beta, torch.Tensor) else torch.zeros_like(var)
+    scale = gamma / torch.sqrt(var.detach() + eps)
+    offset = beta - mean.detach() * scale
+    if conv.op.startswith("conv_transpose") or conv.op.startswith("depthwise_conv_transpose"):
         # torch keeps [in, out/groups, kh, kw]; the output channel of column j in group k is k * out/groups + j
+        groups = conv.attrs["groups"]
         gsz = w.shape[1]
-        s = scale.view(m.groups, 1, gsz, 1, 1)
-        w = (w.view(m.groups, -1, gsz, *w.shape[2:]) * s).view_as(w)
+        s = scale.view(groups, 1, gsz, 1, 1)
+        w = (w.view(groups, -1, gsz, *w.shape[2:]) * s).view_as(w)
     else:
         w = w * scale.view(-1, 1, 1, 1)
-    b = offset if b is None else b * scale + offset
-    conv.weight, conv.bias = w, b
+    conv.weight, conv.bias = w, (offset if b is None else b * scale + offset)
     conv.attrs["bn_folded"] = True
+    return True
+
+
+def _drop_dead(g: Graph) -> None:
+    """Steps whose values nothing kept needs (a view removed above leaves its size reads behind) go, and the
+    nodes with them (the shape nodes nndct removes along with the view); then the nodes are renumbered."""
+    need: Set[int] = {g.output_id}
+    keep: List[Step] = []
+    for step in reversed(g.steps):
+        if any(o in need for o in step.outs) or (step.node is not None and step.node.op not in ("shape",) and
+                                                 not step.kind.startswith("prim::")):
+            need.update(step.ins)
+            keep.append(step)
+    keep.reverse()
+    dropped = {id(s.node) for s in g.steps if s.node is not None} - {id(s.node) for s in keep if s.node is not None}
+    g.steps = keep
+    if dropped:
+        g.nodes = [n for n in g.nodes if id(n) not in dropped]
+        for n in g.nodes:
+            n.parents = [p for p in n.parents if id(p) not in dropped]
+    for i, n in enumerate(g.nodes):
+        n.idx = i
+        n.name = node_name(n.op, i)
+    g.unsupported = ["{} ({})".format(n.name, n.op) for n in g.nodes if n.custom]
 
 
 def _init_params(g: Graph) -> None:
-    seen = set()
+    seen: Set[str] = set()
     for node in g.nodes:
-        m = node.module
-        if node.op not in PARAM_OPS + ("batch_norm",) or m is None:
-            continue
         if node.op == "batch_norm":
             # an unfolded BatchNorm is computed as x * scale + offset with both quantized
             # (nndct_shared/optimization/commander.py ConvertBNParams)
-            var, mean = m.running_var.detach(), m.running_mean.detach()
-            gamma = m.weight.detach() if m.affine else torch.ones_like(var)
-            beta = m.bias.detach() if m.affine else torch.zeros_like(var)
-            node.weight = gamma / torch.sqrt(var + m.eps)
+            gamma, beta, mean, var, eps = node.attrs["bn"]
+            gamma = gamma if isinstance(gamma, torch.Tensor) else torch.ones_like(var)
+            beta = beta if isinstance(beta, torch.Tensor) else torch.zeros_like(var)
+            node.weight = gamma / torch.sqrt(var + eps)
             node.bias = beta - mean * node.weight
-        elif node.weight is None:
-            node.weight = m.weight.detach().clone()
-            node.bias = m.bias.detach().clone() if m.bias is not None else None
+        if node.weight is None or not node.module_path:
+            continue
         node.weight_name = _unique(g.full(node.module_path + ".weight"), node, seen)
         if node.bias is not None:
             node.bias_name = _unique(g.full(node.module_path + ".bias"), node, seen)
@@ -384,19 +721,29 @@ def _group(g: Graph) -> None:
         for m in members:
             groups[m.name] = members
 
+    def reshape_parent(p: Node) -> bool:
+        # commander.py SoftFuseReshape: not a shape node, nor a mul of shape values
+        if p.op == "shape":
+            return False
+        if p.op == "elemwise_mul" and p.parents:
+            return reshape_parent(p.parents[0])
+        return True
+
     changed = True
     while changed:
         changed = False
         for n in g.nodes:
             if groups[n.name][0] is not n:
                 continue
-            if n.op in SOFT_FUSED and len(n.parents) == 1 and len(n.parents[0].children) == 1:
+            if n.op in SOFT_FUSED and len(n.parents) == 1 and len(n.parents[0].children) == 1 and \
+                    not n.parents[0].custom:
                 glue(groups[n.parents[0].name][0], n)
                 changed = True
-            elif n.op == "reshape" and any(p.op != "shape" for p in n.parents):
-                # commander.py SoftFuseReshape: a shape node is not the parent a reshape joins
-                glue(groups[next(p for p in n.parents if p.op != "shape").name][0], n)
-                changed = True
+            elif n.op == "reshape":
+                p = next((p for p in n.parents if reshape_parent(p)), None)
+                if p is not None:
+                    glue(groups[p.name][0], n)
+                    changed = True
     for k in groups:
         groups[k] = sorted(groups[k], key=lambda m: m.idx)
     g.groups = groups
@@ -417,12 +764,13 @@ def _group(g: Graph) -> None:
     g.quant_out = {n.name: quant_output(n) for n in g.nodes}
     keys: List[str] = []
     for n in g.nodes:
-        if n.op in QUANTIZABLE and g.quant_out[n.name].name not in keys:
-            keys.append(g.quant_out[n.name].name)
+        end = g.quant_out[n.name]
+        if n.op in QUANTIZABLE and end.name not in keys and end.float_out:
+            keys.append(end.name)
     for n in g.nodes:
         if n.op in QUANTIZABLE and n.op not in ("input", "concat"):
             for p in n.parents:
-                end = g.quant_out[p.name].name
-                if end not in keys and g.quant_out[p.name].op != "shape":  # int output: not quantized
-                    keys.append(end)
+                end = g.quant_out[p.name]
+                if end.name not in keys and end.op != "shape" and end.float_out:  # int output: not quantized
+                    keys.append(end.name)
     g.output_keys = keys

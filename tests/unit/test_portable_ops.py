@@ -1,0 +1,231 @@
+"""The portable quantizer on what users bring: size checks in forward, dict outputs, and each op family nndct
+quantizes, named as nndct names it (names checked against vai_q_pytorch 3.5 on the same model)."""
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from container_payload.backends import BackendError
+from container_payload.backends.portable import PortableBackend
+from container_payload.backends.portable import fixpoint as fxp
+from container_payload.backends.portable.engine import Runner, adjust
+from container_payload.backends.portable.graph import capture
+
+
+def _float_run(g, x):
+    return Runner(g).run(x, lambda n: (n.weight, n.bias), lambda n, v: v)
+
+
+class PadToMultiple(nn.Module):
+    """segmentation_models_pytorch style: reject sizes that are not a multiple of the output stride, pad, crop."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.down = nn.Conv2d(3, 4, 3, stride=2, padding=1)
+        self.up = nn.ConvTranspose2d(4, 2, 2, stride=2)
+
+    def forward(self, x):
+        h, w = x.shape[-2:]
+        if h % 4 or w % 4:
+            raise RuntimeError(f"Wrong input shape height={h}, width={w}")
+        ph, pw = (8 - h % 8) % 8, (8 - w % 8) % 8
+        y = F.pad(x, [0, pw, 0, ph]) if ph or pw else x
+        return self.up(F.relu(self.down(y)))[..., :h, :w]
+
+
+def test_python_control_flow_on_sizes_is_traced_for_the_sample():
+    model = PadToMultiple().eval()
+    x = torch.randn(2, 3, 12, 12)
+    g = capture(model, x, relu6_as_relu=False)
+    ops = [n.op for n in g.nodes]
+    # the size arithmetic of the padding is traced: shape nodes, and const nodes (numbered first) for its numbers
+    assert ops == ["const"] * 6 + ["input", "shape", "shape", "aten::remainder", "rsub", "aten::remainder",
+                                   "aten::remainder", "rsub", "aten::remainder", "pad_nd", "conv2d", "relu",
+                                   "conv_transpose_2d", "strided_slice"]  # the crop's two slices: one node
+    assert not any(k.startswith(("nndct_const", "nndct_shape", "aten_remainder", "nndct_rsub")) for k in g.output_keys)
+    with torch.no_grad():
+        torch.testing.assert_close(_float_run(g, x), model(x))
+    with pytest.raises(BackendError, match="shape \\(1, 3, 10, 10\\).*Wrong input shape"):
+        capture(model, torch.randn(1, 3, 10, 10), relu6_as_relu=False)
+
+
+@pytest.mark.parametrize("out, what", [(lambda y: {"out": y, "aux": y}, "a dict with keys 'out', 'aux'"),
+                                       (lambda y: (y, y), "a tuple")])
+def test_models_that_return_several_tensors_get_a_one_line_error(out, what):
+    class Multi(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv = nn.Conv2d(3, 2, 1)
+
+        def forward(self, x):
+            return out(self.conv(x))
+
+    with pytest.raises(BackendError) as e:
+        capture(Multi(), torch.randn(1, 3, 4, 4), relu6_as_relu=False)
+    msg = str(e.value)
+    assert "\n" not in msg and what in msg and "model(x)['out']" in msg
+
+
+class Zoo(nn.Module):
+    """One of each op family nndct quantizes for the DPU."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.stem = nn.Conv2d(3, 8, 3, padding=1)
+        self.hs = nn.Hardswish()
+        self.dw = nn.Conv2d(8, 8, 3, padding=2, dilation=2, groups=8)
+        self.se1 = nn.Conv2d(8, 4, 1)
+        self.se2 = nn.Conv2d(4, 8, 1)
+        self.hsig = nn.Hardsigmoid()
+        self.pr = nn.PReLU(8)
+        self.lr = nn.LeakyReLU(0.1)
+        self.r6 = nn.ReLU6()
+        self.up = nn.ConvTranspose2d(8, 8, 2, stride=2)
+        self.drop = nn.Dropout2d(0.1)
+        self.head = nn.Conv2d(16, 4, 1)
+
+    def forward(self, x):
+        h, w = x.shape[-2:]
+        if h % 8 or w % 8:
+            raise ValueError("size")
+        y = self.hs(self.stem(x))
+        y = self.dw(y)
+        g = self.hsig(self.se2(F.relu(self.se1(F.adaptive_avg_pool2d(y, 1)))))
+        y = y * g
+        b, c, hh, ww = y.size()
+        y = y.view(b, 2, c // 2, hh, ww).transpose(1, 2).contiguous().view(b, -1, hh, ww)  # channel shuffle
+        y = self.r6(self.lr(self.pr(y)))
+        z = torch.sigmoid(y) * torch.tanh(y)
+        m = y.mean((2, 3), keepdim=True) + z.sum(1, keepdim=True)
+        y = torch.cat([self.up(F.max_pool2d(y + m, 2)), F.pad(y, (0, 0, 0, 0))], 1).clamp(-4, 4)
+        y = torch.stack([y, y], 0).sum(0)
+        return F.softmax(self.head(self.drop(y)), 1)
+
+
+# vai_q_pytorch 3.5 (torch 1.13) on this model: the same 39 nodes (its <Class>.py), the same 13 parameter and 23
+# output entries of quant_info.json with equal fix positions, and bit-identical test-mode outputs
+ZOO_NODES = [
+    "nndct_const_0", "nndct_input_1", "nndct_conv2d_2", "nndct_hswish_3", "nndct_depthwise_conv2d_4",
+    "nndct_adaptive_avg_pool2d_5", "nndct_conv2d_6", "nndct_relu_7", "nndct_conv2d_8", "nndct_hsigmoid_9",
+    "nndct_elemwise_mul_10", "nndct_shape_11", "nndct_shape_12", "nndct_shape_13", "nndct_shape_14",
+    "nndct_floor_divide_15", "nndct_reshape_16", "nndct_transpose_17", "nndct_contiguous_18", "nndct_reshape_19",
+    "nndct_prelu_20", "nndct_leaky_relu_21", "nndct_relu6_22", "nndct_sigmoid_23", "nndct_tanh_24",
+    "nndct_elemwise_mul_25", "aten_mean_26", "nndct_sum_27", "nndct_elemwise_add_28", "nndct_elemwise_add_29",
+    "nndct_maxpool_30", "nndct_conv_transpose_2d_31", "nndct_pad_nd_32", "nndct_concat_33", "nndct_clamp_34",
+    "nndct_stack_35", "nndct_sum_36", "nndct_conv2d_37", "nndct_softmax_38"]
+ZOO_OUTPUTS = [
+    "nndct_input_1", "nndct_conv2d_2", "nndct_hswish_3", "nndct_depthwise_conv2d_4", "nndct_adaptive_avg_pool2d_5",
+    "nndct_relu_7", "nndct_conv2d_8", "nndct_hsigmoid_9", "nndct_transpose_17", "nndct_relu6_22",
+    "nndct_elemwise_mul_25", "nndct_sum_27", "nndct_elemwise_add_28", "nndct_elemwise_add_29", "nndct_maxpool_30",
+    "nndct_concat_33", "nndct_sum_36", "nndct_conv2d_37", "nndct_softmax_38", "nndct_sigmoid_23", "nndct_tanh_24",
+    "aten_mean_26", "nndct_stack_35"]
+
+
+def test_each_op_family_is_named_as_nndct_names_it():
+    model = Zoo().eval()
+    x = torch.randn(2, 3, 16, 16)
+    g = capture(model, x, relu6_as_relu=False)
+    # `c // 2` makes a const node, numbered before the input; Dropout2d() is removed; mean is an op nndct's
+    # parser does not match under torch >= 1.13 (float, under its aten name), stack one it keeps in float
+    assert [n.name for n in g.nodes] == ZOO_NODES
+    assert g.output_keys == ZOO_OUTPUTS
+    assert g.unsupported == ["aten_mean_26 (aten::mean)", "nndct_stack_35 (stack)"]
+    prelu = next(n for n in g.nodes if n.op == "prelu")
+    assert prelu.weight_name == "Zoo::pr.weight" and not prelu.bias_name
+    with torch.no_grad():  # the DPU's hsigmoid/hswish differ from torch's a little
+        torch.testing.assert_close(_float_run(g, x), model(x), rtol=0.05, atol=0.05)
+
+
+def test_inplace_dropout2d_is_an_op_nndct_does_not_know():
+    model = nn.Sequential(nn.Conv2d(3, 4, 1), nn.Dropout2d(inplace=True), nn.Conv2d(4, 2, 1)).eval()
+    g = capture(model, torch.randn(1, 3, 4, 4), relu6_as_relu=False)
+    # seen on smp FPN: `aten_feature_dropout__N`, quantized because it feeds a conv
+    assert [n.name for n in g.nodes] == ["nndct_input_0", "nndct_conv2d_1", "aten_feature_dropout__2",
+                                         "nndct_conv2d_3"]
+    assert "aten_feature_dropout__2" in g.output_keys
+
+
+def test_plain_number_operands_become_const_nodes_numbered_first():
+    class HardSwishByHand(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv = nn.Conv2d(3, 3, 1)
+
+        def forward(self, x):
+            y = self.conv(x)
+            return y * F.relu6(y + 3.0) / 6.0
+
+    model = HardSwishByHand().eval()
+    x = torch.randn(2, 3, 4, 4)
+    g = capture(model, x, relu6_as_relu=False)
+    assert [n.name for n in g.nodes] == [
+        "nndct_const_0", "nndct_const_1", "nndct_input_2", "nndct_conv2d_3", "nndct_elemwise_add_4",
+        "nndct_relu6_5", "nndct_elemwise_mul_6", "nndct_elemwise_div_7"]
+    assert g.nodes[4].parents == [g.nodes[3], g.nodes[0]]
+    with torch.no_grad():
+        torch.testing.assert_close(_float_run(g, x), model(x))
+
+
+def test_hswish_and_hsigmoid_use_the_dpu_approximations():
+    x = torch.linspace(-4, 4, 2 * 3 * 4 * 4).view(2, 3, 4, 4)
+    g = capture(nn.Sequential(nn.Hardswish(), nn.Hardsigmoid()).eval(), x, relu6_as_relu=False)
+    assert [n.name for n in g.nodes] == ["nndct_input_0", "nndct_hswish_1", "nndct_hsigmoid_2"]
+    gate = fxp.quantize_act(F.relu6(x + 3) * (2731 / 16384), 7)
+    hswish = x * gate
+    torch.testing.assert_close(_float_run(g, x), F.relu6(hswish + 3) * (2731 / 16384), rtol=0, atol=0)
+
+
+def test_backend_quantizes_prelu_weights_and_new_op_outputs(tmp_path):
+    model = Zoo().eval()
+    g = torch.Generator().manual_seed(0)
+    batches = [torch.randn(2, 3, 16, 16, generator=g) for _ in range(2)]
+    warnings = []
+    b = PortableBackend(model, str(tmp_path), (3, 16, 16), quant_opt=0, warn=warnings.append)
+    b.calibrate(batches)
+    info = b.quant_info
+    assert "Zoo::pr.weight" in info["param"]
+    assert set(info["output"]) == {"Zoo::" + k for k in ZOO_OUTPUTS}
+    assert any("aten::mean" in w and "float" in w for w in warnings)
+    y = b.quantized()(batches[0])
+    assert y.shape == (2, 4, 16, 16) and torch.isfinite(y).all()
+
+
+def test_export_adjustments_for_hsigmoid_and_hswish():
+    model = nn.Sequential(nn.Conv2d(3, 3, 1), nn.Hardswish(), nn.Conv2d(3, 3, 1), nn.Hardsigmoid()).eval()
+    g = capture(model, torch.randn(1, 3, 4, 4), relu6_as_relu=False)
+    assert g.output_keys == ["nndct_input_0", "nndct_conv2d_1", "nndct_hswish_2", "nndct_conv2d_3",
+                             "nndct_hsigmoid_4"]
+    par = {n.weight_name: 6 for n in g.nodes if n.weight_name}
+    par.update({n.bias_name: 6 for n in g.nodes if n.bias_name})
+    fps = {"param": par, "output": {"nndct_input_0": 6, "nndct_conv2d_1": -1, "nndct_hswish_2": 9,
+                                     "nndct_conv2d_3": 4, "nndct_hsigmoid_4": 5}}
+    adjust(g, fps)
+    # hswish input raised to 0, its output to at most input + 7; the hsigmoid output raised to 7
+    assert fps["output"] == {"nndct_input_0": 6, "nndct_conv2d_1": 0, "nndct_hswish_2": 7, "nndct_conv2d_3": 4,
+                             "nndct_hsigmoid_4": 7}
+
+
+def test_chunk_is_traced_as_slices_as_nndct_traces_it():
+    class Shuffle(nn.Module):
+        """ShuffleNetV2's unit: split in two by chunk, one half through convs, concat, channel shuffle."""
+
+        def __init__(self):
+            super().__init__()
+            self.conv = nn.Conv2d(2, 2, 1)
+
+        def forward(self, x):
+            a, b = x.chunk(2, dim=1)
+            y = torch.cat([a, F.relu(self.conv(b))], 1)
+            n, c, h, w = y.size()
+            return y.view(n, 2, c // 2, h, w).transpose(1, 2).reshape(n, c, h, w)
+
+    model = Shuffle().eval()
+    x = torch.randn(2, 4, 4, 4)
+    g = capture(model, x, relu6_as_relu=False)
+    # vai_q_pytorch replaces chunk by slicing while it traces; the last piece ends at the traced size, and each
+    # chain of slices is one strided_slice (seen on torchvision's ShuffleNetV2: strided_slice, shape,
+    # strided_slice)
+    assert [n.op for n in g.nodes][:6] == ["const", "input", "strided_slice", "shape", "strided_slice", "conv2d"]
+    with torch.no_grad():
+        torch.testing.assert_close(_float_run(g, x), model(x))
