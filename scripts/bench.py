@@ -111,8 +111,8 @@ def _compare_runs(vai: Path, hybrid: Path) -> list[str]:
     lines = []
     a, b = (json.loads((d / "quant_info.json").read_text()) for d in (vai, hybrid))
     keys = ("param", "output", "input", "bias_corrected")
-    differ = [f"{section}:{name}" for section in ("param", "output") for name in sorted(set(a[section]) | set(b[section]))
-              if a[section].get(name) != b[section].get(name)]
+    differ = [f"{section}:{name}" for section in ("param", "output")
+              for name in sorted(set(a[section]) | set(b[section])) if a[section].get(name) != b[section].get(name)]
     same = all(a.get(k) == b.get(k) for k in keys)
     lines.append(f"quant_info.json ({', '.join(keys)}): {'identical' if same else 'DIFFERENT'}"
                  f" ({len(a['param'])} params, {len(a['output'])} outputs"
