@@ -148,7 +148,8 @@ def bench_hybrid(args: argparse.Namespace) -> None:
                   "--input-dir", str(inputs.dir), "--input-size", *map(str, args.size),
                   "--num-classes", str(args.num_classes), "--model-arg", f"width={args.width}",
                   "--model-arg", f"depth={args.depth}", "--calib-batch-size", str(args.batch_size),
-                  "--no-evaluate", *[a for e in args.export for a in ("--export", e)]]
+                  "--quant-opt", str(args.quant_opt), "--no-evaluate",
+                  *[a for e in args.export for a in ("--export", e)]]
         runs = {}
         for quantizer in ("vai", "hybrid"):
             out = work / quantizer
@@ -157,7 +158,7 @@ def bench_hybrid(args: argparse.Namespace) -> None:
             runs[quantizer] = (wall, payload, out)
         print(f"\nhybrid benchmark: {python}, Unet width {args.width} depth {args.depth}, {args.samples} calibration "
               f"+ {args.test_samples} test samples of {'x'.join(map(str, args.size))}, calibration batch "
-              f"{args.batch_size}")
+              f"{args.batch_size}, quant_opt {args.quant_opt}")
         (vw, vp, vout), (hw, hp, hout) = runs["vai"], runs["hybrid"]
         print(f"hybrid took the path: {hp['backend']}; check: {json.dumps(hp.get('check'))}")
         stages = list(dict.fromkeys(list(vp["timings"]) + list(hp["timings"])))
@@ -198,6 +199,7 @@ def main() -> None:
     hybrid.add_argument("--depth", type=int, default=3)
     hybrid.add_argument("--num-classes", type=int, default=7)
     hybrid.add_argument("--batch-size", type=int, default=8, help="calibration batch")
+    hybrid.add_argument("--quant-opt", type=int, default=3, help="passed to both runs (default 3, nndct's)")
     hybrid.add_argument("--export", action="append", default=None,
                         help="passed to both runs (default: none; the nndct venv has no xir for xmodel)")
     hybrid.add_argument("--keep", action="store_true", help="keep the inputs and both runs' outputs")
