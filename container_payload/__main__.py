@@ -3,11 +3,20 @@
 import argparse
 import sys
 
-from container_payload.run import main
-
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(prog="python -m container_payload", description=__doc__)
     parser.add_argument("--job", required=True, help="path of job.json")
     # parse_known_args: pytorch_nndct reads and strips its own --nndct_* options from sys.argv.
     args, _ = parser.parse_known_args()
-    sys.exit(main(args.job))
+    from container_payload.job import job_task
+
+    try:
+        with open(args.job, encoding="utf-8") as f:
+            task = job_task(f.read())
+    except OSError:
+        task = "quantize"  # run.main reports the unreadable job
+    if task == "compile":
+        from container_payload.compiler import main_job  # no torch: the compiler needs none
+    else:
+        from container_payload.run import main as main_job
+    sys.exit(main_job(args.job))

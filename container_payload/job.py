@@ -26,10 +26,71 @@ RESULT = "result.json"
 JOB = "job.json"
 SAMPLES = "quantization_samples.h5"
 STATE_DICT = "state_dict.pt"
+COMPILE_REPORT = "compile.json"
+COMPILER = "vai_c_xir"
+ARCH_ROOT = "/opt/vitis_ai/compiler/arch"
+# --board -> the arch.json directory under ARCH_ROOT in the Vitis AI image (DPU family/board).
+BOARDS = {"kv260": "DPUCZDX8G/KV260", "zcu102": "DPUCZDX8G/ZCU102", "zcu104": "DPUCZDX8G/ZCU104",
+          "vck190": "DPUCVDX8G/VCK190", "vek280": "DPUCV2DX8G/VEK280", "v70": "DPUCV2DX8G/V70"}
+# Exit codes of the payload; the host also reads the error event's kind.
+EXIT_FAILED = 1
+EXIT_BAD_JOB = 2
+EXIT_ENVIRONMENT = 3
 
 
 class SchemaError(ValueError):
     """A job, event or result document that this version cannot read."""
+
+
+@dataclass(frozen=True)
+class CompileStep:
+    """Run the compiler on a quantized xmodel: `vai_c_xir -x XMODEL -a ARCH -o OUTPUT_DIR -n NET_NAME`."""
+
+    arch: str  # arch.json as the payload sees it
+    output_dir: str  # where the compiler writes, as the payload sees it
+    net_name: Optional[str] = None  # None: the model class (the xmodel's name without _int)
+    board: Optional[str] = None  # for the record only
+
+    @classmethod
+    def from_dict(cls, data: Dict[str, Any]) -> "CompileStep":
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise SchemaError("compile step has unknown fields: {}".format(", ".join(unknown)))
+        return cls(**data)
+
+
+@dataclass(frozen=True)
+class CompileJob:
+    """hostctl compile: the compile step alone, on an xmodel that an earlier quantize run exported."""
+
+    xmodel: str
+    run_dir: str
+    compile: CompileStep
+    task: str = "compile"
+    version: int = SCHEMA_VERSION
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), indent=2, ensure_ascii=False, sort_keys=True)
+
+    @classmethod
+    def from_json(cls, text: str) -> "CompileJob":
+        data = _load_versioned(text, "job")
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise SchemaError("compile job has unknown fields: {}".format(", ".join(unknown)))
+        data["compile"] = CompileStep.from_dict(data.get("compile") or {})
+        return cls(**data)
+
+
+def job_task(text: str) -> str:
+    """Which kind of job a job.json holds: "quantize" (Job) or "compile" (CompileJob)."""
+    try:
+        data = json.loads(text)
+    except ValueError:
+        return "quantize"  # Job.from_json reports the problem
+    return data.get("task", "quantize") if isinstance(data, dict) else "quantize"
 
 
 @dataclass(frozen=True)
@@ -53,6 +114,7 @@ class Job:
     exports: Optional[Tuple[str, ...]] = None  # None: the backend's default
     quant_opt: int = 3
     float_preds: bool = True
+    compile: Optional[CompileStep] = None  # then compile the exported xmodel in the same run
     version: int = SCHEMA_VERSION
 
     def to_json(self) -> str:
@@ -68,6 +130,8 @@ class Job:
         data["input_size"] = tuple(data.get("input_size", (3, 512, 512)))
         if data.get("exports") is not None:
             data["exports"] = tuple(data["exports"])
+        if data.get("compile") is not None:
+            data["compile"] = CompileStep.from_dict(data["compile"])
         job = cls(**data)
         job.check()
         return job
@@ -111,6 +175,7 @@ class Result:
     # --quantizer hybrid: nndct's test mode against the portable outputs (hybrid.Check's fields), and the path
     # taken: backend "hybrid" when it passed, "vai" after the fallback
     check: Optional[Dict[str, Any]] = None
+    compile: Optional[Dict[str, Any]] = None  # the compile report, or {"skipped": why}
     version: int = SCHEMA_VERSION
 
     def to_json(self) -> str:

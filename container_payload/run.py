@@ -7,20 +7,18 @@ import platform
 import sys
 import time
 import traceback
-from typing import Callable, Dict, Optional
+from typing import Any, Callable, Dict, List, Optional
 
 import h5py
 import numpy as np
 import torch
 
-from container_payload import backends
+from container_payload import backends, compiler
 from container_payload.data import Batch, PredictionWriter, SampleReader
 from container_payload.events import Phase, emit, log, warn
-from container_payload.job import BIAS_CORR, FLOAT_PREDS, QUANT_PREDS, RESULT, Job, Result
+from container_payload.job import (BIAS_CORR, EXIT_BAD_JOB, EXIT_FAILED, FLOAT_PREDS, QUANT_PREDS, RESULT, Job,
+                                   Result)
 from container_payload.loading import build_model, check_finite, load_weights, read_state_dict
-
-EXIT_FAILED = 1
-EXIT_BAD_JOB = 2
 
 
 def _batch_size(batch: Batch) -> int:
@@ -126,12 +124,18 @@ def execute(job: Job) -> Result:
             files.extend(backend.export(exports, torch.from_numpy(first)))
         timings["export"] = time.perf_counter() - start
 
+    compiled = None
+    if job.compile is not None:
+        start = time.perf_counter()
+        compiled = compile_export(job, [f for f in files if f.endswith("_int.xmodel")], on_warning)
+        timings["compile"] = time.perf_counter() - start
+
     files = ["quant_info.json", QUANT_PREDS] + [f for f in files if f != QUANT_PREDS]
     if os.path.isfile(os.path.join(job.run_dir, BIAS_CORR)):
         files.append(BIAS_CORR)
     return Result(status="succeeded", backend=backend_name, model_class=model_class, files=files,
                   num_calibration=len(calib), num_test=len(test), timings=timings, versions=versions(),
-                  warnings=warnings, check=None if check is None else check.as_dict())
+                  warnings=warnings, check=None if check is None else check.as_dict(), compile=compiled)
 
 
 def hybrid_check(backend, test: SampleReader, run_dir: str):
@@ -149,6 +153,15 @@ def hybrid_check(backend, test: SampleReader, run_dir: str):
         check = backend.check(samples, expected)
         progress.advance(n)
     return check
+
+
+def compile_export(job: Job, xmodels: List[str], on_warning: Callable[[str], None]) -> Dict[str, Any]:
+    """quantize --compile: the exported xmodel through the compiler, or the reason why there was none."""
+    if not xmodels:
+        why = "no xmodel was exported (the xmodel comes from pytorch_nndct: the vai or hybrid quantizer)"
+        on_warning("--compile skipped: " + why)
+        return {"skipped": why}
+    return compiler.run_compiler(os.path.join(job.run_dir, xmodels[0]), job.compile, on_warning)
 
 
 def main(job_path: str) -> int:
@@ -170,15 +183,15 @@ def main(job_path: str) -> int:
             raise
     except Exception as exc:  # noqa: BLE001 - every failure is reported as one error event, then the traceback
         io = _root_os_error(exc)
-        if io is None:
+        if io is None and not isinstance(exc, (compiler.CompilerMissing, compiler.CompileFailed)):
             traceback.print_exc(file=sys.stderr)
         if io is not None:  # report the I/O error itself, not what closing a half-written file raised after it
             emit("error", kind=type(io).__name__, message="{}{}".format(
                 io.strerror or io, " writing {}".format(io.filename) if io.filename else ""),
                 errno=io.errno, filename=io.filename)
-        else:
-            emit("error", kind=type(exc).__name__, message=str(exc) or type(exc).__name__)
-        return EXIT_FAILED
+            return EXIT_FAILED
+        emit("error", kind=type(exc).__name__, message=str(exc) or type(exc).__name__)
+        return compiler.failure_exit_code(exc)
     emit("result", status=result.status, path=RESULT)
     return 0
 

@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from container_payload.job import BOARDS
 from container_payload.models.unet import Unet
 from hostctl.errors import UsageError
 from hostctl.options import DEFAULT_IMAGE, RUNTIMES, QuantizeOptions
@@ -67,6 +68,7 @@ class DemoResult:
     timings: dict[str, float]
     metrics: dict[str, Any] | None
     report_files: list[Path]
+    compile: dict[str, Any] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -74,15 +76,21 @@ class DemoResult:
             "checkpoint": str(self.checkpoint), "inputs_dir": str(self.inputs_dir),
             "results_dir": str(self.results_dir), "steps": self.steps, "final_loss": self.final_loss,
             "timings": self.timings, "metrics": self.metrics, "report_files": [str(p) for p in self.report_files],
+            "compile": self.compile,
         }
 
 
 def run_demo(output_dir: Path, reporter, runtime: str = "local", fast: bool = False,  # noqa: ANN001
-             config: DemoConfig | None = None, image: str = DEFAULT_IMAGE, pull: str = "missing") -> DemoResult:
+             config: DemoConfig | None = None, image: str = DEFAULT_IMAGE, pull: str = "missing",
+             compile_board: str | None = None) -> DemoResult:
+    """compile_board: also compile for that board; the quantizer is then `auto` (vai exports the xmodel where
+    pytorch_nndct imports) instead of the faster `portable`."""
     from hostctl.pipeline import quantize
 
     if runtime not in RUNTIMES:
         raise UsageError(f"--runtime {runtime!r} is not one of: {', '.join(RUNTIMES)}")
+    if compile_board is not None and compile_board not in BOARDS:
+        raise UsageError(f"--compile {compile_board!r} is not one of: {', '.join(BOARDS)}")
     if runtime == "docker":
         # Find out now, not after minutes of training, whether the engine and the image are there.
         from hostctl.runtime.docker import connect, ensure_image
@@ -118,14 +126,15 @@ def run_demo(output_dir: Path, reporter, runtime: str = "local", fast: bool = Fa
     t0 = time.perf_counter()
     summary = quantize(QuantizeOptions(input_dir=inputs, output_dir=output_dir / RESULTS, input_size=input_size,
                                        num_classes=NUM_CLASSES, model_args=config.model_args, runtime=runtime,
-                                       quantizer="portable", image=image, pull=pull), reporter)
+                                       quantizer="auto" if compile_board else "portable", image=image, pull=pull,
+                                       compile_board=compile_board), reporter)
     timings["quantize"] = time.perf_counter() - t0
     timings["total"] = time.perf_counter() - started
     report = summary.output_dir / REPORT_DIR
     return DemoResult(
         output_dir=output_dir, dataset_dir=dataset, checkpoint=checkpoint, inputs_dir=inputs,
         results_dir=summary.output_dir, steps=steps, final_loss=loss, timings=timings, metrics=summary.metrics,
-        report_files=sorted(report.iterdir()) if report.is_dir() else [],
+        report_files=sorted(report.iterdir()) if report.is_dir() else [], compile=summary.compile,
     )
 
 

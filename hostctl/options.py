@@ -6,7 +6,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from container_payload.job import BUILTIN_MODEL, Job
+from container_payload.job import ARCH_ROOT, BOARDS, BUILTIN_MODEL, CompileStep, Job
 
 DEFAULT_IMAGE = "xilinx/vitis-ai-pytorch-cpu:ubuntu2004-3.5.0.306"
 DEFAULT_CONDA_ENV = "vitis-ai-wego-torch2"
@@ -42,6 +42,7 @@ class QuantizeOptions:
     exports: tuple[str, ...] | None = None  # None: the backend's default; () for none
     quant_opt: int = 3
     evaluate: bool = True
+    compile_board: str | None = None  # then compile the exported xmodel into <output-dir>/compiled_<board>
 
     def to_dict(self) -> dict[str, Any]:
         return {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(self).items()}
@@ -52,4 +53,15 @@ class QuantizeOptions:
                    num_classes=self.num_classes, calib_batch_size=self.calib_batch_size, eval_batch_size=EVAL_BATCH,
                    calib_limit=self.calib_limit, test_limit=self.test_limit, model=self.model, model_path=model_path,
                    model_args=dict(self.model_args), quantizer=self.quantizer, target=self.target,
-                   exports=self.exports, quant_opt=self.quant_opt)
+                   exports=self.exports, quant_opt=self.quant_opt, compile=self.compile_step(run_dir))
+
+    def compile_step(self, run_dir: str) -> CompileStep | None:
+        if self.compile_board is None:
+            return None
+        return CompileStep(arch=f"{ARCH_ROOT}/{BOARDS[self.compile_board]}/arch.json",
+                           output_dir=f"{run_dir}/{compiled_dir(self.compile_board)}", board=self.compile_board)
+
+
+def compiled_dir(board: str) -> str:
+    """Where quantize --compile BOARD puts the compiler's outputs, inside the output directory."""
+    return f"compiled_{board}"

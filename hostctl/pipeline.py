@@ -31,7 +31,7 @@ from container_payload.job import (
 )
 from hostctl import __version__, runtime
 from hostctl.errors import Interrupted, RunFailed, io_error
-from hostctl.options import QuantizeOptions
+from hostctl.options import QuantizeOptions, compiled_dir
 from hostctl.signals import trap_signals
 from hostctl.staging import MANIFEST, RUN_LOG, Staging, sweep_payload_dirs, written_files
 from hostctl.ui import Reporter
@@ -52,6 +52,7 @@ class RunSummary:
     metrics: dict[str, Any] | None = None
     warnings: list[str] = field(default_factory=list)
     check: dict[str, Any] | None = None  # --quantizer hybrid: nndct's test mode against the portable outputs
+    compile: dict[str, Any] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
@@ -113,6 +114,8 @@ def quantize(opts: QuantizeOptions, reporter: Reporter) -> RunSummary:
             result = _run_payload(opts, inputs, rt, run_dir, reporter, timings)
             manifest["payload"] = {"backend": result.backend, "versions": result.versions,
                                    "timings": result.timings, "warnings": result.warnings, "check": result.check}
+            if result.compile is not None:
+                manifest["compile"] = result.compile
             metrics = None
             if opts.evaluate:
                 t0 = time.perf_counter()
@@ -142,7 +145,7 @@ def quantize(opts: QuantizeOptions, reporter: Reporter) -> RunSummary:
             reporter.close()
     return RunSummary(status="succeeded", output_dir=stage.output_dir, run_id=run_id, backend=result.backend,
                       files=manifest["files"], timings=timings, metrics=metrics,
-                      warnings=list(result.warnings), check=result.check)
+                      warnings=list(result.warnings), check=result.check, compile=result.compile)
 
 
 def _run_payload(opts: QuantizeOptions, inputs: Inputs, rt: runtime.Runtime, run_dir: Path, reporter: Reporter,
@@ -164,7 +167,10 @@ def _run_payload(opts: QuantizeOptions, inputs: Inputs, rt: runtime.Runtime, run
 
 def verify_outputs(run_dir: Path, inputs: Inputs, code: int, output: PayloadOutput) -> Result:
     """Trust files, not exit codes: nndct can exit 0 after an error."""
+    from hostctl.compile import raise_compile_error, read_compile_report
+
     tail = list(output.tail)
+    raise_compile_error(output.error)
     if output.error is not None:
         if output.error.get("errno") == errno.ENOSPC:
             failed = RunFailed(f"no space left on device writing {output.error.get('filename') or 'the results'} "
@@ -194,6 +200,8 @@ def verify_outputs(run_dir: Path, inputs: Inputs, code: int, output: PayloadOutp
         with h5py.File(run_dir / name, "r") as h5:
             if len(h5) != inputs.num_test:
                 raise RunFailed(f"{name} holds {len(h5)} predictions, expected {inputs.num_test}")
+    if result.compile is not None and "skipped" not in result.compile:
+        read_compile_report(run_dir / compiled_dir(str(result.compile.get("board"))))
     return result
 
 

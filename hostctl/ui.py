@@ -162,12 +162,14 @@ class Reporter:
             self._tasks.clear()
 
     # -- results -------------------------------------------------------------------------------------------------
-    def table(self, title: str, columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:
+    def table(self, title: str, columns: Sequence[str], rows: Sequence[Sequence[Any]], *,
+              text: bool = False) -> None:
+        """Figures are right-aligned after the first column; `text` tables are left-aligned throughout."""
         if self.quiet:
             return
         table = Table(title=title, title_justify="left")
         for i, column in enumerate(columns):
-            table.add_column(column, justify="left" if i == 0 else "right")
+            table.add_column(column, justify="left" if i == 0 or text else "right", overflow="fold")
         for row in rows:
             table.add_row(*(escape(str(cell)) for cell in row))
         self.console.print(table)

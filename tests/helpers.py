@@ -81,8 +81,14 @@ def run_hostctl(args: list[str], *, cwd: Path | None = None, env: dict[str, str]
     """Run the real CLI in a subprocess, as a user would."""
     full_env = dict(os.environ, **(env or {}))
     full_env.setdefault("COLUMNS", "200")
+    full_env["PYTHONPATH"] = source_path(full_env.get("PYTHONPATH"))
     return subprocess.run([sys.executable, "-m", "hostctl", *args], cwd=cwd, env=full_env, text=True,
                           capture_output=True, timeout=timeout)
+
+
+def source_path(pythonpath: str | None) -> str:
+    """PYTHONPATH that imports this checkout's hostctl whatever the working directory (not an installed copy)."""
+    return os.pathsep.join(p for p in (str(ROOT), pythonpath) if p)
 
 
 def tree_snapshot(path: Path) -> dict[str, bytes]:

@@ -6,6 +6,8 @@ import os
 import re
 import signal
 import sys
+from pathlib import Path
+from typing import Any
 
 import typer
 
@@ -35,7 +37,16 @@ def _root(
     """Quantize PyTorch models for AMD/Xilinx DPUs (Vitis AI) with one command."""
 
 
-from hostctl.cli import clean, demo, diff, doctor, evaluate, prepare, quantize  # noqa: E402,F401 - registers the verbs
+from hostctl.cli import (  # noqa: E402,F401 - registers the verbs
+    clean,
+    compile,
+    demo,
+    diff,
+    doctor,
+    evaluate,
+    prepare,
+    quantize,
+)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -45,7 +56,7 @@ def main(argv: list[str] | None = None) -> None:
     args = sys.argv[1:] if argv is None else argv
     debug = os.environ.get("HOSTCTL_DEBUG", "") not in ("", "0") or "--debug" in args
     try:
-        default_map = load_default_map()
+        default_map = load_default_map(_check_config_key)
         code = app(args=args, prog_name="hostctl", default_map=default_map, standalone_mode=False)
     except typer.Abort:  # Ctrl-C before a run's own signal handling starts (validation, a prompt)
         from hostctl.errors import Interrupted
@@ -95,3 +106,32 @@ def _fail(exc: HostctlError, args: list[str], debug: bool) -> None:
         status = "interrupted" if isinstance(exc, Interrupted) else "failed"
         print_json({"status": status, "error": exc.message, "hint": exc.hint, "exit_code": exc.exit_code})
     sys.exit(exc.exit_code)
+
+
+def _check_config_key(path: Path, table: str | None, key: str, value: Any) -> str:
+    """The parameter name of a file key; unknown keys and values the option refuses name the file and the key."""
+    import difflib
+
+    import typer.main
+
+    from hostctl.config import FILE_EXCLUDED
+    from hostctl.errors import InputError
+
+    verb = table or "quantize"
+    command = typer.main.get_command(app).commands[verb]  # type: ignore[attr-defined]
+    params = {p.name: p for p in command.params
+              if getattr(p, "param_type_name", "") == "option" and p.name not in FILE_EXCLUDED}
+    name = key.replace("-", "_")
+    where = f"[{table}] " if table else ""
+    if name not in params:
+        flags = sorted(p.name.replace("_", "-") for p in params.values())
+        close = difflib.get_close_matches(key, flags, n=1, cutoff=0.5)
+        raise InputError(path, f"unknown key {where}{key!r} for `hostctl {verb}`",
+                         f"Did you mean {close[0]!r}?" if close else f"Valid keys: {', '.join(flags)}.")
+    param = params[name]
+    try:  # click (typer carries its own copy) converts the value as it would the flag's
+        param.process_value(command.context_class(command), value)
+    except Exception as exc:  # noqa: BLE001 - click's BadParameter, whichever copy of click raised it
+        raise InputError(path, f"key {where}{key!r}: {getattr(exc, 'message', exc)}",
+                         "Fix the value in the file.") from None
+    return name

@@ -18,6 +18,7 @@ EXAMPLES = """
   hostctl demo                                       [dim]# about 2-3 minutes on 2 CPU cores[/]
   hostctl demo --output-dir /tmp/demo --runtime docker --image xilinx/vitis-ai-pytorch-cpu:ubuntu2004-3.5.0.306
   hostctl demo --fast                                [dim]# under a minute, lower accuracy[/]
+  hostctl demo --runtime docker --compile kv260      [dim]# and the compiled model for a KV260[/]
 """
 
 
@@ -32,6 +33,9 @@ def demo(
     = DEFAULT_IMAGE,
     pull: Annotated[str, typer.Option(envvar="HOSTCTL_PULL", help="With --runtime docker: missing, always or never.")]
     = "missing",
+    compile_board: Annotated[str | None, typer.Option(
+        "--compile", metavar="BOARD", help="Then compile the quantized xmodel for BOARD (kv260, ...); the quantizer "
+                                           "is then auto (vai where pytorch_nndct imports).")] = None,
     json_output: JsonOutput = False,
     debug: Debug = False,
 ) -> None:
@@ -40,7 +44,8 @@ def demo(
 
     reporter = Reporter(debug=debug)
     try:
-        result = run_demo(output_dir, reporter, runtime=runtime, fast=fast, image=image, pull=pull)
+        result = run_demo(output_dir, reporter, runtime=runtime, fast=fast, image=image, pull=pull,
+                          compile_board=compile_board)
     finally:
         reporter.close()
     if json_output:
@@ -48,6 +53,11 @@ def demo(
     places = [("dataset", result.dataset_dir), ("checkpoint", result.checkpoint),
               ("deployment inputs", result.inputs_dir), ("quantization results", result.results_dir)]
     places += [("report", p) for p in result.report_files]
+    if result.compile and "skipped" not in result.compile:
+        from hostctl.compile import render_report
+
+        render_report(result.compile, reporter)
+        places.append(("compiled model", result.results_dir / f"compiled_{compile_board}"))
     reporter.info("Where everything is:")
     for what, path in places:
         reporter.info(f"  {what:<22}{path}")

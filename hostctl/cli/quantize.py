@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from container_payload.job import BUILTIN_MODEL, EXPORT_FORMATS, QUANTIZERS
+from container_payload.job import BOARDS, BUILTIN_MODEL, EXPORT_FORMATS, QUANTIZERS
 from hostctl.cli import app
 from hostctl.cli.common import (
     Debug,
@@ -42,6 +42,7 @@ EXAMPLES = """
   hostctl quantize --runtime local --python /opt/vitis/bin/python --quantizer hybrid
   hostctl quantize --model mynet:Net --model-path ./src --model-arg width=16
   hostctl quantize --print-docker-cmd                [dim]# the equivalent docker run line[/]
+  hostctl quantize --compile kv260                   [dim]# then vai_c_xir, in the same container[/]
 """
 
 
@@ -114,6 +115,10 @@ def quantize(
     python: Annotated[str | None, typer.Option(envvar="HOSTCTL_PYTHON",
                                                   help="Local runtime: the interpreter that runs the payload.")]
     = None,
+    compile_board: Annotated[str | None, typer.Option(
+        "--compile", metavar="BOARD", envvar="HOSTCTL_COMPILE", rich_help_panel=QUANT,
+        help=f"Then compile the exported xmodel for BOARD ({', '.join(BOARDS)}) into OUTPUT_DIR/compiled_BOARD.")]
+    = None,
     no_evaluate: Annotated[bool, typer.Option("--no-evaluate", help="Skip metrics and report.")] = False,
     json_output: JsonOutput = False,
     debug: Debug = False,
@@ -128,7 +133,12 @@ def quantize(
         conda_env=conda_env, pull=_choice(pull, PULL_POLICIES, "--pull"), requirements=requirements, target=target,
         keep_container=keep_container, memory=memory, python=python, exports=_exports(export), quant_opt=quant_opt,
         evaluate=not no_evaluate,
+        compile_board=_choice(compile_board, tuple(BOARDS), "--compile") if compile_board else None,
     )
+    if opts.compile_board and (opts.quantizer == "portable" or (opts.exports is not None and
+                                                                 "xmodel" not in opts.exports)):
+        raise UsageError("--compile needs the xmodel, which only the vai quantizer exports",
+                         "Use --quantizer vai or auto (in the Vitis AI image) and keep --export xmodel.")
     reporter = Reporter(debug=debug)
     if print_docker_cmd:
         from hostctl.runtime.docker import docker_command
@@ -138,6 +148,10 @@ def quantize(
     from hostctl.pipeline import quantize as run_quantize
 
     summary = run_quantize(opts, reporter)
+    if summary.compile and "skipped" not in summary.compile:
+        from hostctl.compile import render_report
+
+        render_report(summary.compile, reporter)
     if json_output:
         print_json(summary.to_dict())
     reporter.success(f"results in {summary.output_dir}")

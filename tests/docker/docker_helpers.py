@@ -2,9 +2,18 @@
 
 from __future__ import annotations
 
+import contextlib
+import os
+import shutil
+import stat
+import subprocess
 import sys
+import tempfile
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
 
-from helpers import USER_MODELS
+from helpers import FAKE_NNDCT, USER_MODELS, source_path
 
 
 def hostctl_containers(client) -> list:
@@ -18,3 +27,69 @@ def user_model(name: str, **kwargs):
     finally:
         sys.path.remove(str(USER_MODELS))
     return getattr(misbehaving, name)(**kwargs)
+
+
+@contextlib.contextmanager
+def traversable(path: Path) -> Iterator[None]:
+    """Let other users pass through `path` (e.g. /root holding the interpreter) for the test's duration."""
+    mode = path.stat().st_mode
+    if mode & stat.S_IXOTH:
+        yield
+        return
+    path.chmod(mode | stat.S_IXOTH)
+    try:
+        yield
+    finally:
+        path.chmod(mode)
+
+
+@contextlib.contextmanager
+def caller(groups: list[str]) -> Iterator[tuple[int, int, Path]]:
+    """A non-root caller: (uid, gid, home). As root, a fresh user; otherwise the current user."""
+    if os.getuid() != 0:
+        home = Path(tempfile.mkdtemp(prefix="hostctl-owner-"))
+        yield os.getuid(), os.getgid(), home
+        shutil.rmtree(home, ignore_errors=True)
+        return
+    name = f"hctl{uuid.uuid4().hex[:8]}"
+    home = Path(tempfile.mkdtemp(prefix="hostctl-owner-"))
+    extra = ["-G", ",".join(groups)] if groups else []
+    subprocess.run(["useradd", "-M", "-d", str(home), "-U", *extra, name], check=True)
+    try:
+        import pwd
+
+        entry = pwd.getpwnam(name)
+        os.chown(home, entry.pw_uid, entry.pw_gid)
+        interpreter_dirs = [p for p in Path(sys.executable).resolve().parents if p != Path("/")]
+        with contextlib.ExitStack() as stack:
+            for directory in interpreter_dirs:
+                stack.enter_context(traversable(directory))
+            yield entry.pw_uid, entry.pw_gid, home
+    finally:
+        subprocess.run(["userdel", name], check=False)
+        shutil.rmtree(home, ignore_errors=True)
+
+
+def run_as(uid: int, gid: int, home: Path, args: list[str], **extra_env: str) -> subprocess.CompletedProcess[str]:
+    prefix = [] if os.getuid() != 0 else ["setpriv", f"--reuid={uid}", f"--regid={gid}", "--init-groups"]
+    env = dict(os.environ, HOME=str(home), COLUMNS="200", **extra_env)
+    env["PYTHONPATH"] = source_path(env.get("PYTHONPATH"))
+    env.pop("XDG_CACHE_HOME", None)
+    env.pop("HOSTCTL_CACHE_DIR", None)
+    return subprocess.run([*prefix, sys.executable, "-m", "hostctl", *args], cwd=home, env=env, text=True,
+                          capture_output=True, timeout=600)
+
+
+def fake_nndct_requirements(directory: Path) -> Path:
+    """A requirements file that installs the fake pytorch_nndct (tests/fake_nndct) from a local wheel, offline."""
+    src = directory / "fake_src"
+    shutil.copytree(FAKE_NNDCT / "pytorch_nndct", src / "pytorch_nndct")
+    (src / "pyproject.toml").write_text('[build-system]\nrequires = ["setuptools"]\nbuild-backend = '
+                                        '"setuptools.build_meta"\n[project]\nname = "fake-nndct-for-tests"\n'
+                                        'version = "3.5.0"\n[tool.setuptools]\npackages = ["pytorch_nndct"]\n')
+    wheels = directory / "req" / "wheels"
+    subprocess.run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--no-build-isolation", "-w",
+                    str(wheels), str(src)], check=True)
+    requirements = directory / "req" / "requirements.txt"
+    requirements.write_text("--no-index\n--find-links wheels\nfake-nndct-for-tests==3.5.0\n")
+    return requirements

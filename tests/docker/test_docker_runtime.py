@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -12,8 +11,8 @@ import time
 from pathlib import Path
 
 import pytest
-from docker_helpers import hostctl_containers, user_model
-from helpers import FAKE_NNDCT, USER_MODELS, make_inputs, run_hostctl, tiny_args, tiny_unet, tree_snapshot
+from docker_helpers import fake_nndct_requirements, hostctl_containers, user_model
+from helpers import USER_MODELS, make_inputs, run_hostctl, tiny_args, tiny_unet, tree_snapshot
 
 pytestmark = pytest.mark.docker
 
@@ -330,12 +329,14 @@ def test_portable_gives_the_same_fix_positions_on_torch_1_13_and_the_host_torch(
 
 def test_fast_demo_through_the_container(tmp_path, stand_in_image):
     proc = run_hostctl(["demo", "--fast", "--runtime", "docker", "--image", stand_in_image, "--pull", "never",
-                        "--output-dir", str(tmp_path / "demo"), "--json"])
+                        "--output-dir", str(tmp_path / "demo"), "--json", "--compile", "kv260"])
     assert proc.returncode == 0, proc.stderr[-2000:]
     summary = json.loads(proc.stdout)
     manifest = json.loads((tmp_path / "demo" / "quantization_results" / "run.json").read_text())
     assert manifest["runtime"]["runtime"] == "docker" and manifest["runtime"]["image"] == stand_in_image
     assert summary["metrics"]["agreement"] > 0.9
+    # The stand-in has no pytorch_nndct: auto picks portable, which exports no xmodel, and the compile says so.
+    assert "skipped" in summary["compile"] and "--compile skipped" in proc.stderr
 
 
 def test_demo_with_a_missing_image_fails_before_training(tmp_path):
@@ -348,16 +349,7 @@ def test_demo_with_a_missing_image_fails_before_training(tmp_path):
 
 def test_auto_picks_hybrid_in_the_container_where_pytorch_nndct_imports(tmp_path, stand_in_image, unet_inputs):
     """The fake nndct, installed into the image's env through --requirements, stands in for the real one."""
-    src = tmp_path / "fake_src"
-    shutil.copytree(FAKE_NNDCT / "pytorch_nndct", src / "pytorch_nndct")
-    (src / "pyproject.toml").write_text('[build-system]\nrequires = ["setuptools"]\nbuild-backend = '
-                                        '"setuptools.build_meta"\n[project]\nname = "fake-nndct-for-tests"\n'
-                                        'version = "3.5.0"\n[tool.setuptools]\npackages = ["pytorch_nndct"]\n')
-    wheels = tmp_path / "req" / "wheels"
-    subprocess.run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--no-build-isolation", "-w",
-                    str(wheels), str(src)], check=True)
-    requirements = tmp_path / "req" / "requirements.txt"
-    requirements.write_text("--no-index\n--find-links wheels\nfake-nndct-for-tests==3.5.0\n")
+    requirements = fake_nndct_requirements(tmp_path)
     out = tmp_path / "out"
     args = docker_args(unet_inputs, out, stand_in_image, "--requirements", str(requirements), "--quant-opt", "0",
                        "--no-evaluate")

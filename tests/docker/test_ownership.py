@@ -2,72 +2,14 @@
 
 from __future__ import annotations
 
-import contextlib
 import grp
 import os
-import shutil
-import stat
-import subprocess
-import sys
-import tempfile
-import uuid
-from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
+from docker_helpers import caller, run_as
 from helpers import make_inputs, tiny_args, tiny_unet
 
 pytestmark = pytest.mark.docker
-
-
-@contextlib.contextmanager
-def traversable(path: Path) -> Iterator[None]:
-    """Let other users pass through `path` (e.g. /root holding the interpreter) for the test's duration."""
-    mode = path.stat().st_mode
-    if mode & stat.S_IXOTH:
-        yield
-        return
-    path.chmod(mode | stat.S_IXOTH)
-    try:
-        yield
-    finally:
-        path.chmod(mode)
-
-
-@contextlib.contextmanager
-def caller(groups: list[str]) -> Iterator[tuple[int, int, Path]]:
-    """A non-root caller: (uid, gid, home). As root, a fresh user; otherwise the current user."""
-    if os.getuid() != 0:
-        home = Path(tempfile.mkdtemp(prefix="hostctl-owner-"))
-        yield os.getuid(), os.getgid(), home
-        shutil.rmtree(home, ignore_errors=True)
-        return
-    name = f"hctl{uuid.uuid4().hex[:8]}"
-    home = Path(tempfile.mkdtemp(prefix="hostctl-owner-"))
-    extra = ["-G", ",".join(groups)] if groups else []
-    subprocess.run(["useradd", "-M", "-d", str(home), "-U", *extra, name], check=True)
-    try:
-        import pwd
-
-        entry = pwd.getpwnam(name)
-        os.chown(home, entry.pw_uid, entry.pw_gid)
-        interpreter_dirs = [p for p in Path(sys.executable).resolve().parents if p != Path("/")]
-        with contextlib.ExitStack() as stack:
-            for directory in interpreter_dirs:
-                stack.enter_context(traversable(directory))
-            yield entry.pw_uid, entry.pw_gid, home
-    finally:
-        subprocess.run(["userdel", name], check=False)
-        shutil.rmtree(home, ignore_errors=True)
-
-
-def run_as(uid: int, gid: int, home: Path, args: list[str], **extra_env: str) -> subprocess.CompletedProcess[str]:
-    prefix = [] if os.getuid() != 0 else ["setpriv", f"--reuid={uid}", f"--regid={gid}", "--init-groups"]
-    env = dict(os.environ, HOME=str(home), COLUMNS="200", **extra_env)
-    env.pop("XDG_CACHE_HOME", None)
-    env.pop("HOSTCTL_CACHE_DIR", None)
-    return subprocess.run([*prefix, sys.executable, "-m", "hostctl", *args], cwd=home, env=env, text=True,
-                          capture_output=True, timeout=600)
 
 
 @pytest.mark.parametrize("files", ["bind", "copy"])

@@ -9,6 +9,7 @@ import pytest
 
 from hostctl.errors import EnvironmentProblem, UsageError
 from hostctl.runtime import docker as rt
+from hostctl.runtime.docker import images
 
 
 @pytest.mark.parametrize("line", ["torch", "torch==2.3.0", "Torch>=2", "torchvision ; python_version>'3'",
@@ -39,12 +40,12 @@ def test_split_image(image, expected):
 
 
 def test_image_for_another_architecture_without_emulation(monkeypatch):
-    monkeypatch.setattr(rt.platform, "machine", lambda: "aarch64")
-    monkeypatch.setattr(rt, "_emulates", lambda arch: False)
+    monkeypatch.setattr(images.platform, "machine", lambda: "aarch64")
+    monkeypatch.setattr(images, "_emulates", lambda arch: False)
     image = SimpleNamespace(attrs={"Architecture": "amd64"}, tags=["xilinx/vitis-ai:3.5"], short_id="abc")
     with pytest.raises(EnvironmentProblem, match="built for amd64 and this host is arm64 without emulation"):
         rt.check_platform(image)
-    monkeypatch.setattr(rt, "_emulates", lambda arch: True)
+    monkeypatch.setattr(images, "_emulates", lambda arch: True)
     rt.check_platform(image)
 
 
@@ -64,7 +65,7 @@ def test_owner_gone_or_pid_reused_means_orphan():
 
     host = socket.gethostname()
     me = str(os.getpid())
-    assert rt.owner_alive({rt.LABEL_HOST: host, rt.LABEL_PID: me, rt.LABEL_PID_START: rt._process_start(os.getpid())})
+    assert rt.owner_alive({rt.LABEL_HOST: host, rt.LABEL_PID: me, rt.LABEL_PID_START: rt.process_start(os.getpid())})
     assert not rt.owner_alive({rt.LABEL_HOST: host, rt.LABEL_PID: me, rt.LABEL_PID_START: "1"}), "pid reused"
     assert not rt.owner_alive({rt.LABEL_HOST: host, rt.LABEL_PID: "999999999"})
     assert not rt.owner_alive({rt.LABEL_HOST: host, rt.LABEL_PID: "garbage"})

@@ -256,6 +256,11 @@ def _break(kind: str, data: Path, tmp_path: Path) -> list[str]:
     elif kind == "checkpoint without weights":
         torch.save({"epoch": 3, "lr": 0.1}, tmp_path / "ckpt.pt")
         return ["--checkpoint", str(tmp_path / "ckpt.pt")]
+    elif kind == "checkpoint with NaN weights":
+        state = tiny_unet().state_dict()
+        next(v for v in state.values() if v.is_floating_point()).view(-1)[:3] = float("nan")
+        torch.save({"state_dict": state, "epoch": 9}, tmp_path / "ckpt.pt")
+        return ["--checkpoint", str(tmp_path / "ckpt.pt")]
     elif kind == "missing dataset":
         return ["--dataset", str(tmp_path / "nowhere")]
     elif kind == "input size the model cannot take":
@@ -286,6 +291,7 @@ BAD_INPUTS = {
     "checkpoint of another model": "ckpt.pt: does not fit the model",
     "checkpoint not a torch file": "ckpt.pt: cannot be read by torch.load",
     "checkpoint without weights": "ckpt.pt: holds a dictionary without a state_dict (keys: 'epoch', 'lr')",
+    "checkpoint with NaN weights": "ckpt.pt: weight 'inc.block.0.weight' holds 3 NaN or Inf values",
     "missing dataset": "nowhere: is not a directory",
     "input size the model cannot take": "fails on a 1x3x10x10 input",
     "bad --normalize": "--normalize 'zscore' is not one of imagenet, unit, none",

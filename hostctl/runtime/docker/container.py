@@ -1,0 +1,162 @@
+"""One container's life: create (labelled, init, root shim) -> attach -> start -> stream -> wait -> remove.
+
+Never `containers.run()` (silent pulls, no live output) and never `auto_remove` (races with wait and logs, loses
+exit codes): the container is removed in `finally`, whatever ended the run, including a signal (DESIGN.md 7).
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import docker
+import docker.errors
+import requests.exceptions
+
+from hostctl.errors import EnvironmentProblem, RunFailed
+from hostctl.runtime import LineSink
+from hostctl.runtime.docker.files import Share, copy_in, copy_out, mounts
+from hostctl.runtime.docker.labels import run_labels
+from hostctl.runtime.docker.shim import IN_RUN
+from hostctl.runtime.lines import LineSplitter
+from hostctl.signals import SignalTrap
+from hostctl.ui import Reporter
+
+STOP_GRACE = 5.0
+WAIT_POLL = 1.0
+ENGINE_LOST_SECONDS = 30.0
+
+
+class ContainerRunner:
+    """Runs commands of one run, each in a fresh container of `image`, and returns their exit codes."""
+
+    def __init__(self, client: docker.DockerClient, image: Any, reporter: Reporter, trap: SignalTrap,
+                 run_name: str, copy_files: bool) -> None:
+        self.client = client
+        self.image = image
+        self.reporter = reporter
+        self.trap = trap
+        self.run_name = run_name
+        self.copy_files = copy_files
+
+    def run(self, command: list[str], shares: list[Share], environment: dict[str, str], role: str, *,
+            network: bool, on_line: LineSink, keep: bool = False, workdir: str = IN_RUN,
+            memory: str | None = None) -> int:
+        container = None
+        try:
+            container = self.client.containers.create(
+                self.image.id, command=command, entrypoint=[], user="root", working_dir=workdir,
+                environment=environment, mounts=[] if self.copy_files else mounts(shares),
+                labels=run_labels(self.run_name, role, keep), init=True, tty=False, stdin_open=False,
+                network_mode="bridge" if network else "none", detach=True, mem_limit=memory, memswap_limit=memory,
+            )
+            sent = copy_in(container, shares) if self.copy_files else {}
+            stream = self.client.api.attach(container.id, stream=True, logs=True, demux=True)
+            container.start()
+            self._pump(stream, on_line)
+            code = self._wait(container)
+            if self.copy_files:
+                copy_out(container, [s for s in shares if s.writable], sent)
+            self._check_oom(container, code, memory)
+            return code
+        except docker.errors.APIError as exc:
+            raise RunFailed(f"the Docker engine refused to run the container: {exc.explanation or exc}",
+                            "Run `hostctl doctor` to check the engine and image.") from exc
+        finally:
+            if container is not None:
+                self._stop(container)
+                if keep:
+                    self.reporter.info(f"kept container {container.short_id} (docker logs {container.short_id}; "
+                                       "remove it with `hostctl clean`)")
+                else:
+                    self._remove(container)
+
+    def _pump(self, stream: Iterator[tuple[bytes | None, bytes | None]], on_line: LineSink) -> None:
+        """Read the attach stream on a thread; hand whole lines to on_line here, on the main thread."""
+        lines: queue.Queue[tuple[str, str] | BaseException | None] = queue.Queue()
+        splitters = {name: LineSplitter(lambda text, name=name: lines.put((name, text)))
+                     for name in ("stdout", "stderr")}
+
+        def read() -> None:
+            try:
+                for out, err in stream:
+                    if out:
+                        splitters["stdout"].feed(out)
+                    if err:
+                        splitters["stderr"].feed(err)
+                for splitter in splitters.values():
+                    splitter.close()
+                lines.put(None)
+            except BaseException as exc:  # noqa: BLE001 - handed to the main thread
+                lines.put(exc)
+
+        threading.Thread(target=read, name="docker-attach", daemon=True).start()
+        while (item := lines.get()) is not None:
+            if isinstance(item, BaseException):
+                if isinstance(item, (requests.exceptions.RequestException, docker.errors.DockerException)):
+                    self.reporter.debug(f"attach stream ended: {item}")
+                    return
+                raise item
+            on_line(*item)
+
+    def _wait(self, container: Any) -> int:
+        lost_since: float | None = None
+        while True:
+            try:
+                status = container.wait(timeout=WAIT_POLL)
+                return int(status.get("StatusCode", 1))
+            except requests.exceptions.ReadTimeout:
+                lost_since = None  # wait's timeout is an HTTP read timeout: the container is still running
+            except requests.exceptions.ConnectionError as exc:
+                # An engine that went away does not come back by itself: give it a short while, then say so.
+                lost_since = lost_since or time.monotonic()
+                if time.monotonic() - lost_since > ENGINE_LOST_SECONDS:
+                    raise EnvironmentProblem(f"lost the Docker engine while the payload ran ({exc})",
+                                             "Check `docker info`; the run's partial files are kept.") from exc
+                time.sleep(1.0)
+
+    def _check_oom(self, container: Any, code: int, memory: str | None) -> None:
+        if code == 0:
+            return
+        container.reload()
+        if container.attrs.get("State", {}).get("OOMKilled"):
+            limit = f" (--memory {memory})" if memory else ""
+            raise RunFailed(f"the container ran out of memory{limit} and was killed",
+                            "Lower --calib-batch-size, or raise --memory / give Docker more memory.")
+
+    def _stop(self, container: Any) -> None:
+        """TERM through docker-init, a grace period (cut short by a second signal), then KILL."""
+        try:
+            container.reload()
+            if container.status not in ("running", "restarting"):
+                return
+            hurried = threading.Event()
+            self.trap.on_hurry(hurried.set)
+            container.kill(signal="SIGTERM")
+            deadline = time.monotonic() + STOP_GRACE
+            while time.monotonic() < deadline and not hurried.is_set():
+                container.reload()
+                if container.status not in ("running", "restarting"):
+                    return
+                time.sleep(0.1)
+            container.kill(signal="SIGKILL")
+            container.wait(timeout=30)
+        except docker.errors.NotFound:
+            pass
+        except (docker.errors.APIError, requests.exceptions.RequestException) as exc:
+            self.reporter.warn(f"could not stop container {container.short_id}: {exc}")
+
+    def _remove(self, container: Any) -> None:
+        for _ in range(3):
+            try:
+                container.remove(force=True)
+                return
+            except docker.errors.NotFound:
+                return
+            except (docker.errors.APIError, requests.exceptions.RequestException) as exc:
+                last = exc
+                time.sleep(0.5)
+        self.reporter.warn(f"could not remove container {container.short_id}: {last}; `hostctl clean` will")

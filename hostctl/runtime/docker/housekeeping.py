@@ -1,0 +1,54 @@
+"""What `hostctl doctor` reports about the engine and the image, and what `hostctl clean` removes."""
+
+from __future__ import annotations
+
+import shutil
+from typing import Any
+
+import docker.errors
+
+from hostctl.errors import EnvironmentProblem
+from hostctl.runtime.docker.engine import connect, is_local_engine
+from hostctl.runtime.docker.images import check_platform
+from hostctl.runtime.docker.labels import LABEL_RUN, orphans
+from hostctl.runtime.docker.requirements import stale_caches
+
+
+def engine_facts(image: str) -> dict[str, Any]:
+    """What `hostctl doctor` reports about the engine and the image; raises EnvironmentProblem if unreachable."""
+    client = connect()
+    version = client.version()
+    facts: dict[str, Any] = {"url": client.api.base_url, "local": is_local_engine(client),
+                             "version": version.get("Version"), "api_version": version.get("ApiVersion"),
+                             "os_arch": f"{version.get('Os')}/{version.get('Arch')}", "image": None,
+                             "image_arch": None, "leftovers": len(orphans(client, include_kept=True))}
+    try:
+        found = client.images.get(image)
+        facts.update(image=found.id, image_arch=found.attrs.get("Architecture"),
+                     image_size=found.attrs.get("Size"))
+        try:
+            check_platform(found)
+            facts["platform_ok"] = True
+        except EnvironmentProblem as exc:
+            facts["platform_ok"] = False
+            facts["platform_problem"] = exc.message
+    except docker.errors.ImageNotFound:
+        pass
+    return facts
+
+
+def clean(dry_run: bool, include_caches: bool = True) -> dict[str, list[str]]:
+    """Remove labelled containers whose owner is gone or that were kept, and stale requirement caches."""
+    client = connect()
+    containers = orphans(client, include_kept=True)
+    caches = stale_caches(client) if include_caches else []
+    if not dry_run:
+        for container in containers:
+            try:
+                container.remove(force=True)
+            except docker.errors.NotFound:
+                pass
+        for path in caches:
+            shutil.rmtree(path, ignore_errors=True)
+    return {"containers": [f"{c.short_id} {c.labels.get(LABEL_RUN, '')}" for c in containers],
+            "caches": [str(p) for p in caches]}

@@ -1,0 +1,117 @@
+"""DockerRuntime: the Runtime protocol (hostctl/runtime/__init__.py) on the Docker engine.
+
+  prepare: connect -> sweep containers whose hostctl process is gone -> ensure image (per --pull) -> requirements
+  run:     the payload in one container (container.py), inputs and code read-only, only the run dir writable
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import docker
+
+from hostctl.options import QuantizeOptions
+from hostctl.runtime import LineSink
+from hostctl.runtime.docker.container import ContainerRunner
+from hostctl.runtime.docker.engine import connect, engine_url, is_local_engine
+from hostctl.runtime.docker.files import Share
+from hostctl.runtime.docker.images import check_platform, ensure_image
+from hostctl.runtime.docker.labels import sweep
+from hostctl.runtime.docker.requirements import check_requirements, install_requirements
+from hostctl.runtime.docker.shim import (
+    IN_CODE,
+    IN_INPUTS,
+    IN_MODEL,
+    IN_RUN,
+    IN_USERBASE,
+    PAYLOAD_COMMAND,
+    PAYLOAD_DIR,
+    payload_environment,
+    shim,
+)
+from hostctl.signals import SignalTrap
+from hostctl.ui import Reporter
+
+
+class DockerRuntime:
+    def __init__(self, opts: QuantizeOptions, run_dir: Path, reporter: Reporter, trap: SignalTrap,
+                 read_only: Sequence[tuple[Path, str]] = ()) -> None:
+        """`read_only`: further host paths the payload sees, as (host path, path inside), e.g. a user's arch.json."""
+        self.opts = opts
+        self.read_only = [(host.resolve(), inside) for host, inside in read_only]
+        self.run_dir = run_dir
+        self.reporter = reporter
+        self.trap = trap
+        self.client: docker.DockerClient | None = None
+        self.image: Any = None
+        self.runner: ContainerRunner | None = None
+        self.userbase: Path | None = None
+        self.requirements_text = check_requirements(opts.requirements) if opts.requirements else None
+        self.copy_files = False
+
+    def prepare(self) -> None:
+        self.client = connect()
+        # A remote engine cannot see this machine's files: copy them in and the results out instead of binding.
+        self.copy_files = not is_local_engine(self.client) or os.environ.get("HOSTCTL_DOCKER_FILES") == "copy"
+        if self.copy_files:
+            self.reporter.info(f"engine at {engine_url()} is remote: inputs are copied into the container and "
+                               "results copied back")
+        sweep(self.client, self.reporter)
+        self.image = ensure_image(self.client, self.opts.image, self.opts.pull, self.reporter)
+        check_platform(self.image)
+        self.runner = ContainerRunner(self.client, self.image, self.reporter, self.trap, self.run_dir.name,
+                                      self.copy_files)
+        if self.opts.requirements is not None and self.requirements_text is not None:
+            self.userbase = install_requirements(self.runner, self.opts.requirements, self.requirements_text,
+                                                 self.opts.conda_env, self._environment(), self.reporter)
+
+    def view(self, path: Path) -> str:
+        path = path.resolve()
+        for host, inside in self._mapped_dirs():
+            if path == host or host in path.parents:
+                return str(Path(inside) / path.relative_to(host))
+        raise AssertionError(f"{path} is not mounted in the container")
+
+    def _mapped_dirs(self) -> list[tuple[Path, str]]:
+        dirs = [(self.run_dir.resolve(), IN_RUN), (self.opts.input_dir.resolve(), IN_INPUTS)]
+        if self.opts.model_path:
+            dirs.append((self.opts.model_path.resolve(), IN_MODEL))
+        return dirs + self.read_only
+
+    def describe(self) -> dict[str, Any]:
+        assert self.client is not None and self.image is not None
+        version = self.client.version()
+        return {"runtime": "docker", "image": self.opts.image, "image_id": self.image.id,
+                "conda_env": self.opts.conda_env, "engine_version": version.get("Version"),
+                "api_version": version.get("ApiVersion"), "requirements_cache": str(self.userbase or "")}
+
+    def _environment(self) -> dict[str, str]:
+        env = payload_environment(str(os.getuid()), str(os.getgid()), self.opts.conda_env)
+        if self.userbase is not None:
+            env["PYTHONUSERBASE"] = IN_USERBASE
+        return env
+
+    def _shares(self) -> list[Share]:
+        """What the payload sees of this machine: inputs and code read-only, only the run directory writable."""
+        shares = [Share(self.opts.input_dir.resolve(), IN_INPUTS, False), Share(self.run_dir.resolve(), IN_RUN, True),
+                  Share(PAYLOAD_DIR, f"{IN_CODE}/container_payload", False)]
+        if self.opts.model_path:
+            shares.append(Share(self.opts.model_path.resolve(), IN_MODEL, False))
+        if self.userbase is not None:
+            shares.append(Share(self.userbase, IN_USERBASE, False))
+        return shares + [Share(host, inside, False) for host, inside in self.read_only]
+
+    def run(self, job_file: Path, on_line: LineSink) -> int:
+        return self._run_container(shim(PAYLOAD_COMMAND), self._shares(), self._environment(), "payload",
+                                   network=False, on_line=on_line, keep=self.opts.keep_container,
+                                   memory=self.opts.memory)
+
+    def _run_container(self, command: list[str], shares: list[Share], environment: dict[str, str], role: str, *,
+                       network: bool, on_line: LineSink, keep: bool = False, workdir: str = IN_RUN,
+                       memory: str | None = None) -> int:
+        assert self.runner is not None, "prepare() first"
+        return self.runner.run(command, shares, environment, role, network=network, on_line=on_line, keep=keep,
+                               workdir=workdir, memory=memory)
