@@ -16,8 +16,7 @@ import torch
 from container_payload import backends, compiler
 from container_payload.data import Batch, PredictionWriter, SampleReader
 from container_payload.events import Phase, emit, log, warn
-from container_payload.job import (BIAS_CORR, EXIT_BAD_JOB, EXIT_FAILED, FLOAT_PREDS, QUANT_PREDS, RESULT, Job,
-                                   Result)
+from container_payload.job import BIAS_CORR, EXIT_BAD_JOB, EXIT_FAILED, FLOAT_PREDS, QUANT_PREDS, RESULT, Job, Result
 from container_payload.loading import build_model, check_finite, load_weights, read_state_dict
 
 
