@@ -14,11 +14,12 @@ SCHEMA_VERSION = 1
 EVENT_PREFIX = "@@hostctl "
 
 BUILTIN_MODEL = "container_payload.models.unet:Unet"
-QUANTIZERS = ("auto", "vai", "portable")
+QUANTIZERS = ("auto", "vai", "portable", "hybrid")
 EXPORT_FORMATS = ("xmodel", "onnx", "torchscript")
 
 # Names of the files a run produces inside its run directory (DESIGN.md section 4).
 QUANT_INFO = "quant_info.json"
+BIAS_CORR = "bias_corr.pth"  # nndct's bias correction, which its test mode reloads
 QUANT_PREDS = "quantization_test_preds.h5"
 FLOAT_PREDS = "float_test_preds.h5"
 RESULT = "result.json"
@@ -171,6 +172,9 @@ class Result:
     versions: Dict[str, str]
     warnings: List[str] = field(default_factory=list)
     error: Optional[str] = None
+    # --quantizer hybrid: nndct's test mode against the portable outputs (hybrid.Check's fields), and the path
+    # taken: backend "hybrid" when it passed, "vai" after the fallback
+    check: Optional[Dict[str, Any]] = None
     compile: Optional[Dict[str, Any]] = None  # the compile report, or {"skipped": why}
     version: int = SCHEMA_VERSION
 

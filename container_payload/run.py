@@ -16,7 +16,7 @@ import torch
 from container_payload import backends, compiler
 from container_payload.data import Batch, PredictionWriter, SampleReader
 from container_payload.events import Phase, emit, log, warn
-from container_payload.job import EXIT_BAD_JOB, EXIT_FAILED, FLOAT_PREDS, QUANT_PREDS, RESULT, Job, Result
+from container_payload.job import BIAS_CORR, EXIT_BAD_JOB, EXIT_FAILED, FLOAT_PREDS, QUANT_PREDS, RESULT, Job, Result
 from container_payload.loading import build_model, check_finite, load_weights, read_state_dict
 
 
@@ -86,18 +86,35 @@ def execute(job: Job) -> Result:
     if unsupported:
         raise backends.BackendError("the {} quantizer cannot export {}; it supports: {}".format(
             backend_name, ", ".join(unsupported), ", ".join(backend_cls.supported_exports) or "nothing"))
-    backend = backend_cls(copy.deepcopy(model), job.run_dir, job.input_size, target=job.target,
-                          quant_opt=job.quant_opt, warn=on_warning)
 
-    start = time.perf_counter()
-    with Phase("calibrate", len(calib)) as progress:
-        batches = progress.track(calib.batches(job.calib_batch_size), _batch_size)
-        backend.calibrate(torch.from_numpy(array) for _, array in batches)
-    timings["calibrate"] = time.perf_counter() - start
+    def quantize(name: str, prefix: str = ""):
+        backend = backends.load(name)(copy.deepcopy(model), job.run_dir, job.input_size, target=job.target,
+                                      quant_opt=job.quant_opt, warn=on_warning)
+        start = time.perf_counter()
+        with Phase(prefix + "calibrate", len(calib)) as progress:
+            batches = progress.track(calib.batches(job.calib_batch_size), _batch_size)
+            backend.calibrate(torch.from_numpy(array) for _, array in batches)
+        timings[prefix + "calibrate"] = time.perf_counter() - start
+        start = time.perf_counter()
+        predict(backend.quantized(), test, job.eval_batch_size, os.path.join(job.run_dir, QUANT_PREDS),
+                prefix + "test")
+        timings[prefix + "test"] = time.perf_counter() - start
+        return backend
 
-    start = time.perf_counter()
-    predict(backend.quantized(), test, job.eval_batch_size, os.path.join(job.run_dir, QUANT_PREDS), "test")
-    timings["test"] = time.perf_counter() - start
+    backend = quantize(backend_name)
+    check = None
+    if backend_name == "hybrid":
+        start = time.perf_counter()
+        check = hybrid_check(backend, test, job.run_dir)
+        timings["check"] = time.perf_counter() - start
+        log("hybrid check against pytorch_nndct's test mode: {} ({} samples, max abs diff {}, argmax agreement "
+            "{})".format("passed" if check.passed else "failed", check.samples, check.max_abs_diff,
+                         check.argmax_agreement))
+        if not check.passed:
+            on_warning("hybrid quantizer: {}; falling back to vai_q_pytorch's own calibration and test mode "
+                       "(--quantizer vai), so these results are nndct's own".format(check.reason))
+            backend_name = "vai"
+            backend = quantize(backend_name, "vai_")
 
     if exports:
         start = time.perf_counter()
@@ -113,15 +130,34 @@ def execute(job: Job) -> Result:
         timings["compile"] = time.perf_counter() - start
 
     files = ["quant_info.json", QUANT_PREDS] + [f for f in files if f != QUANT_PREDS]
+    if os.path.isfile(os.path.join(job.run_dir, BIAS_CORR)):
+        files.append(BIAS_CORR)
     return Result(status="succeeded", backend=backend_name, model_class=model_class, files=files,
                   num_calibration=len(calib), num_test=len(test), timings=timings, versions=versions(),
-                  warnings=warnings, compile=compiled)
+                  warnings=warnings, check=None if check is None else check.as_dict(), compile=compiled)
+
+
+def hybrid_check(backend, test: SampleReader, run_dir: str):
+    """nndct's test mode (batch 1) on the first test samples against the portable predictions written for them."""
+    from container_payload.backends.hybrid import CHECK_SAMPLES
+
+    n = min(CHECK_SAMPLES, len(test))
+    samples, expected = [], []
+    with Phase("check", n) as progress, h5py.File(os.path.join(run_dir, QUANT_PREDS), "r") as preds:
+        for names, array in test.batches(1):
+            if len(samples) == n:
+                break
+            samples.append(torch.from_numpy(array))
+            expected.append(preds[names[0]][()])
+        check = backend.check(samples, expected)
+        progress.advance(n)
+    return check
 
 
 def compile_export(job: Job, xmodels: List[str], on_warning: Callable[[str], None]) -> Dict[str, Any]:
     """quantize --compile: the exported xmodel through the compiler, or the reason why there was none."""
     if not xmodels:
-        why = "no xmodel was exported (the xmodel comes from the vai quantizer, pytorch_nndct)"
+        why = "no xmodel was exported (the xmodel comes from pytorch_nndct: the vai or hybrid quantizer)"
         on_warning("--compile skipped: " + why)
         return {"skipped": why}
     return compiler.run_compiler(os.path.join(job.run_dir, xmodels[0]), job.compile, on_warning)

@@ -51,6 +51,7 @@ class RunSummary:
     timings: dict[str, float]
     metrics: dict[str, Any] | None = None
     warnings: list[str] = field(default_factory=list)
+    check: dict[str, Any] | None = None  # --quantizer hybrid: nndct's test mode against the portable outputs
     compile: dict[str, Any] | None = None
 
     def to_dict(self) -> dict[str, Any]:
@@ -112,7 +113,7 @@ def quantize(opts: QuantizeOptions, reporter: Reporter) -> RunSummary:
             stage.payload_started = True
             result = _run_payload(opts, inputs, rt, run_dir, reporter, timings)
             manifest["payload"] = {"backend": result.backend, "versions": result.versions,
-                                   "timings": result.timings, "warnings": result.warnings}
+                                   "timings": result.timings, "warnings": result.warnings, "check": result.check}
             if result.compile is not None:
                 manifest["compile"] = result.compile
             metrics = None
@@ -144,7 +145,7 @@ def quantize(opts: QuantizeOptions, reporter: Reporter) -> RunSummary:
             reporter.close()
     return RunSummary(status="succeeded", output_dir=stage.output_dir, run_id=run_id, backend=result.backend,
                       files=manifest["files"], timings=timings, metrics=metrics,
-                      warnings=list(result.warnings), compile=result.compile)
+                      warnings=list(result.warnings), check=result.check, compile=result.compile)
 
 
 def _run_payload(opts: QuantizeOptions, inputs: Inputs, rt: runtime.Runtime, run_dir: Path, reporter: Reporter,

@@ -4,9 +4,14 @@
     scripts/bench.py docker    hostctl quantize --runtime docker vs a hand-written `docker run` of the same
                                image and command (the line --print-docker-cmd prints), interleaved
     scripts/bench.py payload   the portable quantizer vs the float forward (scripts/bench_payload.py)
-    scripts/bench.py all       both
+    scripts/bench.py hybrid    hostctl quantize --quantizer vai vs --quantizer hybrid, --runtime local, same inputs
+                               and interpreter (--python, default the nndct venv): whole-run and per-stage ratios,
+                               and whether quant_info.json and the quantized predictions are identical
+    scripts/bench.py all       docker and payload
 
 The docker benchmark needs an engine and an image: --image (default: the stand-in image, built if needed).
+The hybrid benchmark needs an interpreter where pytorch_nndct imports; e.g.
+    scripts/bench.py hybrid --samples 200 --size 3 64 64
 """
 
 from __future__ import annotations
@@ -81,17 +86,128 @@ def bench_docker(args: argparse.Namespace) -> None:
         shutil.rmtree(work, ignore_errors=True)
 
 
+NNDCT_VENV_PYTHON = "/work/scratch/nndct-venv/bin/python"
+
+
+def _hybrid_inputs(directory: Path, args: argparse.Namespace):
+    import torch
+    from helpers import make_inputs
+
+    from container_payload.models.unet import Unet
+
+    torch.manual_seed(0)
+    model = Unet(num_classes=args.num_classes, width=args.width, depth=args.depth)
+    return make_inputs(directory, model, n_calib=args.samples, n_test=args.test_samples, size=tuple(args.size),
+                       num_classes=args.num_classes)
+
+
+def _compare_runs(vai: Path, hybrid: Path) -> list[str]:
+    import json
+
+    import h5py
+    import numpy as np
+    import torch
+
+    lines = []
+    a, b = (json.loads((d / "quant_info.json").read_text()) for d in (vai, hybrid))
+    keys = ("param", "output", "input", "bias_corrected")
+    differ = [f"{section}:{name}" for section in ("param", "output")
+              for name in sorted(set(a[section]) | set(b[section])) if a[section].get(name) != b[section].get(name)]
+    same = all(a.get(k) == b.get(k) for k in keys)
+    lines.append(f"quant_info.json ({', '.join(keys)}): {'identical' if same else 'DIFFERENT'}"
+                 f" ({len(a['param'])} params, {len(a['output'])} outputs"
+                 + (f"; differ: {', '.join(differ[:8])}" if differ else "") + ")")
+    if (vai / "bias_corr.pth").exists() or (hybrid / "bias_corr.pth").exists():
+        ca, cb = (torch.load(d / "bias_corr.pth") if (d / "bias_corr.pth").exists() else {} for d in (vai, hybrid))
+        worst = max((float(np.max(np.abs(np.asarray(ca[k]) - np.asarray(cb[k])))) for k in ca
+                     if k in cb and ca[k] is not None and cb[k] is not None), default=0.0)
+        lines.append(f"bias_corr.pth: same keys {set(ca) == set(cb)}, max abs diff {worst:.3g}")
+    with h5py.File(vai / "quantization_test_preds.h5") as pa, h5py.File(hybrid / "quantization_test_preds.h5") as pb:
+        names = list(pa)
+        diff, same_px, total, identical = 0.0, 0, 0, list(pb) == names
+        for name in names:
+            x, y = pa[name][()], pb[name][()]
+            identical = identical and np.array_equal(x, y)
+            diff = max(diff, float(np.max(np.abs(x - y))))
+            same_px += int(np.sum(x.argmax(1) == y.argmax(1)))
+            total += x.size // x.shape[1]
+    lines.append(f"quantized predictions ({len(names)} samples): {'identical' if identical else 'DIFFERENT'} "
+                 f"(max abs diff {diff:.3g}, argmax agreement {same_px / max(total, 1):.4%})")
+    return lines
+
+
+def bench_hybrid(args: argparse.Namespace) -> None:
+    import json
+
+    python = args.python or (NNDCT_VENV_PYTHON if Path(NNDCT_VENV_PYTHON).exists() else sys.executable)
+    work = Path(tempfile.mkdtemp(prefix="hostctl-bench-hybrid-"))
+    env = dict(os.environ, HOSTCTL_CACHE_DIR=str(work / "cache"), COLUMNS="120")
+    try:
+        inputs = _hybrid_inputs(work / "in", args)
+        common = [sys.executable, "-m", "hostctl", "quantize", "--runtime", "local", "--python", python,
+                  "--input-dir", str(inputs.dir), "--input-size", *map(str, args.size),
+                  "--num-classes", str(args.num_classes), "--model-arg", f"width={args.width}",
+                  "--model-arg", f"depth={args.depth}", "--calib-batch-size", str(args.batch_size),
+                  "--quant-opt", str(args.quant_opt), "--no-evaluate",
+                  *[a for e in args.export for a in ("--export", e)]]
+        runs = {}
+        for quantizer in ("vai", "hybrid"):
+            out = work / quantizer
+            wall, _ = timed(common + ["--quantizer", quantizer, "--output-dir", str(out)], "model ", env=env)
+            payload = json.loads((out / "run.json").read_text())["payload"]
+            runs[quantizer] = (wall, payload, out)
+        print(f"\nhybrid benchmark: {python}, Unet width {args.width} depth {args.depth}, {args.samples} calibration "
+              f"+ {args.test_samples} test samples of {'x'.join(map(str, args.size))}, calibration batch "
+              f"{args.batch_size}, quant_opt {args.quant_opt}")
+        (vw, vp, vout), (hw, hp, hout) = runs["vai"], runs["hybrid"]
+        print(f"hybrid took the path: {hp['backend']}; check: {json.dumps(hp.get('check'))}")
+        stages = list(dict.fromkeys(list(vp["timings"]) + list(hp["timings"])))
+        print(f"{'stage':12} {'vai s':>9} {'hybrid s':>9} {'vai/hybrid':>11}")
+        for stage in stages:
+            v, h = vp["timings"].get(stage), hp["timings"].get(stage)
+            ratio = f"{v / h:11.2f}" if v and h else f"{'-':>11}"
+            print(f"{stage:12} {v if v is not None else float('nan'):9.2f} {h if h is not None else float('nan'):9.2f}"
+                  f" {ratio}")
+        vq = sum(vp["timings"].get(k, 0.0) for k in ("calibrate", "test", "export"))
+        hq = sum(hp["timings"].get(k, 0.0) for k in ("calibrate", "test", "check", "export"))
+        print(f"{'quantize':12} {vq:9.2f} {hq:9.2f} {vq / hq:11.2f}   (calibrate + test + check + export)")
+        print(f"{'whole run':12} {vw:9.2f} {hw:9.2f} {vw / hw:11.2f}   (hostctl quantize wall time)")
+        for line in _compare_runs(vout, hout):
+            print(line)
+    finally:
+        if args.keep:
+            print(f"kept {work}")
+        else:
+            shutil.rmtree(work, ignore_errors=True)
+
+
 def bench_payload(args: argparse.Namespace) -> None:
     subprocess.run([sys.executable, str(ROOT / "scripts" / "bench_payload.py"), *args.payload_args], check=True)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("what", choices=("docker", "payload", "all"))
+    parser.add_argument("what", choices=("docker", "payload", "hybrid", "all"))
     parser.add_argument("--runs", type=int, default=7)
     parser.add_argument("--image", default=os.environ.get("HOSTCTL_TEST_IMAGE"))
+    hybrid = parser.add_argument_group("hybrid")
+    hybrid.add_argument("--python", help=f"interpreter with pytorch_nndct (default: {NNDCT_VENV_PYTHON} if it exists)")
+    hybrid.add_argument("--samples", type=int, default=200, help="calibration samples (default 200)")
+    hybrid.add_argument("--test-samples", type=int, default=8)
+    hybrid.add_argument("--size", type=int, nargs=3, default=[3, 64, 64], metavar=("C", "H", "W"))
+    hybrid.add_argument("--width", type=int, default=16)
+    hybrid.add_argument("--depth", type=int, default=3)
+    hybrid.add_argument("--num-classes", type=int, default=7)
+    hybrid.add_argument("--batch-size", type=int, default=8, help="calibration batch")
+    hybrid.add_argument("--quant-opt", type=int, default=3, help="passed to both runs (default 3, nndct's)")
+    hybrid.add_argument("--export", action="append", default=None,
+                        help="passed to both runs (default: none; the nndct venv has no xir for xmodel)")
+    hybrid.add_argument("--keep", action="store_true", help="keep the inputs and both runs' outputs")
     parser.add_argument("payload_args", nargs="*", help="passed to bench_payload.py (after --)")
     args = parser.parse_args()
+    args.export = args.export or ["none"]
+    if args.what == "hybrid":
+        bench_hybrid(args)
     if args.what in ("payload", "all"):
         bench_payload(args)
     if args.what in ("docker", "all"):

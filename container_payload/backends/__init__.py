@@ -50,6 +50,7 @@ class Backend:
 _REGISTRY: Dict[str, str] = {
     "vai": "container_payload.backends.vai:VaiBackend",
     "portable": "container_payload.backends.portable:PortableBackend",
+    "hybrid": "container_payload.backends.hybrid:HybridBackend",
 }
 
 
@@ -74,10 +75,11 @@ def vai_available() -> bool:
 
 
 def resolve(name: str, warn: Warn) -> str:
-    """The concrete backend name for a requested one; 'auto' picks vai where pytorch_nndct imports."""
+    """The concrete backend name for a requested one; 'auto' picks hybrid where pytorch_nndct imports (nndct's
+    own test mode checks the portable calibration and exports), portable elsewhere."""
     if name == "auto":
         if vai_available():
-            return "vai"
+            return "hybrid"
         warn("pytorch_nndct is not importable here: using the portable quantizer, which emulates the DPU's "
              "int8 arithmetic (run with --runtime docker in the Vitis AI image for the vai quantizer)")
         return "portable"

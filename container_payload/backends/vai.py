@@ -19,7 +19,7 @@ EXPORT_PATTERNS = {
 }
 
 
-def _import_nndct(quant_opt: int):
+def import_nndct(quant_opt: int):
     set_nndct_options(quant_opt)
     try:
         from pytorch_nndct.apis import torch_quantizer
@@ -36,7 +36,7 @@ class VaiBackend(Backend):
     eval_batch_size = 8
 
     def _quantizer(self, mode: str, batch: int):
-        torch_quantizer = _import_nndct(self.quant_opt)
+        torch_quantizer = import_nndct(self.quant_opt)
         dummy = torch.randn((batch,) + self.input_size)
         return torch_quantizer(mode, self.model, (dummy,), output_dir=self.run_dir,
                                device=torch.device("cpu"), target=self.target)
@@ -73,6 +73,10 @@ class VaiBackend(Backend):
         quantizer = self._quantizer("test", 1)
         with torch.no_grad():
             quantizer.quant_model(sample[:1])
+        return self.export_from(quantizer, formats)
+
+    def export_from(self, quantizer, formats: Sequence[str]) -> List[str]:
+        """Exports from a test-mode quantizer built for, and last run with, batch size 1."""
         written = []
         for fmt in formats:
             before = set(glob.glob(os.path.join(self.run_dir, "*")))

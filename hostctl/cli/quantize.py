@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from container_payload.job import BOARDS, BUILTIN_MODEL, EXPORT_FORMATS
+from container_payload.job import BOARDS, BUILTIN_MODEL, EXPORT_FORMATS, QUANTIZERS
 from hostctl.cli import app
 from hostctl.cli.common import (
     Debug,
@@ -39,6 +39,7 @@ EXAMPLES = """
 
   hostctl quantize                                   [dim]# tutorial layout, Vitis AI image[/]
   hostctl quantize --runtime local --quantizer portable --input-size 3 256 256
+  hostctl quantize --runtime local --python /opt/vitis/bin/python --quantizer hybrid
   hostctl quantize --model mynet:Net --model-path ./src --model-arg width=16
   hostctl quantize --print-docker-cmd                [dim]# the equivalent docker run line[/]
   hostctl quantize --compile kv260                   [dim]# then vai_c_xir, in the same container[/]
@@ -84,13 +85,15 @@ def quantize(
     runtime: Annotated[str, typer.Option(envvar="HOSTCTL_RUNTIME", help="Where the payload runs: docker or local.")]
     = "docker",
     quantizer: Annotated[str, typer.Option(envvar="HOSTCTL_QUANTIZER", rich_help_panel=QUANT,
-                                           help="auto (vai where pytorch_nndct imports, else portable), vai, "
-                                                "portable.")] = "auto",
+                                           help="auto (hybrid where pytorch_nndct imports, else portable), "
+                                                "vai (nndct alone, the tutorial's flow), portable (DPU emulation, "
+                                                "no nndct), hybrid (portable calibration checked and exported by "
+                                                "nndct; falls back to vai if they disagree).")] = "auto",
     target: Annotated[str | None, typer.Option(envvar="HOSTCTL_TARGET", rich_help_panel=QUANT,
                                                   help="DPU target, e.g. DPUCZDX8G_ISA1_B4096 (KV260).")] = None,
     export: Annotated[list[str] | None, typer.Option(
-        rich_help_panel=QUANT, help="xmodel, onnx, torchscript or none; repeatable. Default: xmodel for vai, "
-                                    "nothing for portable.")] = None,
+        rich_help_panel=QUANT, help="xmodel, onnx, torchscript or none; repeatable. Default: xmodel for vai "
+                                    "and hybrid, nothing for portable.")] = None,
     quant_opt: Annotated[int, typer.Option(min=0, max=3, envvar="HOSTCTL_QUANT_OPT", rich_help_panel=QUANT,
                                            help="nndct_quant_opt: 0 = no equalisation or bias correction, "
                                                 "3 = nndct's default.")] = 3,
@@ -126,7 +129,7 @@ def quantize(
         calib_batch_size=calib_batch_size, calib_limit=calib_samples_limit, test_limit=test_samples_limit,
         model=model or BUILTIN_MODEL, model_path=model_path, model_args=parse_model_args(model_arg),
         runtime=_choice(runtime, RUNTIMES, "--runtime"),
-        quantizer=_choice(quantizer, ("auto", "vai", "portable"), "--quantizer"), image=image,
+        quantizer=_choice(quantizer, QUANTIZERS, "--quantizer"), image=image,
         conda_env=conda_env, pull=_choice(pull, PULL_POLICIES, "--pull"), requirements=requirements, target=target,
         keep_container=keep_container, memory=memory, python=python, exports=_exports(export), quant_opt=quant_opt,
         evaluate=not no_evaluate,

@@ -50,14 +50,49 @@ def test_vai_backend_through_fake_nndct(tmp_path, unet_inputs, fake_nndct_env):
         assert h5["t000"].shape == (1, 3, 32, 32)
 
 
-@pytest.mark.parametrize("quantizer", ["vai", "auto"])
-def test_quant_opt_reaches_nndct(tmp_path, unet_inputs, fake_nndct_env, quantizer):
+@pytest.mark.parametrize("quantizer,backend", [("vai", "vai"), ("auto", "hybrid")])
+def test_quant_opt_reaches_nndct(tmp_path, unet_inputs, fake_nndct_env, quantizer, backend):
     out = tmp_path / "out"
     proc = run_hostctl(tiny_args(unet_inputs, out, "--quantizer", quantizer, "--quant-opt", "0", "--no-evaluate",
                                  "--export", "none"), env=fake_nndct_env)
     assert proc.returncode == 0, proc.stderr
     assert json.loads((out / "quant_info.json").read_text())["bias_corrected"] is False
-    assert not (out / "Unet_int.xmodel").exists()
+    assert not (out / "Unet_int.xmodel").exists() and not (out / "bias_corr.pth").exists()
+    # auto: hybrid where pytorch_nndct imports, and nndct's test mode accepted the files without bias correction
+    assert manifest(out)["payload"]["backend"] == backend
+
+
+def test_hybrid_through_fake_nndct(tmp_path, unet_inputs, fake_nndct_env):
+    out = tmp_path / "out"
+    proc = run_hostctl(tiny_args(unet_inputs, out, "--quantizer", "hybrid", "--no-evaluate", "--json"),
+                       env=fake_nndct_env)
+    assert proc.returncode == 0, proc.stderr
+    summary = json.loads(proc.stdout)
+    assert summary["backend"] == "hybrid" and summary["check"]["passed"] is True
+    assert SECTION4 | {"Unet_int.xmodel", "Unet.py", "bias_corr.pth"} <= {p.name for p in out.iterdir()}
+    payload = manifest(out)["payload"]
+    assert payload["backend"] == "hybrid" and payload["warnings"] == []
+    assert payload["check"]["samples"] == 4 and payload["check"]["max_abs_diff"] == 0.0
+    assert payload["check"]["argmax_agreement"] == 1.0
+    assert {"calibrate", "test", "check", "export"} <= set(payload["timings"])
+    assert "graph_md5" not in json.loads((out / "quant_info.json").read_text())
+
+
+def test_hybrid_falls_back_to_vai_when_nndct_disagrees(tmp_path, unet_inputs, fake_nndct_env):
+    out = tmp_path / "out"
+    proc = run_hostctl(tiny_args(unet_inputs, out, "--quantizer", "hybrid", "--no-evaluate", "--json"),
+                       env={**fake_nndct_env, "FAKE_NNDCT_FAIL": "test_outputs"})
+    assert proc.returncode == 0, proc.stderr
+    summary = json.loads(proc.stdout)
+    assert summary["backend"] == "vai", "after a failed check the results are nndct's own"
+    payload = manifest(out)["payload"]
+    assert payload["backend"] == "vai" and payload["check"]["passed"] is False
+    assert payload["check"]["samples"] == 4 and payload["check"]["argmax_agreement"] < 0.999
+    assert any("falling back to vai_q_pytorch" in w for w in payload["warnings"])
+    assert {"calibrate", "test", "check", "vai_calibrate", "vai_test", "export"} <= set(payload["timings"])
+    assert (out / "Unet_int.xmodel").exists()
+    info = json.loads((out / "quant_info.json").read_text())
+    assert info["version"] == "3.5.0+fake" and "graph_md5" in info, "quant_info.json is nndct's own"
 
 
 @pytest.mark.parametrize("step,missing", [("export_quant_config", "quant_info.json"),

@@ -36,6 +36,7 @@ class PortableBackend(Backend):
         self._test: Optional[TestModel] = None
         self.quant_info: Optional[dict] = None
         self.adjustments: List[str] = []
+        self.bias_corr: Optional[Dict[str, Optional[List[float]]]] = None  # bias_corr.pth's content, or None
 
     # quant_opt 0 turns off equalization and bias correction; any level above 0 keeps both
     # (pytorch_nndct/__init__.py: nndct_param_corr and nndct_equalization are switched off only for quant_opt <= 0)
@@ -85,6 +86,7 @@ class PortableBackend(Backend):
             f.write("\n")
         os.replace(tmp, path)
         self._test = TestModel(self._graph, fps, self._calib.test_biases())
+        self.bias_corr = _bias_corr(self._graph, self._calib) if self._optimize else None
         self._calib = None  # its per-batch state is not needed any more; a new calibrate() starts afresh
 
     def _quant_info(self, fps: Dict[str, Dict[str, int]]) -> dict:
@@ -108,6 +110,27 @@ class PortableBackend(Backend):
             # tells portable runs of different graphs apart but does not equal nndct's value
             "graph_md5": _graph_md5(g),
         }
+
+    def load(self, quant_info: dict, bias_corr: Optional[dict], sample: torch.Tensor) -> None:
+        """Test mode from a quant_info.json (and bias_corr.pth) instead of calibrate(), as nndct's test mode loads
+        them; a name this graph does not have, or one it needs and does not find, is refused."""
+        g = self._graph = self._build(sample.float())
+        fps = {"param": {k: v[0][1] for k, v in quant_info["param"].items()},
+               "output": {k.split("::", 1)[-1]: v[0][1] for k, v in quant_info["output"].items()}}
+        params = {n for node in g.nodes if node.weight is not None and (node.op in PARAM_OPS or node.op == "batch_norm")
+                  for n in (node.weight_name, node.bias_name) if n}
+        outputs = set(g.output_keys)
+        wrong = sorted(params.symmetric_difference(fps["param"])) + sorted(
+            g.full(k) for k in outputs.symmetric_difference(fps["output"]))
+        if wrong:
+            raise BackendError("quant_info.json does not match this model's graph: {}".format(", ".join(wrong)))
+        biases = {}
+        for node in g.nodes:
+            corr = (bias_corr or {}).get(g.full(node.name))
+            if node.op in PARAM_OPS and node.bias is not None and corr is not None:
+                biases[node.name] = node.bias - torch.tensor(corr, dtype=node.bias.dtype)
+        self.quant_info = quant_info
+        self._test = TestModel(g, fps, biases)
 
     def quantized(self) -> Callable[[torch.Tensor], torch.Tensor]:
         if self._test is None:
@@ -137,6 +160,17 @@ class _Wrapped(torch.nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.fn(x)
+
+
+def _bias_corr(g: Graph, calib: Calibrator) -> Dict[str, Optional[List[float]]]:
+    # pytorch_nndct's export_quant_config: normalized name of every conv / dense -> bias_bak - bias.data (the float
+    # bias minus the corrected one) as a list, None where the op has no bias; test mode subtracts it again
+    res = {}
+    for node in g.nodes:
+        if node.op in PARAM_OPS:
+            now = calib.bias_now.get(node.name)
+            res[g.full(node.name)] = None if now is None else (calib.float_params[node.name][1] - now).tolist()
+    return res
 
 
 def _graph_md5(g: Graph) -> str:

@@ -1,9 +1,11 @@
 """torch_quantizer with the documented signature and file behaviour (DESIGN.md section 9)."""
 
+import copy
+import hashlib
 import json
-import math
 import os
 import sys
+import tempfile
 
 import torch
 
@@ -21,49 +23,41 @@ def _fail_at(step):
     return os.environ.get("FAKE_NNDCT_FAIL") == step
 
 
-def _fix_pos(tensor):
-    peak = float(tensor.detach().abs().max()) if tensor.numel() else 0.0
-    if peak == 0.0 or not math.isfinite(peak):
-        return 12
-    return max(-8, min(12, int(math.floor(math.log2(127.0 / peak)))))
+def _graph_md5(info):
+    # nndct hashes its own graph; the fake hashes the names its graph gives the tensors (equal graphs, equal names)
+    names = sorted(info["param"]) + sorted(info["output"])
+    return hashlib.md5(("fake:" + ";".join(names)).encode()).hexdigest()
 
 
-def _fake_quant(tensor, fp):
-    scale = 2.0 ** fp
-    return torch.clamp(torch.round(tensor * scale), -128, 127) / scale
+def _portable(module, input_args, quant_opt, run_dir):
+    # The fake's arithmetic is the portable backend's, which emulates nndct's exactly: so the hybrid path's check
+    # passes here as it does against the real quantizer, and FAKE_NNDCT_FAIL=test_outputs makes it fail.
+    from container_payload.backends.portable import PortableBackend
+
+    return PortableBackend(copy.deepcopy(module), run_dir, tuple(input_args[0].shape[1:]), quant_opt=quant_opt,
+                           warn=lambda message: _log("WARN", message))
 
 
 class _QuantModel(torch.nn.Module):
-    """The module that callers forward: the float model with its leaf outputs fake-quantized."""
+    """The module that callers forward: calib mode records the batches, test mode runs the quantized model."""
 
-    def __init__(self, module, prefix, fix_positions=None):
+    def __init__(self, module, quantized=None):
         super().__init__()
         self.module = module
-        self.prefix = prefix
-        self.observed = {}
-        self.fixed = fix_positions
+        self.quantized = quantized
+        self.batches = []
         self.last_batch = None
-        self._hooks = []
-        for index, (_name, leaf) in enumerate(self._leaves()):
-            key = "{}::nndct_{}_{}".format(prefix, type(leaf).__name__.lower(), index + 1)
-            self._hooks.append(leaf.register_forward_hook(self._hook(key)))
-
-    def _leaves(self):
-        return [(n, m) for n, m in self.module.named_modules() if not list(m.children())]
-
-    def _hook(self, key):
-        def hook(_module, _inputs, output):
-            if not torch.is_tensor(output):
-                return output
-            if self.fixed is None:
-                self.observed.setdefault(key, []).append(_fix_pos(output))
-                return _fake_quant(output, self.observed[key][-1])
-            return _fake_quant(output, self.fixed.get(key, [[8, 12]])[0][1])
-        return hook
 
     def forward(self, *args):
-        self.last_batch = args[0].shape[0]
-        return self.module(*args)
+        x = args[0]
+        self.last_batch = x.shape[0]
+        if self.quantized is None:
+            self.batches.append(x.detach().clone())
+            return self.module(*args)
+        out = self.quantized(x)
+        if _fail_at("test_outputs"):
+            out = torch.roll(out, 1, dims=1)  # every class moves: the hybrid check must see it
+        return out
 
 
 class torch_quantizer:  # noqa: N801 - the real API's name
@@ -80,6 +74,7 @@ class torch_quantizer:  # noqa: N801 - the real API's name
         self.input_args = input_args
         self.cls = type(module).__name__
         self.module = module
+        self.quant_opt = int(OPTIONS.get("nndct_quant_opt", 3))
         os.makedirs(output_dir, exist_ok=True)
         _log("NOTE", "Quant config file is empty, use default quant configuration")
         _log("NOTE", "Quantization calibration process start up..." if quant_mode == "calib"
@@ -88,34 +83,65 @@ class torch_quantizer:  # noqa: N801 - the real API's name
             f.write("# GENERATED FILE BY FAKE NNDCT\nimport torch\n\nclass {}(torch.nn.Module):\n    pass\n"
                     .format(self.cls))
         self.info_path = os.path.join(output_dir, "quant_info.json")
-        fixed = None
+        self.bias_corr_path = os.path.join(output_dir, "bias_corr.pth")
+        quantized = None
         if quant_mode == "test":
-            if not os.path.isfile(self.info_path):
-                # What nndct does: log, then exit with status 0.
-                _log("ERROR", "Quantization result file does not exist. Please check calibration is done or not.")
-                sys.exit(0)
-            with open(self.info_path) as f:
-                fixed = json.load(f)["output"]
-        self.quant_model = _QuantModel(module, self.cls, fixed)
-        self.quant_opt = int(OPTIONS.get("nndct_quant_opt", 3))
+            quantized = self._load_test_mode()
+        self.quant_model = _QuantModel(module, quantized)
+
+    def _load_test_mode(self):
+        """What nndct's test mode does with the calibration files (torchquantizer.py, quant_config_imp.py)."""
+        from container_payload.backends import BackendError
+
+        if not os.path.isfile(self.info_path):
+            # What nndct does: log, then exit with status 0.
+            _log("ERROR", "Quantization result file does not exist. Please check calibration is done or not.")
+            sys.exit(0)
+        bias_corr = None
+        if self.quant_opt > 0:  # nndct_param_corr is on: test mode reloads bias_corr.pth or exits
+            if not os.path.isfile(self.bias_corr_path):
+                _log("ERROR", "[BIAS_CORRECTION] Bias correction result file does not exist. Please check "
+                     "calibration with bias correction is done or not.")
+                sys.exit(2)
+            bias_corr = torch.load(self.bias_corr_path)
+        with open(self.info_path) as f:
+            info = json.load(f)
+        backend = _portable(self.module, self.input_args, self.quant_opt, self.output_dir)
+        try:
+            backend.load(info, bias_corr, self.input_args[0])
+            # nndct's _check_graph_md5: skipped when the file has no graph_md5 key
+            if "graph_md5" in info and info["graph_md5"] != _graph_md5(info):
+                raise BackendError("graph_md5 {} is not this graph's".format(info["graph_md5"]))
+        except BackendError as exc:
+            # nndct refuses names its graph lacks and a different graph_md5, logs, and exits with status 0; the fake
+            # also refuses names it does not know (real nndct ignores extra ones), to catch a naming drift early
+            _log("ERROR", "[CALIB_RESULT_MISMATCH] Node name mismatch is found when loading quantization steps of "
+                 "tensors. ({})".format(exc))
+            sys.exit(0)
+        if info.get("bias_corrected") and bias_corr is None:
+            _log("WARN", "[BIAS_CORRECTION] Bias correction file is not loaded. Set command line option "
+                 "\"--nndct_param_corr\" to load it.")
+        return backend.quantized()
 
     def export_quant_config(self):
         if self.mode != "calib":
             _log("ERROR", "export_quant_config is only for calib mode")
             return
+        if not self.quant_model.batches:
+            _log("ERROR", "Quantization is not performed completely, check if module FORWARD function is called!")
+            return
         if _fail_at("export_quant_config"):
             _log("ERROR", "Failed to export quant config (injected)")
             return
-        params = {"{}::{}".format(self.cls, name): [[8, _fix_pos(p)]] for name, p in self.module.named_parameters()}
-        outputs = {}
-        for key, history in self.quant_model.observed.items():
-            outputs[key] = [[8, max(set(history), key=lambda v: (history.count(v), -v))]]
-        info = {"param": params, "output": outputs, "input": {}, "fast_finetuned": False,
-                "bias_corrected": self.quant_opt >= 2, "version": "3.5.0+fake", "graph_md5": "0" * 32}
+        with tempfile.TemporaryDirectory() as scratch:
+            backend = _portable(self.module, self.input_args, self.quant_opt, scratch)
+            backend.calibrate(iter(self.quant_model.batches))
+        info = dict(backend.quant_info, version="3.5.0+fake")
+        info["graph_md5"] = _graph_md5(info)
         with open(self.info_path, "w") as f:
             json.dump(info, f, indent=2)
-        if self.quant_opt >= 2:
-            torch.save({}, os.path.join(self.output_dir, "bias_corr.pth"))
+        if backend.bias_corr is not None:
+            torch.save(backend.bias_corr, self.bias_corr_path)
         _log("NOTE", "=>Exporting quant config.({})".format(self.info_path))
 
     def _export(self, suffix, writer):
