@@ -17,7 +17,7 @@ from .. import Backend, BackendError
 from . import fixpoint as fxp
 from .engine import Calibrator, TestModel, adjust, has_params
 from .equalize import equalize
-from .graph import Graph, capture
+from .graph import PARAM_OPS, Graph, capture
 
 VERSION = "hostctl-portable-1"
 QUANT_INFO = "quant_info.json"
@@ -117,8 +117,7 @@ class PortableBackend(Backend):
         g = self._graph = self._build(sample.float())
         fps = {"param": {k: v[0][1] for k, v in quant_info["param"].items()},
                "output": {k.split("::", 1)[-1]: v[0][1] for k, v in quant_info["output"].items()}}
-        params = {n for node in g.nodes if node.weight is not None and (node.op in PARAM_OPS or node.op == "batch_norm")
-                  for n in (node.weight_name, node.bias_name) if n}
+        params = {n for node in g.nodes if has_params(node) for n in (node.weight_name, node.bias_name) if n}
         outputs = set(g.output_keys)
         wrong = sorted(params.symmetric_difference(fps["param"])) + sorted(
             g.full(k) for k in outputs.symmetric_difference(fps["output"]))
