@@ -28,7 +28,7 @@ from hostctl.errors import EnvironmentProblem, InputError, Interrupted, RunFaile
 from hostctl.options import DEFAULT_CONDA_ENV, DEFAULT_IMAGE, DEFAULT_OUTPUT_DIR
 from hostctl.pipeline import MANIFEST, RUN_LOG, PayloadOutput, _finish_manifest, _iso, _tail_hint
 from hostctl.signals import trap_signals
-from hostctl.staging import Staging
+from hostctl.staging import Staging, written_files
 from hostctl.ui import Reporter
 from hostctl.validate import check_output_dir
 
@@ -155,7 +155,7 @@ def compile_model(opts: CompileOptions, reporter: Reporter) -> CompileSummary:
     xmodel = resolve_xmodel(opts)
     arch = resolve_arch(opts)
     output_dir = opts.output_dir or default_output_dir(arch)
-    check_output_dir(output_dir)
+    check_output_dir(output_dir, [xmodel] + ([arch.host_file] if arch.host_file else []))
     run_id = time.strftime("%Y%m%d-%H%M%S-") + uuid.uuid4().hex[:8]
     started = time.time()
     settings = dataclasses.replace(opts, input_dir=xmodel.parent)
@@ -174,6 +174,7 @@ def compile_model(opts: CompileOptions, reporter: Reporter) -> CompileSummary:
             rt = DockerRuntime(settings, run_dir, reporter, trap, read_only=read_only)  # type: ignore[arg-type]
             rt.prepare()
             manifest["runtime"] = rt.describe()
+            stage.payload_started = True
             inside_arch = arch.inside
             if arch.fingerprint:
                 (run_dir / ARCH_FILE).write_text(json.dumps({"fingerprint": arch.fingerprint}) + "\n",
@@ -194,6 +195,7 @@ def compile_model(opts: CompileOptions, reporter: Reporter) -> CompileSummary:
             report = verify_compile(run_dir, code, output)
             files = sorted({p.name for p in run_dir.iterdir()} | {MANIFEST})
             manifest.update(status="succeeded", compile=report, files=files,
+                            written=sorted(set(written_files(run_dir)) | {MANIFEST}),
                             timings={"compile": round(time.perf_counter() - t0, 3)})
             _finish_manifest(run_dir, manifest, started)
             stage.commit()

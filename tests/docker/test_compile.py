@@ -190,7 +190,7 @@ def test_quantize_then_compile_in_one_run(tmp_path, stand_in_image, unet_inputs)
     compiled = out / "compiled_kv260"
     assert {p.name for p in compiled.iterdir()} == {"Unet.xmodel", "meta.json", "md5sum.txt", "compile.json"}
     manifest = json.loads((out / "run.json").read_text())
-    assert manifest["payload"]["backend"] == "vai"
+    assert manifest["payload"]["backend"] == "hybrid" and manifest["payload"]["check"]["passed"] is True  # auto
     assert manifest["compile"]["target"] == KV260 and manifest["compile"]["dpu_subgraphs"] == 1
     assert "compile" in manifest["payload"]["timings"]
     assert json.loads(proc.stdout)["compile"]["target"] == KV260
