@@ -210,8 +210,8 @@ def _remove(path: Path) -> None:
             pass
 
 
-def sweep_payload_dirs(tmp: Path | None = None) -> list[Path]:
-    """Remove `hostctl-payload-<pid>-*` staging directories (local runtime) whose process is gone."""
+def sweep_payload_dirs(tmp: Path | None = None, dry_run: bool = False) -> list[Path]:
+    """Remove (or only list) `hostctl-payload-<pid>-*` staging directories whose process is gone."""
     removed = []
     tmp = Path(tmp or tempfile.gettempdir())
     try:
@@ -228,7 +228,8 @@ def sweep_payload_dirs(tmp: Path | None = None) -> list[Path]:
                 continue
         except OSError:
             continue
-        shutil.rmtree(path, ignore_errors=True)
+        if not dry_run:
+            shutil.rmtree(path, ignore_errors=True)
         removed.append(path)
     return removed
 

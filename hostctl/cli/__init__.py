@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import os
 import re
 import signal
@@ -108,17 +109,23 @@ def _fail(exc: HostctlError, args: list[str], debug: bool) -> None:
     sys.exit(exc.exit_code)
 
 
+@functools.lru_cache(maxsize=1)
+def _commands() -> dict[str, Any]:
+    """The click commands behind the verbs, built once per process (not once per key of hostctl.toml)."""
+    import typer.main
+
+    return typer.main.get_command(app).commands  # type: ignore[attr-defined]
+
+
 def _check_config_key(path: Path, table: str | None, key: str, value: Any) -> str:
     """The parameter name of a file key; unknown keys and values the option refuses name the file and the key."""
     import difflib
-
-    import typer.main
 
     from hostctl.config import FILE_EXCLUDED
     from hostctl.errors import InputError
 
     verb = table or "quantize"
-    command = typer.main.get_command(app).commands[verb]  # type: ignore[attr-defined]
+    command = _commands()[verb]
     params = {p.name: p for p in command.params
               if getattr(p, "param_type_name", "") == "option" and p.name not in FILE_EXCLUDED}
     name = key.replace("-", "_")

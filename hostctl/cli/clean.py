@@ -44,8 +44,6 @@ def clean(
 
 def _sweep_files(output_dirs: list[Path], dry_run: bool) -> list[Path]:
     """Leftovers of dead runs: skipped for an output directory that a live run holds."""
-    import tempfile
-
     from hostctl import staging
 
     found: list[Path] = []
@@ -59,6 +57,4 @@ def _sweep_files(output_dirs: list[Path], dry_run: bool) -> list[Path]:
         else:
             with staging.OutputLock(output_dir):
                 found += staging.sweep_leftovers(output_dir.resolve())
-    if dry_run:
-        return found + [p for p in Path(tempfile.gettempdir()).glob("hostctl-payload-*")]
-    return found + staging.sweep_payload_dirs()
+    return found + staging.sweep_payload_dirs(dry_run=dry_run)
