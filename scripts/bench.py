@@ -3,7 +3,9 @@
 
     scripts/bench.py docker    hostctl quantize --runtime docker vs a hand-written `docker run` of the same
                                image and command (the line --print-docker-cmd prints), interleaved
-    scripts/bench.py payload   the portable quantizer vs the float forward (scripts/bench_payload.py)
+    scripts/bench.py payload   the portable quantizer vs the float forward (scripts/bench_payload.py: Unet and
+                               MobileNetV3), then a whole `hostctl quantize --runtime local --quantizer portable`
+                               vs a plain float forward of the same batches in a fresh process
     scripts/bench.py hybrid    hostctl quantize --quantizer vai vs --quantizer hybrid, --runtime local, same inputs
                                and interpreter (--python, default the nndct venv): whole-run and per-stage ratios,
                                and whether quant_info.json and the quantized predictions are identical
@@ -28,6 +30,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))
+sys.path.insert(0, str(ROOT))
 
 
 def timed(command: list[str] | str, first_line_marker: str, *, shell: bool = False,
@@ -183,6 +186,67 @@ def bench_hybrid(args: argparse.Namespace) -> None:
 
 def bench_payload(args: argparse.Namespace) -> None:
     subprocess.run([sys.executable, str(ROOT / "scripts" / "bench_payload.py"), *args.payload_args], check=True)
+    bench_whole_run(args)
+
+
+FLOAT_FORWARD = """
+import sys, h5py, torch
+from container_payload.models.unet import Unet
+samples, weights, calib_batch, eval_batch = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
+model = Unet(num_classes=7, in_channels=3, width=32, depth=4)
+model.load_state_dict(torch.load(weights))
+model.eval()
+with h5py.File(samples, "r") as h5, torch.no_grad():
+    for group, size in (("calibration", calib_batch), ("test", eval_batch)):
+        names = list(h5[group])
+        for i in range(0, len(names), size):
+            model(torch.stack([torch.from_numpy(h5[group][n][()]) for n in names[i:i + size]]))
+print("model done")
+"""
+
+
+def bench_whole_run(args: argparse.Namespace) -> None:
+    """`hostctl quantize --runtime local --quantizer portable` against a plain float forward of the same batches
+    (every calibration and test sample once, with the same batch sizes) in a fresh process, interleaved."""
+    import torch
+    from bench_payload import make_batches, make_model
+    from helpers import write_samples
+
+    from hostctl.options import EVAL_BATCH
+
+    work = Path(tempfile.mkdtemp(prefix="hostctl-bench-run-"))
+    env = dict(os.environ, HOSTCTL_CACHE_DIR=str(work / "cache"), COLUMNS="120", PYTHONPATH=str(ROOT))
+    try:
+        batches = make_batches(-(-(args.run_calib + args.run_test) // 8), 8, 256, seed=1)
+        arrays = [a.numpy() for b in batches for a in b][:args.run_calib + args.run_test]
+        model = make_model("unet", batches)
+        (work / "in").mkdir()
+        torch.save(model.state_dict(), work / "in" / "state_dict.pt")
+        calib = {f"c{i:04d}": a for i, a in enumerate(arrays[:args.run_calib])}
+        test = {f"t{i:04d}": a for i, a in enumerate(arrays[args.run_calib:])}
+        gen = torch.Generator().manual_seed(4)
+        labels = {k: torch.randint(0, 7, (256, 256), generator=gen, dtype=torch.uint8).numpy() for k in test}
+        write_samples(work / "in" / "quantization_samples.h5", calib, test, labels)
+        hostctl = [sys.executable, "-m", "hostctl", "quantize", "--runtime", "local", "--quantizer", "portable",
+                   "--input-dir", str(work / "in"), "--input-size", "3", "256", "256", "--num-classes", "7",
+                   "--model-arg", "width=32", "--model-arg", "depth=4", "--calib-batch-size", "8"]
+        plain = [sys.executable, "-c", FLOAT_FORWARD, str(work / "in" / "quantization_samples.h5"),
+                 str(work / "in" / "state_dict.pt"), "8", str(EVAL_BATCH)]
+        walls: dict[str, list[float]] = {"hostctl quantize": [], "float forward": []}
+        for i in range(args.whole_runs):
+            walls["float forward"].append(timed(plain, "model done", env=env)[0])
+            walls["hostctl quantize"].append(timed(hostctl + ["--output-dir", str(work / f"out{i}")], "model ",
+                                                   env=env)[0])
+            shutil.rmtree(work / f"out{i}", ignore_errors=True)
+        print(f"\nwhole run: Unet width 32 depth 4, {args.run_calib} calibration + {args.run_test} test samples of "
+              f"3x256x256, calibration batch 8, test batch {EVAL_BATCH}, {args.whole_runs} interleaved runs each "
+              f"(fresh processes), load average {' '.join(open('/proc/loadavg').read().split()[:3])}")
+        for name, values in walls.items():
+            print(f"  {name:18} median {statistics.median(values):7.1f} s  ({', '.join(f'{v:.1f}' for v in values)})")
+        ratio = statistics.median(walls["hostctl quantize"]) / statistics.median(walls["float forward"])
+        print(f"  ratio {ratio:.2f} (target <= 1.9): {'met' if ratio <= 1.9 else 'NOT MET'}")
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
 
 
 def main() -> None:
@@ -203,6 +267,10 @@ def main() -> None:
     hybrid.add_argument("--export", action="append", default=None,
                         help="passed to both runs (default: none; the nndct venv has no xir for xmodel)")
     hybrid.add_argument("--keep", action="store_true", help="keep the inputs and both runs' outputs")
+    whole = parser.add_argument_group("payload: the whole-run comparison")
+    whole.add_argument("--run-calib", type=int, default=160, help="calibration samples (default 160)")
+    whole.add_argument("--run-test", type=int, default=16, help="test samples (default 16)")
+    whole.add_argument("--whole-runs", type=int, default=2, help="interleaved runs of each (default 2)")
     parser.add_argument("payload_args", nargs="*", help="passed to bench_payload.py (after --)")
     args = parser.parse_args()
     args.export = args.export or ["none"]

@@ -1,14 +1,19 @@
 #!/usr/bin/env python3
 """Benchmark the portable quantizer against the float forward, side by side in one process.
 
-Builds the built-in Unet (width 32 by default) with BatchNorm statistics settled on the data, makes lightly
-structured images (smooth random fields, like photographs after normalisation), and times over the same batches:
-the float forward, portable calibration (quant_opt 3 and 0) and the portable test-mode model. Then it runs
-calibration + test again in fresh processes for two sample counts and prints their peak RSS, to show that
-memory does not grow with the number of samples.
+Two models, each on lightly structured images (smooth random fields, like photographs after normalisation) of
+3x256x256 in calibration batches of 8, with BatchNorm statistics settled on the data:
+  unet       the built-in Unet, width 32, depth 4: few wide layers, where memory traffic and the convs dominate
+  mobilenet  MobileNetV3-Large under an LR-ASPP head (scripts/bench_models.py): many small layers, where the
+             cost per op shows
+For each, over the same batches: portable calibration and the portable test-mode model with quant_opt 3
+(nndct's default) and 0, each batch timed right after a float forward of the same batch, so that both see the
+same machine load; every phase is divided by the float forwards timed beside it. With --rounds N each batch
+keeps its best time over N rounds, on both sides alike. Then calibration + test run again in fresh processes for
+two sample counts and print their peak RSS, to show that memory does not grow with the number of samples.
 
-    python scripts/bench_payload.py                       # about 1.5 minutes on 2 cores
-    python scripts/bench_payload.py --batches 4 --batch-size 2 --size 128 --no-rss
+    python scripts/bench_payload.py                          # both models, about 6 minutes on 2 cores
+    python scripts/bench_payload.py --model unet --batches 4 --no-rss
 """
 
 import argparse
@@ -25,9 +30,12 @@ sys.path.insert(0, ROOT)
 
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
+from bench_models import MobileNetV3Seg  # noqa: E402
 
 from container_payload.backends.portable import PortableBackend  # noqa: E402
 from container_payload.models.unet import Unet  # noqa: E402
+
+TARGETS = {"calibration": 2.0, "test mode": 1.2}
 
 
 def make_batches(n: int, batch_size: int, size: int, seed: int = 0):
@@ -43,9 +51,9 @@ def make_batches(n: int, batch_size: int, size: int, seed: int = 0):
     return out
 
 
-def make_model(width: int, depth: int, batches):
+def make_model(name: str, batches, width: int = 32, depth: int = 4):
     torch.manual_seed(0)
-    model = Unet(num_classes=7, in_channels=3, width=width, depth=depth)
+    model = Unet(num_classes=7, in_channels=3, width=width, depth=depth) if name == "unet" else MobileNetV3Seg(7)
     for m in model.modules():  # settle BatchNorm statistics on the data, as a trained model would have them
         if isinstance(m, torch.nn.BatchNorm2d):
             m.momentum = None
@@ -82,8 +90,9 @@ def run_once(args, quant_opt: int, batches, model):
 
 
 def run_interleaved(args, quant_opt: int, batches, model):
-    """Per-batch times of float forward, calibration and test, each float batch timed right before the
-    quantizer's work on the same batch, so that both see the same machine load."""
+    """Per-batch (wall, cpu) times: the float forward beside calibration, calibration, the float forward
+    beside test mode, test mode. Calibration's one-time work (graph capture before the first batch, quant_info
+    after the last) is added to its last batch."""
     f_cal, cal, f_test, test = [], [], [], []
 
     def feed():
@@ -97,21 +106,69 @@ def run_interleaved(args, quant_opt: int, batches, model):
     with tempfile.TemporaryDirectory() as d:
         backend = PortableBackend(model, d, (3, args.size, args.size), quant_opt=quant_opt, warn=lambda m: None)
         total = timed(lambda: backend.calibrate(feed()))
-        # graph capture before the first batch, quant_info after the last
-        finish = tuple(max(0.0, total[i] - sum(c[i] for c in cal) - sum(f[i] for f in f_cal)) for i in (0, 1))
+        once = tuple(max(0.0, total[i] - sum(c[i] for c in cal) - sum(f[i] for f in f_cal)) for i in (0, 1))
+        cal[-1] = (cal[-1][0] + once[0], cal[-1][1] + once[1])
         q = backend.quantized()
         for b in batches:
             with torch.no_grad():
                 f_test.append(timed(lambda b=b: model(b)))
             test.append(timed(lambda b=b: q(b)))
-    return f_cal, cal, finish, f_test, test
+    return f_cal, cal, f_test, test
 
 
 def rss_child(args) -> None:
     batches = make_batches(args.batches, args.batch_size, args.size)
-    model = make_model(args.width, args.depth, batches)
+    model = make_model(args.model, batches)
     run_once(args, 3, batches, model)
     print(json.dumps({"maxrss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
+
+
+def bench_model(args, name: str) -> list:
+    """Prints one model's table; returns its (phase, ratio, target) rows."""
+    batches = make_batches(args.batches, args.batch_size, args.size)
+    model = make_model(name, batches)
+    with torch.no_grad():
+        model(batches[0])  # warm-up
+    best = {}
+
+    def keep(key, values):
+        # per batch, the (wall, cpu) pair of the round with the least wall time
+        best[key] = [min(a, b) for a, b in zip(best[key], values, strict=True)] if key in best else list(values)
+
+    for _ in range(args.rounds):
+        for qo in (3, 0):
+            f_cal, cal, f_test, test = run_interleaved(args, qo, batches, model)
+            keep(("calibration", qo, "float"), f_cal)
+            keep(("calibration", qo, "quant"), cal)
+            keep(("test mode", qo, "float"), f_test)
+            keep(("test mode", qo, "quant"), test)
+    samples = args.batches * args.batch_size
+    print("\n{}: {} samples of 3x{}x{} in {} batches of {}, torch {}, {} threads, best of {}, load average {}".format(
+        "Unet width 32 depth 4" if name == "unet" else "MobileNetV3-Large LR-ASPP", samples, args.size, args.size,
+        args.batches, args.batch_size, torch.__version__, torch.get_num_threads(), args.rounds,
+        " ".join(open("/proc/loadavg").read().split()[:3]) if os.path.exists("/proc/loadavg") else "n/a"))
+    print("{:<28} {:>9} {:>9} {:>8} {:>8} {:>8}".format("phase", "wall s", "float s", "x float", "target",
+                                                       "CPU x"))
+    rows = []
+    for qo in (3, 0):
+        for phase in ("calibration", "test mode"):
+            quant, flt = best[(phase, qo, "quant")], best[(phase, qo, "float")]
+            wall, fwall = sum(w for w, _ in quant), sum(w for w, _ in flt)
+            cpu, fcpu = sum(c for _, c in quant), sum(c for _, c in flt)
+            label = f"{phase}, quant_opt={qo}"
+            target = TARGETS[phase]
+            rows.append((name, label, wall / fwall, target))
+            print("{:<28} {:>9.2f} {:>9.2f} {:>8.2f} {:>8} {:>8.2f}".format(
+                label, wall, fwall, wall / fwall, f"<= {target:.1f}" if qo == 3 else "", cpu / fcpu))
+    if not args.no_rss:
+        print("{:<28} {:>9}".format("peak RSS, fresh process", "MB"))
+        for n in (max(1, args.batches // 2), args.batches):
+            cmd = [sys.executable, os.path.abspath(__file__), "--rss-child", "--model", name, "--batches", str(n),
+                   "--batch-size", str(args.batch_size), "--size", str(args.size)]
+            out = subprocess.run(cmd, check=True, stdout=subprocess.PIPE, text=True).stdout
+            mb = json.loads(out.strip().splitlines()[-1])["maxrss_mb"]
+            print("{:<28} {:>9.0f}".format(f"  {n * args.batch_size} samples", mb))
+    return rows
 
 
 def main() -> None:
@@ -119,66 +176,25 @@ def main() -> None:
     # 160 calibration samples: the tutorial asks for 100 to 1000. Bias correction (quant_opt > 0) re-runs each
     # conv in float until its per-layer stop test fires, usually within 6-12 batches, so a very small set
     # overstates its share (24 samples: about 3x float instead of 2x).
+    p.add_argument("--model", choices=("unet", "mobilenet", "both"), default="both")
     p.add_argument("--batches", type=int, default=20)
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--size", type=int, default=256)
-    p.add_argument("--width", type=int, default=32)
-    p.add_argument("--depth", type=int, default=4)
-    p.add_argument("--rounds", type=int, default=1, help="repeat the timings, keep each phase's best")
-    p.add_argument("--no-rss", action="store_true", help="skip the two peak-memory runs")
+    p.add_argument("--rounds", type=int, default=1, help="repeat the timings, keep each batch's best")
+    p.add_argument("--no-rss", action="store_true", help="skip the peak-memory runs")
     p.add_argument("--rss-child", action="store_true", help=argparse.SUPPRESS)
     args = p.parse_args()
     if args.rss_child:
         rss_child(args)
         return
-
-    batches = make_batches(args.batches, args.batch_size, args.size)
-    model = make_model(args.width, args.depth, batches)
-    with torch.no_grad():
-        model(batches[0])  # warm-up
-    # Each quantizer batch is timed next to a float forward of the same batch, and each batch keeps its best
-    # time over the rounds: on a shared machine the other processes' load comes and goes, and the best of a few
-    # adjacent measurements is what the code itself costs.
-    best = {}
-
-    def keep(name, values):
-        # per batch, the (wall, cpu) pair of the round with the least wall time
-        best[name] = [min(a, b) for a, b in zip(best[name], values, strict=True)] if name in best else list(values)
-
-    for _ in range(args.rounds):
-        for qo in (3, 0):
-            f_cal, cal, finish, f_test, test = run_interleaved(args, qo, batches, model)
-            keep("float forward", f_cal)
-            keep("float forward", f_test)
-            keep(f"portable calibration, quant_opt={qo}", cal + [finish])
-            keep(f"  of which one-time setup, quant_opt={qo}", [finish])
-            keep(f"portable test mode, quant_opt={qo}", test)
-    order = ["float forward"] + [f"{p}, quant_opt={qo}" for qo in (3, 0) for p in
-                                 ("portable calibration", "  of which one-time setup", "portable test mode")]
-    rows = [(name, sum(w for w, _ in best[name]), sum(c for _, c in best[name])) for name in order]
-    t_float, c_float = rows[0][1], rows[0][2]
-    samples = args.batches * args.batch_size
-    print("Unet width {} depth {}, {} samples of 3x{}x{} in {} batches of {}, torch {}, {} threads, best of {}, "
-          "load average {}".format(args.width, args.depth, samples, args.size, args.size, args.batches,
-                                   args.batch_size, torch.__version__, torch.get_num_threads(), args.rounds,
-                                   " ".join(open("/proc/loadavg").read().split()[:3])
-                                   if os.path.exists("/proc/loadavg") else "n/a"))
-    print("{:<44} {:>9} {:>10} {:>8} {:>9} {:>8}".format("phase", "wall s", "samples/s", "x float", "CPU s",
-                                                         "x float"))
-    for name, t, c in rows:
-        rate = samples / t if t else 0.0
-        print(f"{name:<44} {t:>9.2f} {rate:>10.2f} {t / t_float:>8.2f} {c:>9.2f} {c / c_float:>8.2f}")
-    print("targets: calibration <= 2.0x float, test <= 1.5x float")
-
-    if not args.no_rss:
-        print("{:<44} {:>9}".format("peak RSS (calibration + test, fresh process)", "MB"))
-        for n in (max(1, args.batches // 2), args.batches):
-            cmd = [sys.executable, os.path.abspath(__file__), "--rss-child", "--batches", str(n),
-                   "--batch-size", str(args.batch_size), "--size", str(args.size), "--width", str(args.width),
-                   "--depth", str(args.depth)]
-            out = subprocess.run(cmd, check=True, stdout=subprocess.PIPE, text=True).stdout
-            mb = json.loads(out.strip().splitlines()[-1])["maxrss_mb"]
-            print("{:<44} {:>9.0f}".format(f"  {n * args.batch_size} samples", mb))
+    rows = []
+    for name in (("unet", "mobilenet") if args.model == "both" else (args.model,)):
+        rows += bench_model(args, name)
+    print("\nsummary (quant_opt=3, nndct's default):")
+    for name, label, ratio, target in rows:
+        if label.endswith("=3"):
+            print("  {:<10} {:<26} {:5.2f}x float  target <= {:.1f}x  {}".format(
+                name, label, ratio, target, "met" if ratio <= target else "NOT MET"))
 
 
 if __name__ == "__main__":

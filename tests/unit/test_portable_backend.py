@@ -79,10 +79,28 @@ def test_calibration_quantizes_each_batch_with_the_mode_so_far():
     assert fxp.overflow_free_fp(-3.0, 3.9) == 5 and fxp.overflow_free_fp(-7.0, 7.9) == 4
     # history [5], [5,4], [5,4,5], [5,4,5,4], [5,4,5,4,4] -> modes 5, 4 (tie: smallest), 5, 4, 4
     for fp, mode in ((5, 5), (4, 4), (5, 5), (4, 4), (4, 4)):
-        out = cal.quant(inp, at[fp].clone())
+        out = cal.quant(inp, at[fp].clone(), None)
         assert torch.equal(out, fxp.quantize_act(at[fp], mode))
         assert not torch.equal(out, fxp.quantize_act(at[fp], 9 - mode))
     assert cal.fix_positions()["output"]["nndct_input_0"] == 4
+
+
+def test_a_settled_mode_quantizes_inside_the_diffs_pass_with_the_same_result():
+    g = capture(nn.Sequential(nn.Conv2d(1, 1, 1)), torch.randn(1, 1, 2, 2), relu6_as_relu=False)
+    conv = g.nodes[-1]
+    gen = torch.Generator().manual_seed(3)
+    batches = [torch.randn(1, 1, 300, 300, generator=gen) * s for s in (1.0, 1.0, 1.0, 9.0, 1.0)]
+    settled, fresh = Calibrator(g, bias_correction=False), Calibrator(g, bias_correction=False)
+    for k, x in enumerate(batches):
+        mode_before = fxp.settled_mode(settled.history[conv.name])
+        assert (mode_before is None) == (k < 2)  # [fp], then [fp, fp] settles it
+        a = settled.quant(conv, x.clone(), torch.relu_)
+        # the same batch the long way: activation, diffs, then a separate quantization at the mode
+        hist = fresh.history[conv.name]
+        y = torch.relu(x)
+        hist.append(fxp.capped(fxp.diffs_fix_pos(y)))
+        assert torch.equal(a, fxp.quantize_act(y, fxp.modal_fp(hist)))
+    assert settled.history == fresh.history
 
 
 def test_test_mode_output_is_on_the_dpu_grid(tmp_path):
@@ -144,7 +162,7 @@ def test_leaky_relu_runs_with_the_dpu_slope():
     model = nn.Sequential(nn.Conv2d(3, 3, 1), nn.LeakyReLU(0.1)).eval()
     x = torch.randn(2, 3, 4, 4)
     g = capture(model, x, relu6_as_relu=False)
-    y = Runner(g).run(x, lambda n: (n.weight, n.bias), lambda n, v: v)
+    y = Runner(g).run(x, lambda n: (n.weight, n.bias), lambda n, v, act: v if act is None else act(v))
     with torch.no_grad():
         torch.testing.assert_close(y, F.leaky_relu(model[0](x), 26 / 256))
 

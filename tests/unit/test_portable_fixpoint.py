@@ -95,7 +95,7 @@ def test_diffs_matches_brute_force(seed):
 
 def test_diffs_on_a_large_tensor_spanning_many_chunks():
     g = torch.Generator().manual_seed(3)
-    x = torch.relu(torch.randn(2, 16, 96, 96, generator=g)) * 4
+    x = torch.relu(torch.randn(2, 16, 192, 96, generator=g)) * 4
     assert x.numel() > 2 * fxp.CHUNK
     assert fxp.diffs_fix_pos(x) == _reference_diffs(x.numpy().ravel(), "half_up")
 
@@ -119,3 +119,38 @@ def test_strictly_least_keeps_the_first_of_equal_candidates():
 ])
 def test_modal_fix_position_ties_go_to_the_smallest(history, expected):
     assert fxp.modal_fp(history) == expected
+
+
+@pytest.mark.parametrize("history, mode", [
+    ([], None), ([4], None), ([4, 4], 4), ([4, 4, 5], 4), ([4, 4, 4, 5], 4), ([5, 5, 5, 4], 5), ([5, 5, 5, 4, 4], None),
+    ([3, 3, 4], 3),  # a 4 makes a tie, which the smaller position wins: still 3; a 5 or a 2 cannot reach it
+    ([5, 5, 4], None),  # a 4 ties at 2, and the tie goes to 4
+])
+def test_settled_mode_is_the_mode_no_next_entry_can_move(history, mode):
+    assert fxp.settled_mode(history) == mode
+    if mode is not None:
+        for new in range(0, 10):
+            assert fxp.modal_fp(history + [new]) == mode
+
+
+@pytest.mark.parametrize("act", [torch.relu_, lambda t: torch.nn.functional.relu6(t, inplace=True),
+                                 lambda t: torch.nn.functional.leaky_relu(t, 0.1015625, inplace=True)])
+@pytest.mark.parametrize("numel", [1000, 3 * fxp.CHUNK + 17])
+def test_activation_fused_into_the_passes_gives_the_same_bits(act, numel):
+    x = torch.randn(numel, generator=torch.Generator().manual_seed(numel)) * 5
+    expected_fp = fxp.diffs_fix_pos(act(x.clone()))
+    expected = fxp.quantize_act(act(x.clone()), 3)
+    a = x.clone()
+    assert fxp.diffs_fix_pos(a, act=act) == expected_fp and torch.equal(a, act(x.clone()))
+    b = x.clone()
+    assert fxp.diffs_fix_pos(b, act=act, then_fp=3) == expected_fp and torch.equal(b, expected)
+    assert torch.equal(fxp.quantize_act_(x.clone(), 3, act), expected)
+
+
+def test_pieces_are_near_equal_and_cover_the_tensor():
+    for n in (0, 1, fxp.CHUNK, fxp.CHUNK + 1, 5 * fxp.CHUNK + 3):
+        pieces = fxp._chunks(n)
+        assert pieces[0].start == 0 and pieces[-1].stop == n
+        assert all(a.stop == b.start for a, b in zip(pieces, pieces[1:], strict=False))
+        sizes = [p.stop - p.start for p in pieces]
+        assert max(sizes) <= fxp.CHUNK and max(sizes) - min(sizes) <= 1

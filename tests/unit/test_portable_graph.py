@@ -26,7 +26,7 @@ def _settle_bn(model: nn.Module, shape, seed=0) -> nn.Module:
 
 
 def _float_run(g, x):
-    return Runner(g).run(x, lambda n: (n.weight, n.bias), lambda n, v: v)
+    return Runner(g).run(x, lambda n: (n.weight, n.bias), lambda n, v, act: v if act is None else act(v))
 
 
 class Residual(nn.Module):

@@ -14,7 +14,7 @@ from container_payload.backends.portable.graph import capture
 
 
 def _float_run(g, x):
-    return Runner(g).run(x, lambda n: (n.weight, n.bias), lambda n, v: v)
+    return Runner(g).run(x, lambda n: (n.weight, n.bias), lambda n, v, act: v if act is None else act(v))
 
 
 class PadToMultiple(nn.Module):
@@ -229,3 +229,39 @@ def test_chunk_is_traced_as_slices_as_nndct_traces_it():
     assert [n.op for n in g.nodes][:6] == ["const", "input", "strided_slice", "shape", "strided_slice", "conv2d"]
     with torch.no_grad():
         torch.testing.assert_close(_float_run(g, x), model(x))
+
+
+class SharedValues(nn.Module):
+    """Values read by more than one op, views and identities: what the engine must not overwrite in place."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.a = nn.Conv2d(3, 4, 3, padding=1)
+        self.b = nn.Conv2d(4, 4, 1)
+        self.drop = nn.Dropout(0.5)
+
+    def forward(self, x):
+        y = self.a(x)
+        z = F.relu(y) + y  # y read twice: the ReLU may not overwrite it
+        w = self.drop(self.b(z))  # an identity in eval mode: the same tensor under two names
+        v = F.relu6(w)
+        flat = v.view(v.shape[0], -1)  # a view of v, read after v's ReLU
+        return F.leaky_relu(v, 0.1) + flat.view_as(v) + F.relu(w) + x.mean()
+
+
+def test_in_place_ops_never_touch_a_value_another_op_still_reads():
+    model = SharedValues().eval()
+    x = torch.randn(2, 3, 8, 8)
+    g = capture(model, x, relu6_as_relu=False)
+    runner = Runner(g)
+    assert runner.may_overwrite  # something does run in place here
+    x_before = x.clone()
+    y = _float_run(g, x)
+    with torch.no_grad():
+        expected = model(x)
+    assert torch.equal(x, x_before)  # the caller's batch is never written
+    # the leaky ReLU runs with the DPU's slope, as nndct's does; everything else is the float model's
+    with torch.no_grad():
+        v = F.relu6(model.b(F.relu(model.a(x)) + model.a(x)))
+        expected = expected - F.leaky_relu(v, 0.1) + F.leaky_relu(v, 26 / 256)
+    torch.testing.assert_close(y, expected, rtol=1e-5, atol=1e-5)

@@ -126,5 +126,5 @@ def test_equalization_keeps_the_float_function_through_grouped_and_depthwise_con
     after = _weights(g)
     assert all(not torch.equal(before[k][0], after[k][0]) for k in before)
     with torch.no_grad():
-        y = Runner(g).run(x, lambda node: (node.weight, node.bias), lambda node, v: v)
+        y = Runner(g).run(x, lambda node: (node.weight, node.bias), lambda node, v, act: v if act is None else act(v))
         assert torch.allclose(y, model(x), rtol=1e-4, atol=1e-5)

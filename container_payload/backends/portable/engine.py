@@ -35,6 +35,15 @@ _FRESH = frozenset(PARAM_OPS + ("batch_norm", "relu", "relu6", "leaky_relu", "ma
                                 "sigmoid", "tanh", "softmax", "elemwise_mul", "elemwise_div", "elementwise_sub",
                                 "mean", "sum", "stack", "prelu", "pad"))
 HSIGMOID_SCALE = 2731.0 / 16384.0
+# ops that may write their result into their first input (Runner.may_overwrite)
+_IN_PLACE = frozenset(("relu", "relu6", "leaky_relu", "elemwise_add"))
+# activations the quantizer can apply in its own first pass over memory: the same in-place kernels as in
+# _node_value, so the values are the same bit for bit
+_FUSED_ACT = {
+    "relu": torch.relu_,
+    "relu6": lambda t: F.relu6(t, inplace=True),
+    "leaky_relu": lambda t: F.leaky_relu(t, LEAKY_SLOPE, inplace=True),
+}
 
 
 class _BiasCorr:
@@ -68,28 +77,18 @@ class _BiasCorr:
 
 def error_stats(output: torch.Tensor, ref: torch.Tensor, channel_dim: int):
     """Per-channel mean of output - ref, mean of its square and mean of ref squared (eval_qnoise's inputs),
-    one sample at a time per worker thread, accumulated in float64 in sample order."""
+    one sample at a time, accumulated in float64 in sample order."""
     n_ch = output.shape[channel_dim]
-
-    def sample(i: int):
-        o, r = output[i], ref[i]
-        e = o - r
-        if channel_dim == 1:
-            per_channel = e.reshape(n_ch, -1).sum(1, dtype=torch.float64)
-        else:
-            per_channel = e.reshape(-1, n_ch).sum(0, dtype=torch.float64)
-        e = e.reshape(-1)
-        rr = r.reshape(-1)
-        return per_channel, float(torch.dot(e, e)), float(torch.dot(rr, rr))
-
-    with fxp._one_thread() as threads:
-        stats = fxp.in_order(list(range(output.shape[0])), sample, threads)
     sums = torch.zeros(n_ch, dtype=torch.float64)
     noise = signal = 0.0
-    for per_channel, sample_noise, sample_signal in stats:
-        sums += per_channel
-        noise += sample_noise
-        signal += sample_signal
+    for o, r in zip(output, ref):
+        e = o - r
+        if channel_dim == 1:
+            sums += e.reshape(n_ch, -1).sum(1, dtype=torch.float64)
+        else:
+            sums += e.reshape(-1, n_ch).sum(0, dtype=torch.float64)
+        noise += float(e.square_().sum())
+        signal += float(r.square().sum())
     count = output.numel()
     return (sums * (n_ch / count)).float(), noise / count, signal / count
 
@@ -145,6 +144,17 @@ class Runner:
         for v, i in last.items():
             if v != g.output_id and v not in g.consts:
                 self.free_after.setdefault(i, []).append(v)
+        # an activation or add may write into its first input when that value is read by this step alone and
+        # was made by an earlier node of this run (checked again at run time: `owned`); eager models do the
+        # same with ReLU(inplace=True), and it spares a pass over memory and an allocation per op
+        uses: Dict[int, int] = {}
+        for step in g.steps:
+            for v in step.ins:
+                uses[v] = uses.get(v, 0) + 1
+        self.may_overwrite = frozenset(
+            i for i, step in enumerate(g.steps)
+            if step.node is not None and step.node.op in _IN_PLACE and step.ins and uses.get(step.ins[0]) == 1
+            and step.ins[0] not in g.consts and step.ins[0] not in (g.input_id, g.output_id))
 
     # ---- the float op of each node, on already-quantized params -------------------------------------------------
     def _param_op(self, node: Node, x: torch.Tensor, w: torch.Tensor, b: Optional[torch.Tensor]) -> torch.Tensor:
@@ -163,8 +173,9 @@ class Runner:
             return F.prelu(x, w)
         raise AssertionError(node.op)
 
-    def _node_value(self, node: Node, step: Step, env, params) -> torch.Tensor:
-        """The op's float result given quantized inputs (and, for param ops, the quantized params)."""
+    def _node_value(self, node: Node, step: Step, env, params, overwrite: bool = False) -> torch.Tensor:
+        """The op's float result given quantized inputs (and, for param ops, the quantized params). With
+        overwrite, the first input is this op's to reuse (an owned value read by no one else)."""
         op = node.op
         if op in NORM_SLOTS and has_params(node):
             args = [env[i] for i in step.ins]
@@ -179,29 +190,34 @@ class Runner:
             return self._param_op(node, x, w, b)
         args = [env[i] for i in step.ins]
         if op == "leaky_relu":
-            return F.leaky_relu(args[0], LEAKY_SLOPE)
+            return F.leaky_relu(args[0], LEAKY_SLOPE, inplace=overwrite)
         if op == "relu":  # relu6 too, where nndct turns it into relu (quant_opt > 0)
-            return F.relu(args[0])
+            return torch.relu_(args[0]) if overwrite else torch.relu(args[0])
         if op == "relu6":
-            return F.relu6(args[0])
+            return F.relu6(args[0], inplace=overwrite)
         if op == "hsigmoid":
             # pytorch_nndct/nn/modules/hardsigmoid.py: relu6(x + 3) * 2731 / 2^14, the DPU's 1/6
-            return F.relu6(args[0] + 3.0) * HSIGMOID_SCALE
+            return F.relu6(args[0] + 3.0, inplace=True).mul_(HSIGMOID_SCALE)
         if op == "hswish":
             # pytorch_nndct/nn/modules/hardswish.py: the gate is hsigmoid's, quantized at fix position 7
             # (round half up), before it multiplies the input
             x = args[0]
-            gate = fxp.quantize_act_(F.relu6(x + 3.0) * HSIGMOID_SCALE, 7)
-            return x * gate
+            gate = fxp.quantize_act_(F.relu6(x + 3.0, inplace=True).mul_(HSIGMOID_SCALE), 7)
+            return gate.mul_(x) if gate.shape == x.shape else x * gate
+        if op == "elemwise_add" and overwrite and len(args) == 3 and _writable_sum(args[0], args[1]):
+            return args[0].add_(args[1], alpha=args[2])
         out = step.fn(*args)
+        if op in ("avgpool", "adaptive_avg_pool2d", "mean") and (out._base is not None or any(
+                out is a for a in args)):
+            out = out.clone()  # scaled in place below
         if op == "avgpool":
-            out = out * avgpool_scale(node.attrs["kernel"])
+            out = out.mul_(avgpool_scale(node.attrs["kernel"]))
         elif op == "adaptive_avg_pool2d":
             kernel = self._adaptive_kernel(args[0], out)
             if kernel is None:
                 node.attrs["skip_quant"] = True  # nndct leaves a non-divisible adaptive pool unquantized
             else:
-                out = out * avgpool_scale(kernel)
+                out = out.mul_(avgpool_scale(kernel))
         elif op == "mean":
             # pytorch_nndct/nn/modules/mean.py: a mean over a count that is not a power of two is the DPU's
             dims = node.attrs.get("dims")
@@ -211,7 +227,7 @@ class Runner:
             for d in dims:
                 rec *= int(x.shape[d])
             if rec & (rec - 1):
-                out = out * dpu_mean_scale(rec)
+                out = out.mul_(dpu_mean_scale(rec))
         return out
 
     @staticmethod
@@ -222,14 +238,18 @@ class Runner:
             return None
         return [i // o for i, o in zip(ins, outs)]
 
-    def run(self, x: torch.Tensor, params, quant: Callable[[Node, torch.Tensor], torch.Tensor],
+    def run(self, x: torch.Tensor, params, quant: Callable[[Node, torch.Tensor, fxp.Activation], torch.Tensor],
             after: Optional[Callable] = None) -> torch.Tensor:
+        """One forward pass. params(node) gives a param op's (weight, bias); quant(node, value, act) quantizes
+        a node's output in place, applying act (an in-place activation, or None) to it first: a ReLU whose input
+        is its alone is left to the quantizer's first pass over memory."""
         g = self.g
         env: Dict[int, object] = dict(g.consts)
+        owned = set()  # values made by this run's nodes that no other value aliases
         env[g.input_id] = x
         inp = self.input_node
         if inp.name in self.keys:
-            env[g.input_id] = quant(inp, x.detach().float().clone(memory_format=torch.contiguous_format))
+            env[g.input_id] = quant(inp, x.detach().float().clone(memory_format=torch.contiguous_format), None)
         free = self.free_after
         for i, step in enumerate(g.steps):
             node = step.node
@@ -241,25 +261,45 @@ class Runner:
                     for o, v in zip(step.outs, val):
                         env[o] = v
             else:
-                self._step(node, step, env, params, quant, after)
+                overwrite = i in self.may_overwrite and step.ins[0] in owned
+                if self._step(node, step, env, params, quant, after, overwrite):
+                    owned.add(step.outs[0])
             for dead in free.get(i, ()):
                 env.pop(dead, None)
         return env[g.output_id]
 
-    def _step(self, node: Node, step: Step, env: Dict[int, object], params, quant, after) -> None:
-        val = self._node_value(node, step, env, params)
-        if node.name in self.keys and not node.attrs.get("skip_quant"):
-            if not (node.op in _FRESH and val.is_contiguous() and val.dtype == torch.float32 and
-                    val._base is None and all(val is not env[a] for a in step.ins)):
+    def _step(self, node: Node, step: Step, env: Dict[int, object], params, quant, after, overwrite: bool) -> bool:
+        """Runs one node; returns whether its value is a tensor no other value aliases."""
+        quantized = node.name in self.keys and not node.attrs.get("skip_quant")
+        act = _FUSED_ACT.get(node.op) if quantized and overwrite else None
+        if act is not None and env[step.ins[0]].is_contiguous() and env[step.ins[0]].dtype == torch.float32:
+            # the activation runs inside the quantizer's first pass over its (owned, dying) input
+            val, owned = env[step.ins[0]], True
+        else:
+            act = None
+            val = self._node_value(node, step, env, params, overwrite)
+            owned = isinstance(val, torch.Tensor) and (overwrite or (
+                node.op in _FRESH and val._base is None and all(val is not env[a] for a in step.ins)))
+        if quantized:
+            if not (owned and val.is_contiguous() and val.dtype == torch.float32):
                 val = val.detach().float().clone(memory_format=torch.contiguous_format)
-            val = quant(node, val)  # in place: val is a tensor no one else holds
+                owned = True
+            val = quant(node, val, act)  # in place: val is a tensor no one else holds
         if after is not None:
             after(node, step, env, val)
         if len(step.outs) == 1:
             env[step.outs[0]] = val
-        else:
-            for o, v in zip(step.outs, val):
-                env[o] = v
+            return owned
+        for o, v in zip(step.outs, val):
+            env[o] = v
+        return False
+
+
+def _writable_sum(a, b) -> bool:
+    """Whether a += b gives a + b: float32 tensors, b broadcasting into a's shape."""
+    return (isinstance(a, torch.Tensor) and isinstance(b, torch.Tensor) and a.dtype == b.dtype == torch.float32
+            and a.is_contiguous() and b.dim() <= a.dim()
+            and all(db in (1, da) for da, db in zip(reversed(a.shape), reversed(b.shape))))
 
 
 class Calibrator(Runner):
@@ -290,32 +330,27 @@ class Calibrator(Runner):
         # a batch stay off the grid and are what the next batches compute with
         return self.qweight[node.name], self.bias_now.get(node.name)
 
-    def quant(self, node: Node, val: torch.Tensor) -> torch.Tensor:
+    def quant(self, node: Node, val: torch.Tensor, act: fxp.Activation) -> torch.Tensor:
         scope = 1 if node.op == "input" else fxp.DIFFS_SCOPE
         hist = self.history[node.name]
-        hist.append(fxp.capped(fxp.diffs_fix_pos(val, scope)))
-        return fxp.quantize_act_(val, fxp.modal_fp(hist))
+        # once the history's mode cannot move, this batch's fix position is known before its diffs are, and
+        # the tensor is quantized inside the diffs pass instead of in a pass of its own
+        settled = fxp.settled_mode(hist)
+        hist.append(fxp.capped(fxp.diffs_fix_pos(val, scope, act=act, then_fp=settled)))
+        if settled is None:
+            return fxp.quantize_act_(val, fxp.modal_fp(hist))
+        return val
 
-    def _node_value(self, node: Node, step: Step, env, params) -> torch.Tensor:
+    def _node_value(self, node: Node, step: Step, env, params, overwrite: bool = False) -> torch.Tensor:
         state = self.corr.get(node.name)
         if state is None or state.stop:
-            return super()._node_value(node, step, env, params)
-        # bias correction needs the float op on the same input: run both in one call where the op allows it
-        # (stacked output channels; about 25% cheaper than two calls), and keep the float half for _correct
+            return super()._node_value(node, step, env, params, overwrite)
+        # bias correction needs the float op on the same input; kept for _correct. (Two calls, not one on
+        # stacked output channels: the halves of a stacked result are strided and cost two copies, more than
+        # the second call; measured on the benchmark's convs.)
         x = env[step.ins[0]]
         w, b = params(node)
         wf, bf = self.float_params[node.name]
-        a = node.attrs
-        if node.op == "conv2d" and a["groups"] == 1:
-            both = F.conv2d(x, torch.cat([w, wf]), torch.cat([b, bf]), a["stride"], a["padding"], a["dilation"])
-            k = w.shape[0]
-            self._ref = both[:, k:]
-            return both[:, :k]
-        if node.op == "dense":
-            both = F.linear(x, torch.cat([w, wf]), torch.cat([b, bf]))
-            k = w.shape[0]
-            self._ref = both[..., k:]
-            return both[..., :k]
         self._ref = self._param_op(node, x, wf, bf)
         return self._param_op(node, x, w, b)
 
@@ -451,4 +486,4 @@ class TestModel(Runner):
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         with torch.no_grad():
             return self.run(x, lambda node: self.qparams[node.name],
-                            lambda node, val: fxp.quantize_act_(val, self.out_fp[node.name]))
+                            lambda node, val, act: fxp.quantize_act_(val, self.out_fp[node.name], act))
