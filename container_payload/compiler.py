@@ -13,16 +13,13 @@ import os
 import re
 import shutil
 import subprocess
-import sys
 import time
-import traceback
 from typing import Any, Callable, Dict, List, Optional
 
-from container_payload.events import Phase, emit, log, warn
+from container_payload.events import Phase, log, run_job_file, warn
 from container_payload.job import (
     COMPILE_REPORT,
     COMPILER,
-    EXIT_BAD_JOB,
     EXIT_ENVIRONMENT,
     EXIT_FAILED,
     CompileJob,
@@ -42,6 +39,9 @@ OUTPUTS = ("{net}.xmodel", "meta.json", "md5sum.txt")
 class CompilerMissing(RuntimeError):
     """No vai_c_xir here, or no arch file: the environment's fault, not the model's."""
 
+    quiet = True  # the message says it all: no traceback
+    exit_code = EXIT_ENVIRONMENT
+
 
 class ArchMissing(CompilerMissing):
     """The image has no arch.json where the board's should be."""
@@ -49,6 +49,9 @@ class ArchMissing(CompilerMissing):
 
 class CompileFailed(RuntimeError):
     """vai_c_xir failed or left its outputs missing; the message ends with its last lines."""
+
+    quiet = True
+    exit_code = EXIT_FAILED
 
 
 def parse_log(lines: List[str]) -> Dict[str, Any]:
@@ -159,25 +162,12 @@ def run_compiler(xmodel: str, step: CompileStep, on_warning: Callable[[str], Non
     return report
 
 
-def failure_exit_code(exc: BaseException) -> int:
-    return EXIT_ENVIRONMENT if isinstance(exc, CompilerMissing) else EXIT_FAILED
-
-
 def main_job(job_path: str) -> int:
     """hostctl compile's payload: the compile step alone; compile.json is its result."""
-    try:
-        with open(job_path, encoding="utf-8") as f:
-            job = CompileJob.from_json(f.read())
-    except (OSError, ValueError) as exc:
-        emit("error", kind=type(exc).__name__, message="cannot read job {}: {}".format(job_path, exc))
-        return EXIT_BAD_JOB
-    try:
+
+    def work(job: CompileJob) -> Dict[str, Any]:
         report = run_compiler(job.xmodel, job.compile, warn)
-    except Exception as exc:  # noqa: BLE001 - every failure is reported as one error event
-        if not isinstance(exc, (CompilerMissing, CompileFailed)):
-            traceback.print_exc(file=sys.stderr)
-        emit("error", kind=type(exc).__name__, message=str(exc) or type(exc).__name__)
-        return failure_exit_code(exc)
-    emit("result", status="succeeded", path=os.path.join(job.compile.output_dir, COMPILE_REPORT),
-         dpu_subgraphs=report["dpu_subgraphs"])
-    return 0
+        return {"status": "succeeded", "path": os.path.join(job.compile.output_dir, COMPILE_REPORT),
+                "dpu_subgraphs": report["dpu_subgraphs"]}
+
+    return run_job_file(job_path, CompileJob.from_json, work)

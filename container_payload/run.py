@@ -4,10 +4,8 @@ import contextlib
 import copy
 import os
 import platform
-import sys
 import time
-import traceback
-from typing import Any, Callable, Dict, List, Optional
+from typing import Any, Callable, Dict, List
 
 import h5py
 import numpy as np
@@ -15,8 +13,8 @@ import torch
 
 from container_payload import backends, compiler
 from container_payload.data import Batch, PredictionWriter, SampleReader
-from container_payload.events import Phase, emit, log, warn
-from container_payload.job import BIAS_CORR, EXIT_BAD_JOB, EXIT_FAILED, FLOAT_PREDS, QUANT_PREDS, RESULT, Job, Result
+from container_payload.events import Phase, log, run_job_file, warn
+from container_payload.job import BIAS_CORR, FLOAT_PREDS, QUANT_PREDS, RESULT, Job, Result
 from container_payload.loading import build_model, check_finite, load_weights, read_state_dict
 
 
@@ -164,13 +162,7 @@ def compile_export(job: Job, xmodels: List[str], on_warning: Callable[[str], Non
 
 
 def main(job_path: str) -> int:
-    try:
-        with open(job_path, encoding="utf-8") as f:
-            job = Job.from_json(f.read())
-    except (OSError, ValueError) as exc:
-        emit("error", kind=type(exc).__name__, message="cannot read job {}: {}".format(job_path, exc))
-        return EXIT_BAD_JOB
-    try:
+    def work(job: Job) -> Dict[str, Any]:
         result = execute(job)
         path = os.path.join(job.run_dir, RESULT)
         try:
@@ -180,30 +172,6 @@ def main(job_path: str) -> int:
             with contextlib.suppress(OSError):
                 os.unlink(path)
             raise
-    except Exception as exc:  # noqa: BLE001 - every failure is reported as one error event, then the traceback
-        io = _root_os_error(exc)
-        if io is None and not isinstance(exc, (compiler.CompilerMissing, compiler.CompileFailed)):
-            traceback.print_exc(file=sys.stderr)
-        if io is not None:  # report the I/O error itself, not what closing a half-written file raised after it
-            emit("error", kind=type(io).__name__, message="{}{}".format(
-                io.strerror or io, " writing {}".format(io.filename) if io.filename else ""),
-                errno=io.errno, filename=io.filename)
-            return EXIT_FAILED
-        emit("error", kind=type(exc).__name__, message=str(exc) or type(exc).__name__)
-        return compiler.failure_exit_code(exc)
-    emit("result", status=result.status, path=RESULT)
-    return 0
+        return {"status": result.status, "path": RESULT}
 
-
-def _root_os_error(exc: BaseException) -> "Optional[OSError]":
-    """The first OSError with an errno in exc's chain (h5py raises a second error when closing a full file)."""
-    seen = set()
-    found = None
-    while exc is not None and id(exc) not in seen:
-        seen.add(id(exc))
-        if isinstance(exc, OSError) and exc.errno is not None:
-            found = exc
-        exc = exc.__cause__ or exc.__context__
-    return found
-
-
+    return run_job_file(job_path, Job.from_json, work)

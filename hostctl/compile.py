@@ -12,23 +12,17 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
-import platform
 import re
-import socket
 import time
-import uuid
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 from container_payload.job import ARCH_ROOT, BOARDS, COMPILE_REPORT, JOB, CompileJob, CompileStep
-from hostctl import __version__
-from hostctl.errors import EnvironmentProblem, InputError, Interrupted, RunFailed, UsageError
+from hostctl.errors import EnvironmentProblem, InputError, RunFailed, UsageError
 from hostctl.options import DEFAULT_CONDA_ENV, DEFAULT_IMAGE, DEFAULT_OUTPUT_DIR
-from hostctl.pipeline import MANIFEST, RUN_LOG, PayloadOutput, _finish_manifest, _iso, _tail_hint
-from hostctl.signals import trap_signals
-from hostctl.staging import Staging, written_files
+from hostctl.staged_run import PayloadOutput, run_job, staged_run, tail_hint
+from hostctl.staging import RUN_LOG
 from hostctl.ui import Reporter
 from hostctl.validate import check_output_dir
 
@@ -156,59 +150,31 @@ def compile_model(opts: CompileOptions, reporter: Reporter) -> CompileSummary:
     arch = resolve_arch(opts)
     output_dir = opts.output_dir or default_output_dir(arch)
     check_output_dir(output_dir, [xmodel] + ([arch.host_file] if arch.host_file else []))
-    run_id = time.strftime("%Y%m%d-%H%M%S-") + uuid.uuid4().hex[:8]
-    started = time.time()
     settings = dataclasses.replace(opts, input_dir=xmodel.parent)
     read_only = [(arch.host_file, IN_ARCH)] if arch.host_file else []
-    with trap_signals() as trap, Staging(output_dir, run_id) as stage:
-        run_dir = stage.run_dir
-        manifest: dict[str, Any] = {
-            "run_id": run_id, "status": "running", "verb": "compile", "hostctl_version": __version__,
-            "options": opts.to_dict(), "inputs": {"xmodel": str(xmodel), "arch": arch.label},
-            "host": {"hostname": socket.gethostname(), "platform": platform.platform(), "uid": os.getuid(),
-                     "gid": os.getgid()},
-            "started": _iso(started),
-        }
-        try:
-            # CompileOptions carries every field DockerRuntime reads from QuantizeOptions.
-            rt = DockerRuntime(settings, run_dir, reporter, trap, read_only=read_only)  # type: ignore[arg-type]
-            rt.prepare()
-            manifest["runtime"] = rt.describe()
-            stage.payload_started = True
-            inside_arch = arch.inside
-            if arch.fingerprint:
-                (run_dir / ARCH_FILE).write_text(json.dumps({"fingerprint": arch.fingerprint}) + "\n",
-                                                 encoding="utf-8")
-                inside_arch = rt.view(run_dir / ARCH_FILE)
-            step = CompileStep(arch=inside_arch, output_dir=rt.view(run_dir), net_name=opts.net_name,
-                               board=arch.board)
-            job = CompileJob(xmodel=rt.view(xmodel), run_dir=rt.view(run_dir), compile=step)
-            (run_dir / JOB).write_text(job.to_json(), encoding="utf-8")
-            reporter.info(f"compiling {xmodel.name} for {arch.label} in {opts.image}")
-            t0 = time.perf_counter()
-            with open(run_dir / RUN_LOG, "w", encoding="utf-8") as log:
-                output = PayloadOutput(reporter, log)
-                try:
-                    code = rt.run(run_dir / JOB, output.on_line)
-                finally:
-                    reporter.close()
-            report = verify_compile(run_dir, code, output)
-            files = sorted({p.name for p in run_dir.iterdir()} | {MANIFEST})
-            manifest.update(status="succeeded", compile=report, files=files,
-                            written=sorted(set(written_files(run_dir)) | {MANIFEST}),
-                            timings={"compile": round(time.perf_counter() - t0, 3)})
-            _finish_manifest(run_dir, manifest, started)
-            stage.commit()
-        except BaseException as exc:
-            status = "interrupted" if isinstance(exc, (Interrupted, KeyboardInterrupt)) else "failed"
-            manifest.update(status=status, error=str(exc) or type(exc).__name__)
-            if run_dir.exists():
-                _finish_manifest(run_dir, manifest, started)
-            raise
-        finally:
-            reporter.close()
-    return CompileSummary(status="succeeded", output_dir=stage.output_dir, run_id=run_id, report=report,
-                          files=manifest["files"], warnings=list(report.get("warnings", [])))
+    fields = {"verb": "compile", "options": opts.to_dict(), "inputs": {"xmodel": str(xmodel), "arch": arch.label}}
+    with staged_run(output_dir, fields, reporter) as run:
+        run_dir = run.run_dir
+        # CompileOptions carries every field DockerRuntime reads from QuantizeOptions.
+        rt = DockerRuntime(settings, run_dir, reporter, run.trap, read_only=read_only)  # type: ignore[arg-type]
+        rt.prepare()
+        run.manifest["runtime"] = rt.describe()
+        run.stage.payload_started = True
+        inside_arch = arch.inside
+        if arch.fingerprint:
+            (run_dir / ARCH_FILE).write_text(json.dumps({"fingerprint": arch.fingerprint}) + "\n", encoding="utf-8")
+            inside_arch = rt.view(run_dir / ARCH_FILE)
+        step = CompileStep(arch=inside_arch, output_dir=rt.view(run_dir), net_name=opts.net_name, board=arch.board)
+        job = CompileJob(xmodel=rt.view(xmodel), run_dir=rt.view(run_dir), compile=step)
+        (run_dir / JOB).write_text(job.to_json(), encoding="utf-8")
+        reporter.info(f"compiling {xmodel.name} for {arch.label} in {opts.image}")
+        t0 = time.perf_counter()
+        code, output = run_job(rt, run_dir, reporter)
+        run.timings["compile"] = round(time.perf_counter() - t0, 3)
+        report = verify_compile(run_dir, code, output)
+        run.succeed(compile=report)
+    return CompileSummary(status="succeeded", output_dir=run.stage.output_dir, run_id=run.run_id, report=report,
+                          files=run.manifest["files"], warnings=list(report.get("warnings", [])))
 
 
 def raise_compile_error(error: dict[str, Any] | None) -> None:
@@ -232,7 +198,7 @@ def verify_compile(directory: Path, code: int, output: PayloadOutput) -> dict[st
         raise RunFailed(f"the payload failed: {output.error.get('kind', 'error')}: {output.error.get('message')}",
                         f"See {RUN_LOG} in the failed-run directory.")
     if code != 0:
-        raise RunFailed(f"the compile payload exited with status {code}", _tail_hint(list(output.tail)))
+        raise RunFailed(f"the compile payload exited with status {code}", tail_hint(list(output.tail)))
     return read_compile_report(directory)
 
 

@@ -2,43 +2,24 @@
 
 from __future__ import annotations
 
-import collections
-import contextlib
 import errno
 import json
-import os
-import platform
-import re
 import signal
-import socket
 import time
-import uuid
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any
 
 import h5py
 
-from container_payload.job import (
-    FLOAT_PREDS,
-    JOB,
-    QUANT_INFO,
-    QUANT_PREDS,
-    RESULT,
-    Result,
-    SchemaError,
-    parse_event,
-)
-from hostctl import __version__, runtime
-from hostctl.errors import Interrupted, RunFailed, io_error
+from container_payload.job import FLOAT_PREDS, JOB, QUANT_INFO, QUANT_PREDS, RESULT, Result, SchemaError
+from hostctl import runtime
+from hostctl.errors import RunFailed
 from hostctl.options import QuantizeOptions, compiled_dir
-from hostctl.signals import trap_signals
-from hostctl.staging import MANIFEST, RUN_LOG, Staging, sweep_payload_dirs, written_files
+from hostctl.staged_run import PayloadOutput, run_job, staged_run, tail_hint
+from hostctl.staging import RUN_LOG, sweep_payload_dirs
 from hostctl.ui import Reporter
 from hostctl.validate import Inputs, validate_quantize
-
-TAIL_LINES = 15
-ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
 
 
 @dataclass(frozen=True)
@@ -60,91 +41,30 @@ class RunSummary:
         return data
 
 
-class PayloadOutput:
-    """Routes each payload line: events to the progress display, the rest to the log and run.log."""
-
-    def __init__(self, reporter: Reporter, log: TextIO) -> None:
-        self.reporter = reporter
-        self.log = log
-        self.tail: collections.deque[str] = collections.deque(maxlen=TAIL_LINES)
-        self.error: dict[str, Any] | None = None
-
-    def on_line(self, stream: str, line: str) -> None:
-        event = parse_event(line)
-        if event is None:
-            line = ANSI.sub("", line)
-            self.log.write(line + "\n" if stream == "stdout" else f"[stderr] {line}\n")
-            self.log.flush()
-            self.tail.append(line)
-            self.reporter.log(line, stream)
-            return
-        kind = event["event"]
-        if kind in ("warning", "error"):
-            self.log.write(f"[{kind}] {event.get('message', '')}\n")
-        if kind == "error":
-            self.error = event
-        else:
-            self.reporter.event(event)
-
-
 def quantize(opts: QuantizeOptions, reporter: Reporter) -> RunSummary:
     inputs = validate_quantize(opts)
-    run_id = time.strftime("%Y%m%d-%H%M%S-") + uuid.uuid4().hex[:8]
-    started = time.time()
-    timings: dict[str, float] = {}
     sweep_payload_dirs()
-    with trap_signals() as trap, Staging(opts.output_dir, run_id) as stage:
-        run_dir = stage.run_dir
-        for path in stage.swept:
-            reporter.debug(f"removed {path}, left by a run that is gone")
-        manifest: dict[str, Any] = {
-            "run_id": run_id, "status": "running", "hostctl_version": __version__,
-            "options": opts.to_dict(), "host": {"hostname": socket.gethostname(), "platform": platform.platform(),
-                                                "python": platform.python_version(), "uid": os.getuid(),
-                                                "gid": os.getgid()},
-            "inputs": {"samples": str(inputs.samples), "state_dict": str(inputs.state_dict),
-                       "num_calibration": inputs.num_calibration, "num_test": inputs.num_test},
-            "started": _iso(started),
-        }
-        try:
-            rt = runtime.create(opts, run_dir, reporter, trap)
-            rt.prepare()
-            manifest["runtime"] = rt.describe()
-            stage.payload_started = True
-            result = _run_payload(opts, inputs, rt, run_dir, reporter, timings)
-            manifest["payload"] = {"backend": result.backend, "versions": result.versions,
+    fields = {"options": opts.to_dict(),
+              "inputs": {"samples": str(inputs.samples), "state_dict": str(inputs.state_dict),
+                         "num_calibration": inputs.num_calibration, "num_test": inputs.num_test}}
+    with staged_run(opts.output_dir, fields, reporter) as run:
+        rt = runtime.create(opts, run.run_dir, reporter, run.trap)
+        rt.prepare()
+        run.manifest["runtime"] = rt.describe()
+        run.stage.payload_started = True
+        result = _run_payload(opts, inputs, rt, run.run_dir, reporter, run.timings)
+        run.manifest["payload"] = {"backend": result.backend, "versions": result.versions,
                                    "timings": result.timings, "warnings": result.warnings, "check": result.check}
-            if result.compile is not None:
-                manifest["compile"] = result.compile
-            metrics = None
-            if opts.evaluate:
-                t0 = time.perf_counter()
-                metrics = _evaluate(opts, inputs, run_dir, reporter)
-                timings["evaluate"] = time.perf_counter() - t0
-            files = sorted(p.name for p in run_dir.iterdir()) + [MANIFEST]
-            manifest.update(status="succeeded", files=sorted(set(files)), timings=timings,
-                            written=sorted(set(written_files(run_dir)) | {MANIFEST}))
-            _finish_manifest(run_dir, manifest, started)
-            stage.commit()
-        except BaseException as exc:
-            status = "interrupted" if isinstance(exc, (Interrupted, KeyboardInterrupt)) else "failed"
-            original = exc
-            if isinstance(exc, OSError):
-                exc = io_error(exc)
-            if getattr(exc, "disk_full", False):
-                stage.disk_full = True
-                stage.shrink()  # drop the partial outputs first, so the manifest that says why can be written
-            manifest.update(status=status, error=str(exc) or type(exc).__name__, timings=timings)
-            if run_dir.exists():
-                with contextlib.suppress(OSError):
-                    _finish_manifest(run_dir, manifest, started)
-            if exc is not original:
-                raise exc from original
-            raise
-        finally:
-            reporter.close()
-    return RunSummary(status="succeeded", output_dir=stage.output_dir, run_id=run_id, backend=result.backend,
-                      files=manifest["files"], timings=timings, metrics=metrics,
+        if result.compile is not None:
+            run.manifest["compile"] = result.compile
+        metrics = None
+        if opts.evaluate:
+            t0 = time.perf_counter()
+            metrics = _evaluate(opts, inputs, run.run_dir, reporter)
+            run.timings["evaluate"] = time.perf_counter() - t0
+        run.succeed()
+    return RunSummary(status="succeeded", output_dir=run.stage.output_dir, run_id=run.run_id,
+                      backend=result.backend, files=run.manifest["files"], timings=run.timings, metrics=metrics,
                       warnings=list(result.warnings), check=result.check, compile=result.compile)
 
 
@@ -152,15 +72,9 @@ def _run_payload(opts: QuantizeOptions, inputs: Inputs, rt: runtime.Runtime, run
                  timings: dict[str, float]) -> Result:
     job = opts.to_job(rt.view(inputs.state_dict), rt.view(inputs.samples), rt.view(run_dir),
                       rt.view(opts.model_path) if opts.model_path else None)
-    job_file = run_dir / JOB
-    job_file.write_text(job.to_json(), encoding="utf-8")
+    (run_dir / JOB).write_text(job.to_json(), encoding="utf-8")
     t0 = time.perf_counter()
-    with open(run_dir / RUN_LOG, "w", encoding="utf-8") as log:
-        output = PayloadOutput(reporter, log)
-        try:
-            code = rt.run(job_file, output.on_line)
-        finally:
-            reporter.close()
+    code, output = run_job(rt, run_dir, reporter)
     timings["payload"] = time.perf_counter() - t0
     return verify_outputs(run_dir, inputs, code, output)
 
@@ -182,7 +96,7 @@ def verify_outputs(run_dir: Path, inputs: Inputs, code: int, output: PayloadOutp
     result_file = run_dir / RESULT
     if code != 0 or not result_file.is_file():
         why = _exit_reason(code) if code != 0 else f"exited with status 0 but wrote no {RESULT}"
-        raise RunFailed(f"the payload {why}", _tail_hint(tail))
+        raise RunFailed(f"the payload {why}", tail_hint(tail))
     try:
         result = Result.from_json(result_file.read_text(encoding="utf-8"))
     except SchemaError as exc:
@@ -191,7 +105,7 @@ def verify_outputs(run_dir: Path, inputs: Inputs, code: int, output: PayloadOutp
                if not (run_dir / name).is_file()]
     if missing:
         raise RunFailed(f"the payload reported success but did not write {', '.join(sorted(set(missing)))}",
-                        _tail_hint(tail))
+                        tail_hint(tail))
     try:
         json.loads((run_dir / QUANT_INFO).read_text(encoding="utf-8"))["param"]
     except (ValueError, KeyError, TypeError) as exc:
@@ -220,10 +134,6 @@ def _exit_reason(code: int) -> str:
     return why
 
 
-def _tail_hint(tail: list[str]) -> str:
-    return "Last lines of the payload's log:\n  " + "\n  ".join(tail) if tail else "The payload printed nothing."
-
-
 def _evaluate(opts: QuantizeOptions, inputs: Inputs, run_dir: Path, reporter: Reporter) -> dict[str, Any]:
     from hostctl.evaluate import render_metrics
     from hostctl.report import evaluate_run
@@ -232,19 +142,3 @@ def _evaluate(opts: QuantizeOptions, inputs: Inputs, run_dir: Path, reporter: Re
     reporter.close()
     render_metrics(evaluation.metrics, reporter)
     return evaluation.metrics.to_dict()
-
-
-def _finish_manifest(run_dir: Path, manifest: dict[str, Any], started: float) -> None:
-    finished = time.time()
-    manifest.update(finished=_iso(finished), duration_s=round(finished - started, 3))
-    tmp = run_dir / (MANIFEST + ".tmp")
-    try:
-        tmp.write_text(json.dumps(manifest, indent=2, ensure_ascii=False, sort_keys=True, default=str),
-                       encoding="utf-8")
-        tmp.replace(run_dir / MANIFEST)
-    finally:
-        tmp.unlink(missing_ok=True)
-
-
-def _iso(ts: float) -> str:
-    return time.strftime("%Y-%m-%dT%H:%M:%S%z", time.localtime(ts))

@@ -135,8 +135,36 @@ def test_payload_step_failures(tmp_path, monkeypatch, stand_in_compiler):
     monkeypatch.setenv("PATH", "/nonexistent")
     with pytest.raises(compiler.CompilerMissing, match="vai_c_xir is not on the PATH"):
         compiler.run_compiler(xmodel(tmp_path), step, print)
-    assert compiler.failure_exit_code(compiler.ArchMissing("x")) == 3
-    assert compiler.failure_exit_code(compiler.CompileFailed("x")) == 1
+
+
+
+@pytest.mark.parametrize("raised, code, traceback", [
+    (compiler.ArchMissing("no arch file at /a"), 3, False),
+    (compiler.CompileFailed("vai_c_xir exited with status 1"), 1, False),
+    (ValueError("unexpected"), 1, True),
+    (OSError(28, "No space left on device", "/r/x.xmodel"), 1, False),
+])
+def test_payload_frame_reports_one_error_event_with_the_right_exit(tmp_path, capsys, raised, code, traceback):
+    from container_payload.events import run_job_file
+    from container_payload.job import parse_event
+
+    job = tmp_path / "job.json"
+    job.write_text("{}")
+
+    def work(_job):
+        try:
+            raise raised
+        except OSError as exc:  # as h5py does: a second error while closing the full file
+            raise RuntimeError("closing failed") from exc
+
+    assert run_job_file(str(job), lambda text: text, work) == code
+    out, err = capsys.readouterr()
+    events = [e for e in map(parse_event, out.splitlines()) if e]
+    assert [e["event"] for e in events] == ["error"]
+    assert ("Traceback" in err) == traceback
+    if isinstance(raised, OSError):
+        assert events[0]["errno"] == 28 and events[0]["filename"] == "/r/x.xmodel"
+    assert run_job_file(str(tmp_path / "missing.json"), lambda text: text, work) == 2
 
 
 def test_jobs_round_trip_and_name_their_task():

@@ -154,3 +154,38 @@ def test_pieces_are_near_equal_and_cover_the_tensor():
         assert all(a.stop == b.start for a, b in zip(pieces, pieces[1:], strict=False))
         sizes = [p.stop - p.start for p in pieces]
         assert max(sizes) <= fxp.CHUNK and max(sizes) - min(sizes) <= 1
+
+
+def _argmin_first(errs):
+    best = 0
+    for k in range(1, len(errs)):
+        if errs[k] < errs[best]:
+            best = k
+    return best
+
+
+@pytest.mark.parametrize("kind", ["gauss", "relu", "laplace", "uniform", "outliers", "on_grid", "constant"])
+def test_dropping_candidates_that_cannot_win_picks_what_the_full_sums_pick(kind):
+    gen = torch.Generator().manual_seed(len(kind))
+    for trial in range(4):
+        n = fxp.CHUNK * (1 + trial % 2) + 12345
+        x = torch.randn(n, generator=gen)
+        if kind == "relu":
+            x = x.relu()
+        elif kind == "laplace":
+            x = torch.sign(x) * torch.log1p(torch.rand(n, generator=gen) * 1e6)
+        elif kind == "uniform":
+            x = torch.rand(n, generator=gen) * 2 - 1
+        elif kind == "outliers":
+            x[torch.randint(0, n, (5,), generator=gen)] = 40.0 * (trial + 1)
+        elif kind == "on_grid":
+            x = torch.round(x * 16) / 16  # every candidate from fix position 4 on is exact: ties at zero error
+        elif kind == "constant":
+            x = torch.full((n,), 0.3)
+        x = x * 2.0 ** (trial - 3)
+        mn, mx = (float(v) for v in torch.aminmax(x))
+        fp0 = fxp.overflow_free_fp(mn, mx)
+        full = fxp.sse_candidates(x, range(fp0, fp0 + 5))
+        pruned = fxp.sse_candidates(x, range(fp0, fp0 + 5), extremes=(mn, mx))
+        assert _argmin_first(pruned) == _argmin_first(full), (kind, trial, full, pruned)
+        assert fxp.diffs_fix_pos(x) == fp0 + _argmin_first(full)
