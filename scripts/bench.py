@@ -6,6 +6,7 @@
     scripts/bench.py payload   the portable quantizer vs the float forward (scripts/bench_payload.py: Unet and
                                MobileNetV3), then a whole `hostctl quantize --runtime local --quantizer portable`
                                vs a plain float forward of the same batches in a fresh process
+    scripts/bench.py run       that whole-run comparison alone
     scripts/bench.py hybrid    hostctl quantize --quantizer vai vs --quantizer hybrid, --runtime local, same inputs
                                and interpreter (--python, default the nndct venv): whole-run and per-stage ratios,
                                and whether quant_info.json and the quantized predictions are identical
@@ -13,7 +14,7 @@
 
 The docker benchmark needs an engine and an image: --image (default: the stand-in image, built if needed).
 The hybrid benchmark needs an interpreter where pytorch_nndct imports; e.g.
-    scripts/bench.py hybrid --samples 200 --size 3 64 64
+    scripts/bench.py hybrid --samples 200 --size 3 128 128
 """
 
 from __future__ import annotations
@@ -251,14 +252,14 @@ def bench_whole_run(args: argparse.Namespace) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("what", choices=("docker", "payload", "hybrid", "all"))
+    parser.add_argument("what", choices=("docker", "payload", "run", "hybrid", "all"))
     parser.add_argument("--runs", type=int, default=7)
     parser.add_argument("--image", default=os.environ.get("HOSTCTL_TEST_IMAGE"))
     hybrid = parser.add_argument_group("hybrid")
     hybrid.add_argument("--python", help=f"interpreter with pytorch_nndct (default: {NNDCT_VENV_PYTHON} if it exists)")
     hybrid.add_argument("--samples", type=int, default=200, help="calibration samples (default 200)")
     hybrid.add_argument("--test-samples", type=int, default=8)
-    hybrid.add_argument("--size", type=int, nargs=3, default=[3, 64, 64], metavar=("C", "H", "W"))
+    hybrid.add_argument("--size", type=int, nargs=3, default=[3, 128, 128], metavar=("C", "H", "W"))
     hybrid.add_argument("--width", type=int, default=16)
     hybrid.add_argument("--depth", type=int, default=3)
     hybrid.add_argument("--num-classes", type=int, default=7)
@@ -278,6 +279,8 @@ def main() -> None:
         bench_hybrid(args)
     if args.what in ("payload", "all"):
         bench_payload(args)
+    if args.what == "run":
+        bench_whole_run(args)
     if args.what in ("docker", "all"):
         bench_docker(args)
 
