@@ -2,6 +2,7 @@
 
 import contextlib
 import copy
+import importlib.util
 import os
 import platform
 import time
@@ -47,6 +48,14 @@ def use_all_cpus() -> None:
         torch.set_num_threads(available)
 
 
+def xmodel_export_would_fail() -> bool:
+    """vai_q_pytorch imports the XIR bindings only inside export_xmodel (nndct_shared/compile/xgraph.py raises
+    "please install xir package"): a run without them would calibrate and predict for nothing, then fail with
+    nndct's traceback. Asked only where nndct_shared is (vai_q_pytorch's own tree), so that a pytorch_nndct that
+    exports without XIR is taken at its word."""
+    return importlib.util.find_spec("nndct_shared") is not None and importlib.util.find_spec("xir") is None
+
+
 def execute(job: Job) -> Result:
     use_all_cpus()
     timings = {}  # type: Dict[str, float]
@@ -72,18 +81,22 @@ def execute(job: Job) -> Result:
     timings["load"] = time.perf_counter() - start
     files = []  # type: List[str]
 
-    if job.float_preds:
-        start = time.perf_counter()
-        predict(model, test, job.eval_batch_size, os.path.join(job.run_dir, FLOAT_PREDS), "float")
-        files.append(FLOAT_PREDS)
-        timings["float"] = time.perf_counter() - start
-
     backend_cls = backends.load(backend_name)
     exports = backend_cls.default_exports if job.exports is None else job.exports
     unsupported = [fmt for fmt in exports if fmt not in backend_cls.supported_exports]
     if unsupported:
         raise backends.BackendError("the {} quantizer cannot export {}; it supports: {}".format(
             backend_name, ", ".join(unsupported), ", ".join(backend_cls.supported_exports) or "nothing"))
+    if "xmodel" in exports and xmodel_export_would_fail():
+        raise backends.MissingInEnvironment(
+            "xmodel export needs the xir package, which this Python lacks (Vitis AI images ship it): use an "
+            "image that has it, or pass --export none (or onnx, torchscript) to quantize without an xmodel")
+
+    if job.float_preds:
+        start = time.perf_counter()
+        predict(model, test, job.eval_batch_size, os.path.join(job.run_dir, FLOAT_PREDS), "float")
+        files.append(FLOAT_PREDS)
+        timings["float"] = time.perf_counter() - start
 
     def quantize(name: str, prefix: str = ""):
         backend = backends.load(name)(copy.deepcopy(model), job.run_dir, job.input_size, target=job.target,

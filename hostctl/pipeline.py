@@ -14,7 +14,7 @@ import h5py
 
 from container_payload.job import FLOAT_PREDS, JOB, QUANT_INFO, QUANT_PREDS, RESULT, Result, SchemaError
 from hostctl import runtime
-from hostctl.errors import RunFailed
+from hostctl.errors import EXIT_ENV, EnvironmentProblem, RunFailed
 from hostctl.options import QuantizeOptions, compiled_dir
 from hostctl.staged_run import PayloadOutput, run_job, staged_run, tail_hint
 from hostctl.staging import RUN_LOG, sweep_payload_dirs
@@ -85,6 +85,8 @@ def verify_outputs(run_dir: Path, inputs: Inputs, code: int, output: PayloadOutp
 
     tail = list(output.tail)
     raise_compile_error(output.error)
+    if output.error is not None and code == EXIT_ENV:
+        raise EnvironmentProblem(f"the payload's environment: {output.error.get('message')}")
     if output.error is not None:
         if output.error.get("errno") == errno.ENOSPC:
             failed = RunFailed(f"no space left on device writing {output.error.get('filename') or 'the results'} "

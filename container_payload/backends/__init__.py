@@ -15,11 +15,20 @@ from typing import Callable, Dict, Iterable, List, Sequence
 
 import torch
 
+from container_payload.job import EXIT_ENVIRONMENT
+
 Warn = Callable[[str], None]
 
 
 class BackendError(RuntimeError):
     """The quantizer failed in a way the user can act on; the message says how."""
+
+
+class MissingInEnvironment(BackendError):
+    """This Python lacks something the job needs; found before any work, reported without a traceback."""
+
+    quiet = True
+    exit_code = EXIT_ENVIRONMENT
 
 
 class Backend:

@@ -113,6 +113,22 @@ def test_nndct_errors_that_only_log_fail_the_run(tmp_path, unet_inputs, fake_nnd
     assert "[VAIQ_ERROR]" in (failed[0] / "run.log").read_text()
 
 
+def test_real_nndct_without_xir_is_exit_3_before_calibrating(tmp_path, unet_inputs, fake_nndct_env):
+    """vai_q_pytorch's own tree (nndct_shared) without the XIR bindings can calibrate but not export an xmodel."""
+    shared = tmp_path / "shared"
+    (shared / "nndct_shared").mkdir(parents=True)
+    (shared / "nndct_shared" / "__init__.py").write_text("")
+    env = {"PYTHONPATH": os.pathsep.join([str(shared), fake_nndct_env["PYTHONPATH"]])}
+    out = tmp_path / "out"
+    proc = run_hostctl(tiny_args(unet_inputs, out, "--quantizer", "hybrid", "--no-evaluate"), env=env)
+    assert proc.returncode == 3, proc.stderr
+    error = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
+    assert len(error) == 1 and "xmodel export needs the xir package" in error[0] and "--export none" in error[0]
+    assert "Traceback" not in proc.stderr and "Calibrating" not in proc.stderr and "predictions" not in proc.stderr
+    assert run_hostctl(tiny_args(unet_inputs, out, "--quantizer", "hybrid", "--no-evaluate", "--export", "none"),
+                       env=env).returncode == 0
+
+
 @pytest.mark.parametrize("hard", [False, True])
 def test_payload_that_exits_0_without_results_fails(tmp_path, hard):
     inputs = make_inputs(tmp_path / "in", _user_model("ExitsZero"))
