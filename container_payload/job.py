@@ -53,10 +53,7 @@ class CompileStep:
 
     @classmethod
     def from_dict(cls, data: Dict[str, Any]) -> "CompileStep":
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise SchemaError("compile step has unknown fields: {}".format(", ".join(unknown)))
+        _refuse_unknown(cls, data, "compile step")
         return cls(**data)
 
 
@@ -76,10 +73,7 @@ class CompileJob:
     @classmethod
     def from_json(cls, text: str) -> "CompileJob":
         data = _load_versioned(text, "job")
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise SchemaError("compile job has unknown fields: {}".format(", ".join(unknown)))
+        _refuse_unknown(cls, data, "compile job")
         data["compile"] = CompileStep.from_dict(data.get("compile") or {})
         return cls(**data)
 
@@ -123,10 +117,7 @@ class Job:
     @classmethod
     def from_json(cls, text: str) -> "Job":
         data = _load_versioned(text, "job")
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise SchemaError("job has unknown fields: {}".format(", ".join(unknown)))
+        _refuse_unknown(cls, data, "job")
         data["input_size"] = tuple(data.get("input_size", (3, 512, 512)))
         if data.get("exports") is not None:
             data["exports"] = tuple(data["exports"])
@@ -186,6 +177,12 @@ class Result:
         data = _load_versioned(text, "result")
         known = {f.name for f in fields(cls)}
         return cls(**{k: v for k, v in data.items() if k in known})
+
+
+def _refuse_unknown(cls: type, data: Dict[str, Any], what: str) -> None:
+    unknown = sorted(set(data) - {f.name for f in fields(cls)})
+    if unknown:
+        raise SchemaError("{} has unknown fields: {}".format(what, ", ".join(unknown)))
 
 
 def _load_versioned(text: str, what: str) -> Dict[str, Any]:

@@ -109,3 +109,10 @@ def hostctl_inprocess(args: list[str], capsys: pytest.CaptureFixture[str]) -> tu
         code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
     out, err = capsys.readouterr()
     return code, out, err
+
+
+def float_run(g, x: torch.Tensor) -> torch.Tensor:
+    """A captured graph run with its float parameters and no quantization (fused activations still applied)."""
+    from container_payload.backends.portable.engine import Runner
+
+    return Runner(g).run(x, lambda n: (n.weight, n.bias), lambda n, v, act: v if act is None else act(v))

@@ -6,12 +6,13 @@ import os
 import pytest
 import torch
 import torch.nn.functional as F
+from helpers import float_run
 from torch import nn
 
 from container_payload.backends import BackendError, load
 from container_payload.backends.portable import PortableBackend
 from container_payload.backends.portable import fixpoint as fxp
-from container_payload.backends.portable.engine import Calibrator, Runner
+from container_payload.backends.portable.engine import Calibrator
 from container_payload.backends.portable.graph import capture
 from container_payload.models.unet import Unet
 
@@ -162,7 +163,7 @@ def test_leaky_relu_runs_with_the_dpu_slope():
     model = nn.Sequential(nn.Conv2d(3, 3, 1), nn.LeakyReLU(0.1)).eval()
     x = torch.randn(2, 3, 4, 4)
     g = capture(model, x, relu6_as_relu=False)
-    y = Runner(g).run(x, lambda n: (n.weight, n.bias), lambda n, v, act: v if act is None else act(v))
+    y = float_run(g, x)
     with torch.no_grad():
         torch.testing.assert_close(y, F.leaky_relu(model[0](x), 26 / 256))
 

@@ -156,14 +156,6 @@ def test_pieces_are_near_equal_and_cover_the_tensor():
         assert max(sizes) <= fxp.CHUNK and max(sizes) - min(sizes) <= 1
 
 
-def _argmin_first(errs):
-    best = 0
-    for k in range(1, len(errs)):
-        if errs[k] < errs[best]:
-            best = k
-    return best
-
-
 @pytest.mark.parametrize("kind", ["gauss", "relu", "laplace", "uniform", "outliers", "on_grid", "constant"])
 def test_dropping_candidates_that_cannot_win_picks_what_the_full_sums_pick(kind):
     gen = torch.Generator().manual_seed(len(kind))
@@ -187,5 +179,5 @@ def test_dropping_candidates_that_cannot_win_picks_what_the_full_sums_pick(kind)
         fp0 = fxp.overflow_free_fp(mn, mx)
         full = fxp.sse_candidates(x, range(fp0, fp0 + 5))
         pruned = fxp.sse_candidates(x, range(fp0, fp0 + 5), extremes=(mn, mx))
-        assert _argmin_first(pruned) == _argmin_first(full), (kind, trial, full, pruned)
-        assert fxp.diffs_fix_pos(x) == fp0 + _argmin_first(full)
+        assert fxp.first_least(pruned) == fxp.first_least(full), (kind, trial, full, pruned)
+        assert fxp.diffs_fix_pos(x) == fp0 + fxp.first_least(full)

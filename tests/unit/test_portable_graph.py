@@ -3,10 +3,11 @@
 import pytest
 import torch
 import torch.nn.functional as F
+from helpers import float_run
 from torch import nn
 
 from container_payload.backends import BackendError
-from container_payload.backends.portable.engine import Runner, adjust
+from container_payload.backends.portable.engine import adjust
 from container_payload.backends.portable.equalize import equalize
 from container_payload.backends.portable.graph import capture
 from container_payload.models.unet import Unet
@@ -23,10 +24,6 @@ def _settle_bn(model: nn.Module, shape, seed=0) -> nn.Module:
             m.weight.data.copy_(torch.rand(n, generator=g) + 0.5)
             m.bias.data.copy_(torch.rand(n, generator=g) - 0.5)
     return model.eval()
-
-
-def _float_run(g, x):
-    return Runner(g).run(x, lambda n: (n.weight, n.bias), lambda n, v, act: v if act is None else act(v))
 
 
 class Residual(nn.Module):
@@ -89,7 +86,7 @@ def test_bn_folding_is_exact_in_float(transpose):
     g = capture(model, x, relu6_as_relu=False)
     assert [n.op for n in g.nodes] == ["input", "conv_transpose_2d" if transpose else "conv2d", "relu"]
     with torch.no_grad():
-        torch.testing.assert_close(_float_run(g, x), model(x), rtol=1e-5, atol=1e-5)
+        torch.testing.assert_close(float_run(g, x), model(x), rtol=1e-5, atol=1e-5)
 
 
 def test_unfused_batchnorm_and_shared_module_names():
@@ -112,7 +109,7 @@ def test_unfused_batchnorm_and_shared_module_names():
     assert convs[0].weight_name == "M::conv.weight"
     assert convs[1].weight_name == f"M::conv.weight.{convs[1].idx}"
     with torch.no_grad():
-        torch.testing.assert_close(_float_run(g, x), model(x), rtol=1e-5, atol=1e-5)
+        torch.testing.assert_close(float_run(g, x), model(x), rtol=1e-5, atol=1e-5)
 
 
 def test_equalization_keeps_the_float_function_and_changes_weights():
@@ -125,7 +122,7 @@ def test_equalization_keeps_the_float_function_and_changes_weights():
     after = {n.name: n.weight for n in g.nodes if n.weight is not None}
     assert any(not torch.equal(before[k], after[k]) for k in before)
     with torch.no_grad():
-        torch.testing.assert_close(_float_run(g, x), model(x), rtol=1e-4, atol=1e-4)
+        torch.testing.assert_close(float_run(g, x), model(x), rtol=1e-4, atol=1e-4)
 
 
 def test_capture_follows_the_traced_branch_and_names_failures():
@@ -164,7 +161,7 @@ def test_unknown_ops_run_in_float_under_their_aten_name():
     # an op nndct does not know, feeding a conv, still gets its output quantized, as nndct's input check does
     assert "aten_silu_1" in g.output_keys
     with torch.no_grad():
-        torch.testing.assert_close(_float_run(g, x), model(x))
+        torch.testing.assert_close(float_run(g, x), model(x))
 
 
 def _shift_graph():
@@ -214,7 +211,7 @@ def test_dropout_and_identity_are_transparent():
     # aten::dropout and aten::feature_dropout are removed (an in-place Dropout2d is not: see test_portable_ops)
     assert [n.name for n in g.nodes] == ["nndct_input_0", "nndct_conv2d_1", "nndct_relu_2", "nndct_conv2d_3"]
     with torch.no_grad():
-        torch.testing.assert_close(_float_run(g, x), model(x))
+        torch.testing.assert_close(float_run(g, x), model(x))
 
 
 class _SegHead(nn.Module):
@@ -276,7 +273,7 @@ def test_size_reads_are_numbered_as_shape_nodes():
     assert [p.name for p in resize.parents] == ["nndct_conv2d_6", "nndct_shape_1", "nndct_shape_2"]
     assert g.output_keys == ["nndct_input_0", "nndct_relu_4", "nndct_maxpool_5", "nndct_conv2d_6", "nndct_resize_7"]
     with torch.no_grad():
-        torch.testing.assert_close(_float_run(g, x), model(x))
+        torch.testing.assert_close(float_run(g, x), model(x))
 
 
 def test_view_of_batch_size_and_flatten():
@@ -290,7 +287,7 @@ def test_view_of_batch_size_and_flatten():
     assert [m.name for m in g.groups["nndct_reshape_4"]] == ["nndct_adaptive_avg_pool2d_2", "nndct_reshape_4"]
     assert not any("shape" in k for k in g.output_keys)
     with torch.no_grad():  # (the avg pool runs with the DPU's scale, so only the shape is compared)
-        assert _float_run(g, x).shape == model(x).shape
+        assert float_run(g, x).shape == model(x).shape
 
 
 def test_size_of_a_skip_tensor():
@@ -303,4 +300,4 @@ def test_size_of_a_skip_tensor():
         "nndct_reshape_11", "nndct_elemwise_add_12", "nndct_concat_13"]
     assert [n.attrs["dim"] for n in g.nodes[3:9]] == [0, 1, 2, 3, 2, 3]
     with torch.no_grad():
-        torch.testing.assert_close(_float_run(g, x), model(x))
+        torch.testing.assert_close(float_run(g, x), model(x))

@@ -4,6 +4,7 @@ quantizes, named as nndct names it (names checked against vai_q_pytorch 3.5 on t
 import pytest
 import torch
 import torch.nn.functional as F
+from helpers import float_run
 from torch import nn
 
 from container_payload.backends import BackendError
@@ -11,10 +12,6 @@ from container_payload.backends.portable import PortableBackend
 from container_payload.backends.portable import fixpoint as fxp
 from container_payload.backends.portable.engine import Runner, adjust
 from container_payload.backends.portable.graph import capture
-
-
-def _float_run(g, x):
-    return Runner(g).run(x, lambda n: (n.weight, n.bias), lambda n, v, act: v if act is None else act(v))
 
 
 class PadToMultiple(nn.Module):
@@ -45,7 +42,7 @@ def test_python_control_flow_on_sizes_is_traced_for_the_sample():
                                    "conv_transpose_2d", "strided_slice"]  # the crop's two slices: one node
     assert not any(k.startswith(("nndct_const", "nndct_shape", "aten_remainder", "nndct_rsub")) for k in g.output_keys)
     with torch.no_grad():
-        torch.testing.assert_close(_float_run(g, x), model(x))
+        torch.testing.assert_close(float_run(g, x), model(x))
     with pytest.raises(BackendError, match="shape \\(1, 3, 10, 10\\).*Wrong input shape"):
         capture(model, torch.randn(1, 3, 10, 10), relu6_as_relu=False)
 
@@ -134,7 +131,7 @@ def test_each_op_family_is_named_as_nndct_names_it():
     prelu = next(n for n in g.nodes if n.op == "prelu")
     assert prelu.weight_name == "Zoo::pr.weight" and not prelu.bias_name
     with torch.no_grad():  # the DPU's hsigmoid/hswish differ from torch's a little
-        torch.testing.assert_close(_float_run(g, x), model(x), rtol=0.05, atol=0.05)
+        torch.testing.assert_close(float_run(g, x), model(x), rtol=0.05, atol=0.05)
 
 
 def test_inplace_dropout2d_is_an_op_nndct_does_not_know():
@@ -164,7 +161,7 @@ def test_plain_number_operands_become_const_nodes_numbered_first():
         "nndct_relu6_5", "nndct_elemwise_mul_6", "nndct_elemwise_div_7"]
     assert g.nodes[4].parents == [g.nodes[3], g.nodes[0]]
     with torch.no_grad():
-        torch.testing.assert_close(_float_run(g, x), model(x))
+        torch.testing.assert_close(float_run(g, x), model(x))
 
 
 def test_hswish_and_hsigmoid_use_the_dpu_approximations():
@@ -173,7 +170,7 @@ def test_hswish_and_hsigmoid_use_the_dpu_approximations():
     assert [n.name for n in g.nodes] == ["nndct_input_0", "nndct_hswish_1", "nndct_hsigmoid_2"]
     gate = fxp.quantize_act(F.relu6(x + 3) * (2731 / 16384), 7)
     hswish = x * gate
-    torch.testing.assert_close(_float_run(g, x), F.relu6(hswish + 3) * (2731 / 16384), rtol=0, atol=0)
+    torch.testing.assert_close(float_run(g, x), F.relu6(hswish + 3) * (2731 / 16384), rtol=0, atol=0)
 
 
 def test_backend_quantizes_prelu_weights_and_new_op_outputs(tmp_path):
@@ -228,7 +225,7 @@ def test_chunk_is_traced_as_slices_as_nndct_traces_it():
     # strided_slice)
     assert [n.op for n in g.nodes][:6] == ["const", "input", "strided_slice", "shape", "strided_slice", "conv2d"]
     with torch.no_grad():
-        torch.testing.assert_close(_float_run(g, x), model(x))
+        torch.testing.assert_close(float_run(g, x), model(x))
 
 
 class SharedValues(nn.Module):
@@ -256,7 +253,7 @@ def test_in_place_ops_never_touch_a_value_another_op_still_reads():
     runner = Runner(g)
     assert runner.may_overwrite  # something does run in place here
     x_before = x.clone()
-    y = _float_run(g, x)
+    y = float_run(g, x)
     with torch.no_grad():
         expected = model(x)
     assert torch.equal(x, x_before)  # the caller's batch is never written

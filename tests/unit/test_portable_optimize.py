@@ -2,10 +2,11 @@
 (a bias quantized once, then corrected off the grid)."""
 
 import torch
+from helpers import float_run
 from torch import nn
 
 from container_payload.backends.portable import fixpoint as fxp
-from container_payload.backends.portable.engine import CORR_RATE, Calibrator, Runner
+from container_payload.backends.portable.engine import CORR_RATE, Calibrator
 from container_payload.backends.portable.equalize import equalize
 from container_payload.backends.portable.graph import capture
 
@@ -126,5 +127,5 @@ def test_equalization_keeps_the_float_function_through_grouped_and_depthwise_con
     after = _weights(g)
     assert all(not torch.equal(before[k][0], after[k][0]) for k in before)
     with torch.no_grad():
-        y = Runner(g).run(x, lambda node: (node.weight, node.bias), lambda node, v, act: v if act is None else act(v))
+        y = float_run(g, x)
         assert torch.allclose(y, model(x), rtol=1e-4, atol=1e-5)

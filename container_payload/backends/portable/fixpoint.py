@@ -240,12 +240,16 @@ def diffs_fix_pos(x: torch.Tensor, scope: int = DIFFS_SCOPE, act: Activation = N
         if then_fp is not None:
             quantize_act_(x, then_fp)
         return fp0
-    errs = sse_candidates(x, range(fp0, fp0 + scope), then_fp, (mn, mx))
+    return fp0 + first_least(sse_candidates(x, range(fp0, fp0 + scope), then_fp, (mn, mx)))
+
+
+def first_least(errs: Sequence[float]) -> int:
+    """The index of the least error; of equal ones, the first (nndct compares with strictly less)."""
     best = 0
     for k in range(1, len(errs)):
-        if errs[k] < errs[best]:  # strictly less: the first of equal candidates wins
+        if errs[k] < errs[best]:
             best = k
-    return fp0 + best
+    return best
 
 
 def capped(fp: int) -> int:
