@@ -33,9 +33,14 @@ class SampleReader:
     def __len__(self) -> int:
         return len(self.names)
 
+    def batch_count(self, batch_size: int) -> int:
+        """How many batches batches(batch_size) yields."""
+        return -(-len(self.names) // batch_size)
+
     def batches(self, batch_size: int, prefetch: int = 2) -> Iterator[Batch]:
         """Yield (names, float32 array [N,C,H,W]) batches; reading runs one step ahead on a thread."""
         chunks = [self.names[i:i + batch_size] for i in range(0, len(self.names), batch_size)]
+        assert len(chunks) == self.batch_count(batch_size)
         slots = queue.Queue(maxsize=prefetch)  # type: queue.Queue
         stop = threading.Event()
         done = object()

@@ -104,7 +104,8 @@ def execute(job: Job) -> Result:
         start = time.perf_counter()
         with Phase(prefix + "calibrate", len(calib)) as progress:
             batches = progress.track(calib.batches(job.calib_batch_size), _batch_size)
-            backend.calibrate(torch.from_numpy(array) for _, array in batches)
+            backend.calibrate((torch.from_numpy(array) for _, array in batches),
+                              count=calib.batch_count(job.calib_batch_size))
         timings[prefix + "calibrate"] = time.perf_counter() - start
         start = time.perf_counter()
         predict(backend.quantized(), test, job.eval_batch_size, os.path.join(job.run_dir, QUANT_PREDS),

@@ -83,7 +83,7 @@ def timed(fn):
 def run_once(args, quant_opt: int, batches, model):
     with tempfile.TemporaryDirectory() as d:
         backend = PortableBackend(model, d, (3, args.size, args.size), quant_opt=quant_opt, warn=lambda m: None)
-        backend.calibrate(iter(batches))
+        backend.calibrate(iter(batches), count=len(batches))  # as run.py announces them
         q = backend.quantized()
         for b in batches:
             q(b)
@@ -105,7 +105,7 @@ def run_interleaved(args, quant_opt: int, batches, model):
 
     with tempfile.TemporaryDirectory() as d:
         backend = PortableBackend(model, d, (3, args.size, args.size), quant_opt=quant_opt, warn=lambda m: None)
-        total = timed(lambda: backend.calibrate(feed()))
+        total = timed(lambda: backend.calibrate(feed(), count=len(batches)))
         once = tuple(max(0.0, total[i] - sum(c[i] for c in cal) - sum(f[i] for f in f_cal)) for i in (0, 1))
         cal[-1] = (cal[-1][0] + once[0], cal[-1][1] + once[1])
         q = backend.quantized()
@@ -182,8 +182,11 @@ def main() -> None:
     p.add_argument("--size", type=int, default=256)
     p.add_argument("--rounds", type=int, default=1, help="repeat the timings, keep each batch's best")
     p.add_argument("--no-rss", action="store_true", help="skip the peak-memory runs")
+    p.add_argument("--threads", type=int, help="torch threads, set once at start (default: torch's own)")
     p.add_argument("--rss-child", action="store_true", help=argparse.SUPPRESS)
     args = p.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
     if args.rss_child:
         rss_child(args)
         return

@@ -11,7 +11,7 @@ Backends import their heavy dependencies lazily, so a registry lookup never fail
 
 import importlib
 import sys
-from typing import Callable, Dict, Iterable, List, Sequence
+from typing import Callable, Dict, Iterable, List, Optional, Sequence
 
 import torch
 
@@ -46,7 +46,8 @@ class Backend:
     default_exports: Sequence[str] = ()
     supported_exports: Sequence[str] = ()
 
-    def calibrate(self, batches: Iterable[torch.Tensor]) -> None:
+    def calibrate(self, batches: Iterable[torch.Tensor], count: Optional[int] = None) -> None:
+        """Calibrate on batches [N, C, H, W]; count, when known, is how many there are."""
         raise NotImplementedError
 
     def quantized(self) -> Callable[[torch.Tensor], torch.Tensor]:

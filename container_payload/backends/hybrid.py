@@ -61,8 +61,8 @@ class HybridBackend(Backend):
         self.nndct = VaiBackend(model, run_dir, input_size, target=target, quant_opt=quant_opt, warn=warn)
         self._checked = None  # the batch-1 nndct test-mode quantizer whose outputs passed the check
 
-    def calibrate(self, batches: Iterable[torch.Tensor]) -> None:
-        self.portable.calibrate(batches)
+    def calibrate(self, batches: Iterable[torch.Tensor], count: Optional[int] = None) -> None:
+        self.portable.calibrate(batches, count)
         info = dict(self.portable.quant_info)
         # nndct skips its graph check when the key is absent; the portable hash is not nndct's, and a different
         # value would make its test mode refuse the file

@@ -6,7 +6,7 @@ the files it must leave behind, never by the absence of an exception.
 
 import glob
 import os
-from typing import Callable, Iterable, List, Sequence
+from typing import Callable, Iterable, List, Optional, Sequence
 
 import torch
 
@@ -52,7 +52,7 @@ class VaiBackend(Backend):
                                .format(name, step))
         return path
 
-    def calibrate(self, batches: Iterable[torch.Tensor]) -> None:
+    def calibrate(self, batches: Iterable[torch.Tensor], count: Optional[int] = None) -> None:
         quantizer = self._quantizer("calib", 1)
         count = 0
         with torch.no_grad():

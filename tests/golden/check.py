@@ -104,7 +104,8 @@ def check(path: Path, diff: bool = False) -> dict:
     with tempfile.TemporaryDirectory(prefix="golden-") as run_dir:
         try:
             backend = PortableBackend(model, run_dir, zoo.INPUT_SIZE, quant_opt=q, warn=warnings.append)
-            backend.calibrate(zoo.calib_batches(calib))
+            batches = zoo.calib_batches(calib)
+            backend.calibrate(batches, count=len(batches))  # as run.py announces them
             ours = json.loads((Path(run_dir) / "quant_info.json").read_text())
             line.update(compare_quant_info(ref["quant_info"], ours))
             if diff:

@@ -104,6 +104,34 @@ def test_a_settled_mode_quantizes_inside_the_diffs_pass_with_the_same_result():
     assert settled.history == fresh.history
 
 
+def test_an_announced_batch_count_stops_the_search_once_no_batch_left_can_move_a_mode(tmp_path, monkeypatch):
+    # 12 batches, mostly alike: the modes lock long before the end; the result must be that of the full search
+    batches = _batches(12, seed=5)
+    searched = []
+    real = fxp.diffs_fix_pos
+
+    def counting(*args, **kwargs):
+        searched.append(1)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(fxp, "diffs_fix_pos", counting)
+    full = PortableBackend(_unet(), str(tmp_path / "full"), (3, 16, 16))
+    full.calibrate(iter(batches))
+    searches_full = len(searched)
+    searched.clear()
+    counted = PortableBackend(_unet(), str(tmp_path / "counted"), (3, 16, 16))
+    counted.calibrate(iter(batches), count=len(batches))
+    assert len(searched) < searches_full * 0.75  # the search stopped early for most tensors
+    info = [(tmp_path / run / "quant_info.json").read_bytes() for run in ("full", "counted")]
+    assert info[0] == info[1]
+    assert torch.equal(full.quantized()(batches[0]), counted.quantized()(batches[0]))
+
+
+def test_more_batches_than_announced_is_an_error(tmp_path):
+    with pytest.raises(BackendError, match="more than the 2 batches announced"):
+        PortableBackend(_unet(), str(tmp_path), (3, 16, 16)).calibrate(iter(_batches(3)), count=2)
+
+
 def test_test_mode_output_is_on_the_dpu_grid(tmp_path):
     b = PortableBackend(_unet(), str(tmp_path), (3, 16, 16))
     b.calibrate(_batches())

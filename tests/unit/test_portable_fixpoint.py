@@ -1,5 +1,7 @@
 """The DPU arithmetic of the portable quantizer: rounding, diffs, modal selection."""
 
+import itertools
+
 import numpy as np
 import pytest
 import torch
@@ -112,6 +114,18 @@ def test_strictly_least_keeps_the_first_of_equal_candidates():
     x = torch.tensor([1.0, -0.5, 0.25, 0.125, 15.0])
     assert fxp.overflow_free_fp(float(x.min()), float(x.max())) == 3
     assert fxp.diffs_fix_pos(x) == 3
+
+
+@pytest.mark.parametrize("history, more, mode", [
+    ([4, 4, 4], 2, 4), ([4, 4, 4], 3, None), ([4, 4, 4, 5], 2, 4), ([4, 4, 4, 3], 2, None), ([4, 4, 4, 4, 5], 3, 4),
+    ([3, 3, 3, 4], 1, 3), ([3, 3, 3, 4], 2, 3),  # a 4 reaching 3 ties, and the tie goes to 3
+    ([5, 5, 5, 4], 2, None),  # a 4 reaching 3 ties, and the tie goes to 4
+])
+def test_settled_mode_holds_against_any_further_entries(history, more, mode):
+    assert fxp.settled_mode(history, more) == mode
+    if mode is not None:
+        for tail in itertools.product(range(2, 8), repeat=more):
+            assert fxp.modal_fp(history + list(tail)) == mode
 
 
 @pytest.mark.parametrize("history, expected", [

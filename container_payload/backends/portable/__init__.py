@@ -63,13 +63,16 @@ class PortableBackend(Backend):
             equalize(g)
         return g
 
-    def calibrate(self, batches: Iterable[torch.Tensor]) -> None:
-        for batch in batches:
+    def calibrate(self, batches: Iterable[torch.Tensor], count: Optional[int] = None) -> None:
+        for k, batch in enumerate(batches):
             batch = batch.float()
             if self._calib is None:
                 self._graph = self._build(batch)
                 self._calib = Calibrator(self._graph, bias_correction=self._optimize)
-            self._calib.step(batch)
+            if count is not None and k >= count:
+                # batches after the announced count could move fix positions whose search has already stopped
+                raise BackendError("calibration got more than the {} batches announced".format(count))
+            self._calib.step(batch, None if count is None else count - k - 1)
         if self._calib is None:
             raise BackendError("calibration got no samples")
         fps = self._calib.fix_positions()

@@ -77,18 +77,15 @@ class _BiasCorr:
 
 def error_stats(output: torch.Tensor, ref: torch.Tensor, channel_dim: int):
     """Per-channel mean of output - ref, mean of its square and mean of ref squared (eval_qnoise's inputs),
-    one sample at a time, accumulated in float64 in sample order."""
+    one sample at a time in one scratch tensor: float32 sums per sample, accumulated in float64 in sample order."""
     n_ch = output.shape[channel_dim]
     sums = torch.zeros(n_ch, dtype=torch.float64)
     noise = signal = 0.0
     for o, r in zip(output, ref):
-        e = o - r
-        if channel_dim == 1:
-            sums += e.reshape(n_ch, -1).sum(1, dtype=torch.float64)
-        else:
-            sums += e.reshape(-1, n_ch).sum(0, dtype=torch.float64)
+        e = torch.sub(o, r)
+        sums += e.reshape(n_ch, -1).sum(1) if channel_dim == 1 else e.reshape(-1, n_ch).sum(0)
         noise += float(e.square_().sum())
-        signal += float(r.square().sum())
+        signal += float(torch.square(r, out=e).sum())
     count = output.numel()
     return (sums * (n_ch / count)).float(), noise / count, signal / count
 
@@ -313,6 +310,7 @@ class Calibrator(Runner):
         self.bias_now: Dict[str, torch.Tensor] = {}  # nndct's bias.data: quantized once, then corrected
         self.corr: Dict[str, _BiasCorr] = {}
         self._ref: Optional[torch.Tensor] = None  # the float reference of the op being corrected
+        self.remaining: Optional[int] = None  # batches still to come after the current one, when known
         for node in g.nodes:
             if has_params(node):
                 self.float_params[node.name] = (node.weight, node.bias)
@@ -333,6 +331,12 @@ class Calibrator(Runner):
     def quant(self, node: Node, val: torch.Tensor, act: fxp.Activation) -> torch.Tensor:
         scope = 1 if node.op == "input" else fxp.DIFFS_SCOPE
         hist = self.history[node.name]
+        if self.remaining is not None:
+            locked = fxp.settled_mode(hist, self.remaining + 1)
+            if locked is not None:
+                # no batch left, this one included, can move the mode: the fix position this batch's diffs would
+                # add to the history cannot count, and every batch from here on is quantized at the mode
+                return fxp.quantize_act_(val, locked, act)
         # once the history's mode cannot move, this batch's fix position is known before its diffs are, and
         # the tensor is quantized inside the diffs pass instead of in a pass of its own
         settled = fxp.settled_mode(hist)
@@ -365,7 +369,10 @@ class Calibrator(Runner):
             # the correction accumulates off the grid; test mode quantizes the final value
             self.bias_now[node.name] = self.bias_now[node.name] - rate * mean_err
 
-    def step(self, x: torch.Tensor) -> None:
+    def step(self, x: torch.Tensor, remaining: Optional[int] = None) -> None:
+        """Calibrate on one batch; remaining, when known, is how many batches will follow it (it lets the
+        search for fix positions stop once no batch left can change them)."""
+        self.remaining = remaining
         with torch.no_grad():
             self.run(x, self.params, self.quant, self._correct if self.corr else None)
 
