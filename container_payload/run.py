@@ -2,6 +2,7 @@
 
 import contextlib
 import copy
+import ctypes
 import importlib.util
 import os
 import platform
@@ -48,6 +49,25 @@ def use_all_cpus() -> None:
         torch.set_num_threads(available)
 
 
+def keep_freed_memory() -> bool:
+    """Have glibc's malloc keep freed memory for reuse instead of handing it back to the kernel at once.
+
+    By default glibc maps every large buffer (from 128 KB up to 32 MB as it adapts, and always above) fresh from
+    the kernel and unmaps it on free, so each activation tensor of every batch page-faults its memory in again; on
+    a VM a fault costs microseconds (measured on these machines: filling a fresh 33 MB tensor takes 22 ms, 3 ms
+    when its memory is reused; a 1x1 convolution into it 35 ms, 7 ms). Inference allocates and frees tensors
+    of the same sizes batch after batch, so large buffers come from the heap (M_MMAP_MAX 0) and free memory
+    stays there (M_TRIM_THRESHOLD 2 GB): peak memory is unchanged, it is just not given back before the process
+    ends. Threads other than the main one still map what their arenas cannot hold. Returns whether it took
+    (glibc only: elsewhere nothing changes)."""
+    try:
+        mallopt = ctypes.CDLL(None).mallopt
+    except (OSError, AttributeError):
+        return False
+    m_trim_threshold, m_mmap_max = -1, -4
+    return bool(mallopt(m_mmap_max, 0)) and bool(mallopt(m_trim_threshold, 2 ** 31 - 1))
+
+
 def xmodel_export_would_fail() -> bool:
     """vai_q_pytorch imports the XIR bindings only inside export_xmodel (nndct_shared/compile/xgraph.py raises
     "please install xir package"): a run without them would calibrate and predict for nothing, then fail with
@@ -58,6 +78,7 @@ def xmodel_export_would_fail() -> bool:
 
 def execute(job: Job) -> Result:
     use_all_cpus()
+    keep_freed_memory()
     timings = {}  # type: Dict[str, float]
     warnings = []  # type: List[str]
 

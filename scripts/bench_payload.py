@@ -34,21 +34,25 @@ from bench_models import MobileNetV3Seg  # noqa: E402
 
 from container_payload.backends.portable import PortableBackend  # noqa: E402
 from container_payload.models.unet import Unet  # noqa: E402
+from container_payload.run import keep_freed_memory  # noqa: E402
 
 TARGETS = {"calibration": 2.0, "test mode": 1.2}
 
 
 def make_batches(n: int, batch_size: int, size: int, seed: int = 0):
+    return list(iter_batches(n, batch_size, size, seed))
+
+
+def iter_batches(n: int, batch_size: int, size: int, seed: int = 0):
+    """make_batches' batches made one at a time, as the payload reads them from HDF5: for memory measurements."""
     g = torch.Generator().manual_seed(seed)
-    out = []
     for _ in range(n):
         coarse = torch.randn(batch_size, 3, 8, 8, generator=g)
         mid = torch.randn(batch_size, 3, 32, 32, generator=g) * 0.3
         img = F.interpolate(coarse, size=(size, size), mode="bilinear", align_corners=False)
         img = img + F.interpolate(mid, size=(size, size), mode="bilinear", align_corners=False)
         img = img + 0.05 * torch.randn(batch_size, 3, size, size, generator=g)
-        out.append(img.contiguous())
-    return out
+        yield img.contiguous()
 
 
 def make_model(name: str, batches, width: int = 32, depth: int = 4):
@@ -81,12 +85,14 @@ def timed(fn):
 
 
 def run_once(args, quant_opt: int, batches, model):
+    """Calibration then test mode over batches() (a fresh iterator each call), as run.py runs them."""
     with tempfile.TemporaryDirectory() as d:
         backend = PortableBackend(model, d, (3, args.size, args.size), quant_opt=quant_opt, warn=lambda m: None)
-        backend.calibrate(iter(batches), count=len(batches))  # as run.py announces them
+        backend.calibrate(batches(), count=args.batches)  # as run.py announces them
         q = backend.quantized()
-        for b in batches:
-            q(b)
+        with torch.no_grad():
+            for b in batches():
+                q(b)
 
 
 def run_interleaved(args, quant_opt: int, batches, model):
@@ -117,8 +123,12 @@ def run_interleaved(args, quant_opt: int, batches, model):
 
 
 def rss_child(args) -> None:
-    batches = make_batches(args.batches, args.batch_size, args.size)
-    model = make_model(args.model, batches)
+    # batches are made as they are used, not held: the payload streams them from HDF5, and holding them here
+    # would add the benchmark's own data (8 MB a batch of 3x256x256) to the peak
+    def batches():
+        return iter_batches(args.batches, args.batch_size, args.size)
+
+    model = make_model(args.model, list(iter_batches(2, args.batch_size, args.size)))
     run_once(args, 3, batches, model)
     print(json.dumps({"maxrss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
 
@@ -143,9 +153,10 @@ def bench_model(args, name: str) -> list:
             keep(("test mode", qo, "float"), f_test)
             keep(("test mode", qo, "quant"), test)
     samples = args.batches * args.batch_size
-    print("\n{}: {} samples of 3x{}x{} in {} batches of {}, torch {}, {} threads, best of {}, load average {}".format(
+    print("\n{}: {} samples of 3x{}x{} in {} batches of {}, torch {}, {} threads, best of {}, {} malloc, load average "
+          "{}".format(
         "Unet width 32 depth 4" if name == "unet" else "MobileNetV3-Large LR-ASPP", samples, args.size, args.size,
-        args.batches, args.batch_size, torch.__version__, torch.get_num_threads(), args.rounds,
+        args.batches, args.batch_size, torch.__version__, torch.get_num_threads(), args.rounds, args.malloc,
         " ".join(open("/proc/loadavg").read().split()[:3]) if os.path.exists("/proc/loadavg") else "n/a"))
     print("{:<28} {:>9} {:>9} {:>8} {:>8} {:>8}".format("phase", "wall s", "float s", "x float", "target",
                                                        "CPU x"))
@@ -163,7 +174,8 @@ def bench_model(args, name: str) -> list:
     if not args.no_rss:
         print("{:<28} {:>9}".format("peak RSS, fresh process", "MB"))
         for n in (max(1, args.batches // 2), args.batches):
-            cmd = [sys.executable, os.path.abspath(__file__), "--rss-child", "--model", name, "--batches", str(n),
+            cmd = [sys.executable, os.path.abspath(__file__), "--rss-child", "--malloc", args.malloc, "--model", name,
+                   "--batches", str(n),
                    "--batch-size", str(args.batch_size), "--size", str(args.size)]
             out = subprocess.run(cmd, check=True, stdout=subprocess.PIPE, text=True).stdout
             mb = json.loads(out.strip().splitlines()[-1])["maxrss_mb"]
@@ -183,10 +195,15 @@ def main() -> None:
     p.add_argument("--rounds", type=int, default=1, help="repeat the timings, keep each batch's best")
     p.add_argument("--no-rss", action="store_true", help="skip the peak-memory runs")
     p.add_argument("--threads", type=int, help="torch threads, set once at start (default: torch's own)")
+    p.add_argument("--malloc", choices=("payload", "glibc"), default="payload",
+                   help="payload: glibc's malloc keeps freed memory, as the payload sets it (default); glibc: its "
+                        "own defaults, where large tensors are mapped and page-faulted in afresh every batch")
     p.add_argument("--rss-child", action="store_true", help=argparse.SUPPRESS)
     args = p.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
+    if args.malloc == "payload":
+        keep_freed_memory()  # as run.execute sets it: the float forward beside the quantizer gets the same
     if args.rss_child:
         rss_child(args)
         return
