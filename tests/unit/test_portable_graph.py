@@ -301,3 +301,41 @@ def test_size_of_a_skip_tensor():
     assert [n.attrs["dim"] for n in g.nodes[3:9]] == [0, 1, 2, 3, 2, 3]
     with torch.no_grad():
         torch.testing.assert_close(float_run(g, x), model(x))
+
+
+class _MixedConvBN(nn.Module):
+    """timm's MixedConv2d: the channels split, one conv per piece, concatenated, then one BatchNorm."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.ModuleList([nn.Conv2d(2, 3, 3, padding=1, bias=False), nn.Conv2d(2, 5, 5, padding=2)])
+        self.bn = nn.BatchNorm2d(8)
+        self.relu = nn.ReLU()
+
+    def forward(self, x):
+        pieces = torch.split(x, [2, 2], 1)
+        return self.relu(self.bn(torch.cat([c(p) for c, p in zip(self.conv, pieces, strict=True)], 1)))
+
+
+def test_batchnorm_after_a_concat_of_convs_is_folded_into_each():
+    # nndct's FuseBnToConv pattern [conv, concat, bn]: each conv takes its channels' slice, the BN goes
+    model = _settle_bn(_MixedConvBN(), None)
+    x = torch.randn(2, 4, 8, 8)
+    g = capture(model, x, relu6_as_relu=False)
+    assert [n.op for n in g.nodes if n.op != "strided_slice"] == ["input", "conv2d", "conv2d", "concat", "relu"]
+    convs = [n for n in g.nodes if n.op == "conv2d"]
+    assert [c.bias_name for c in convs] == ["_MixedConvBN::conv.0.bias", "_MixedConvBN::conv.1.bias"]
+    with torch.no_grad():
+        torch.testing.assert_close(float_run(g, x), model(x), rtol=1e-5, atol=1e-5)
+
+
+def test_batchnorm_after_a_concat_with_a_non_conv_input_stays():
+    class M(_MixedConvBN):
+        def forward(self, x):
+            pieces = torch.split(x, [2, 2], 1)
+            return self.bn(torch.cat([self.conv[0](pieces[0]), self.conv[1](pieces[1]).relu()], 1))
+
+    g = capture(_settle_bn(M(), None), torch.randn(1, 4, 8, 8), relu6_as_relu=False)
+    assert "batch_norm" in [n.op for n in g.nodes]
+    assert g.nodes[[n.op for n in g.nodes].index("conv2d")].bias_name == ""
+

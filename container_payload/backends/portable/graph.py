@@ -18,7 +18,9 @@ What nndct does and where it says so (Xilinx/Vitis-AI src/vai_quantizer/vai_q_py
   and on the op zoo of tests/unit/test_portable_ops.py.
 - BatchNorm after a conv or conv-transpose is folded into it, w' = w * s, b' = b * s + beta - mean * s with
   s = gamma / sqrt(var + eps) (nndct_shared/optimization/fuse_conv_bn.py); a conv without bias gains
-  `<module>.bias`. Dropout (aten::dropout, and aten::feature_dropout, which the dispatcher maps to it) is removed
+  `<module>.bias`. A BatchNorm after a concat of convs (read by nothing else) is folded into each of them, with
+  its channels' slice of s (commander.py FuseBnToConv's [conv, concat, bn] patterns; timm's MixedConv2d).
+  Dropout (aten::dropout, and aten::feature_dropout, which the dispatcher maps to it) is removed
   (nndct_shared/optimization/optimizer.py).
 - Node names are `nndct_<op>_<n>`, n the index in the BN-folded graph in execution order (DESIGN.md section 9,
   seen on real runs); op names are NNDCT_OP's values (nndct_shared/base/key_names.py).
@@ -477,6 +479,14 @@ def capture(model: nn.Module, sample: torch.Tensor, *, relu6_as_relu: bool) -> G
             producer[o.unique()] = [node]
         if base == "slice":
             node.attrs["slice_chain"] = outs[0].unique()
+        if base == "cat" and ins[0].node().kind() == "prim::ListConstruct":
+            # each piece's producers and its size along the concat's axis (for BatchNorm folding over a concat)
+            dim = g.consts.get(arg_ids[1]) if len(arg_ids) > 1 else 0
+            node.attrs["cat_dim"] = dim
+            pieces = list(ins[0].node().inputs())
+            sizes = [v.type().sizes() if v.type().kind() == "TensorType" else None for v in pieces]
+            if isinstance(dim, int) and all(sz is not None and -len(sz) <= dim < len(sz) for sz in sizes):
+                node.attrs["cat_parts"] = [(producer.get(rid(v), []), int(sz[dim])) for v, sz in zip(pieces, sizes)]
         g.steps.append(step)
         g.nodes.append(node)
     rets = list(graph.outputs())
@@ -632,21 +642,44 @@ def _bind_params(node: Node, w_id: int, b_id: Optional[int], g: Graph, param_of:
 
 
 def _fold_bn_into(g: Graph, prods: List[Node], a: List[int], consumers: Dict[int, int], ins) -> bool:
-    """Fold aten::batch_norm into the conv that produced its input when nothing else reads the conv's output
-    (nndct_shared/optimization/fuse_conv_bn.py); returns whether it did."""
-    if len(prods) != 1 or prods[0].op not in CONV_OPS or consumers.get(ins[0].unique(), 0) != 1:
+    """Fold aten::batch_norm into the conv that produced its input when nothing else reads the conv's output,
+    or into every conv of a concat of convs that only the BatchNorm reads, each conv taking its slice of the
+    channels (nndct_shared/optimization/commander.py FuseBnToConv: patterns [conv, bn] and [conv, concat, bn];
+    fuse_conv_bn.py ConvBnHandler; e.g. timm's MixedConv2d, split -> convs -> cat -> BatchNormAct2d); returns
+    whether it did."""
+    if len(prods) != 1 or consumers.get(ins[0].unique(), 0) != 1:
         return False
     c = g.consts
     mean, var = c.get(a[3]), c.get(a[4])
     if not isinstance(mean, torch.Tensor) or not isinstance(var, torch.Tensor):
         return False
     gamma, beta, eps = c.get(a[1]), c.get(a[2]), float(c[a[7]])
-    conv = prods[0]
-    w, b = conv.weight, conv.bias
     gamma = gamma.detach() if isinstance(gamma, torch.Tensor) else torch.ones_like(var)
     beta = beta.detach() if isinstance(beta, torch.Tensor) else torch.zeros_like(var)
     scale = gamma / torch.sqrt(var.detach() + eps)
     offset = beta - mean.detach() * scale
+    if prods[0].op in CONV_OPS:
+        _fold_scale(prods[0], scale, offset)
+        return True
+    parts = prods[0].attrs.get("cat_parts") if prods[0].op == "concat" else None
+    # every input of the concat a distinct conv (ConvBnHandler: all parents of the concat in BN_MERGED_TYPES)
+    # not already carrying a BatchNorm (its child must be the concat itself), and the concat along channels
+    if not parts or prods[0].attrs.get("cat_dim") not in (1, -3):
+        return False
+    convs = [p[0] if len(p) == 1 else None for p, _ in parts]
+    if any(cv is None or cv.op not in CONV_OPS or cv.attrs.get("bn_folded") for cv in convs) or \
+            len(set(map(id, convs))) != len(convs) or sum(size for _, size in parts) != scale.numel():
+        return False
+    begin = 0
+    for conv, (_, size) in zip(convs, parts):
+        _fold_scale(conv, scale[begin:begin + size], offset[begin:begin + size])
+        begin += size
+    return True
+
+
+def _fold_scale(conv: Node, scale: torch.Tensor, offset: torch.Tensor) -> None:
+    """w' = w * scale per output channel, b' = b * scale + offset (a conv without bias gains one)."""
+    w, b = conv.weight, conv.bias
     if conv.op.startswith("conv_transpose") or conv.op.startswith("depthwise_conv_transpose"):
         # torch keeps [in, out/groups, kh, kw]; the output channel of column j in group k is k * out/groups + j
         groups = conv.attrs["groups"]
@@ -657,7 +690,6 @@ def _fold_bn_into(g: Graph, prods: List[Node], a: List[int], consumers: Dict[int
         w = w * scale.view(-1, 1, 1, 1)
     conv.weight, conv.bias = w, (offset if b is None else b * scale + offset)
     conv.attrs["bn_folded"] = True
-    return True
 
 
 def _drop_dead(g: Graph) -> None:
