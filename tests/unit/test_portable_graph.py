@@ -339,3 +339,35 @@ def test_batchnorm_after_a_concat_with_a_non_conv_input_stays():
     assert "batch_norm" in [n.op for n in g.nodes]
     assert g.nodes[[n.op for n in g.nodes].index("conv2d")].bias_name == ""
 
+
+def test_int_results_of_quantizable_ops_are_configured_but_never_quantized(tmp_path):
+    # nndct configures every quantizable node's group end whatever its dtype: `h * w` of sizes (smp's MAnet)
+    # is an elemwise_mul entry with a null fix position; so is an adaptive pool whose output size does not
+    # divide its input's (smp's PSPNet), which nndct leaves unquantized
+    class M(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.conv = nn.Conv2d(3, 4, 1)
+            self.pool = nn.AdaptiveAvgPool2d(3)
+            self.head = nn.Conv2d(4, 4, 1)
+
+        def forward(self, x):
+            y = self.conv(x)
+            n, c, h, w = y.size()
+            z = y.view(n, c, h * w).softmax(-1).view(n, c, h, w)
+            return z + F.interpolate(self.head(self.pool(y)), size=(h, w))
+
+    from container_payload.backends.portable import PortableBackend
+    model = M().eval()
+    g = capture(model, torch.randn(1, 3, 8, 8), relu6_as_relu=False)
+    mul = next(n for n in g.nodes if n.op == "elemwise_mul")
+    pool = next(n for n in g.nodes if n.op == "adaptive_avg_pool2d")
+    assert mul.name in g.output_keys and mul.attrs["skip_quant"] and not mul.float_out
+    assert pool.name in g.output_keys and pool.attrs["skip_quant"]
+    b = PortableBackend(model, str(tmp_path), (3, 8, 8), quant_opt=0)
+    b.calibrate([torch.randn(2, 3, 8, 8) for _ in range(2)])
+    out = b.quant_info["output"]
+    assert out["M::" + mul.name] == [[8, None]] and out["M::" + pool.name] == [[8, None]]
+    assert all(v[0][1] is not None for k, v in out.items() if k not in ("M::" + mul.name, "M::" + pool.name))
+    with torch.no_grad():
+        assert b.quantized()(torch.randn(1, 3, 8, 8)).shape == (1, 4, 8, 8)

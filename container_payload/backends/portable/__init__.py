@@ -73,7 +73,8 @@ class PortableBackend(Backend):
         if self._calib is None:
             raise BackendError("calibration got no samples")
         fps = self._calib.fix_positions()
-        missing = [k for k in self._graph.output_keys if k not in fps["output"]]
+        skipped = {n.name for n in self._graph.nodes if n.attrs.get("skip_quant")}
+        missing = [k for k in self._graph.output_keys if k not in fps["output"] and k not in skipped]
         if missing:
             raise BackendError("calibration never reached {}".format(", ".join(missing)))
         self.adjustments = adjust(self._graph, fps)
@@ -98,7 +99,8 @@ class PortableBackend(Backend):
             params[node.weight_name] = [[fxp.BIT_WIDTH, fps["param"][node.weight_name]]]
             if node.bias_name:
                 params[node.bias_name] = [[fxp.BIT_WIDTH, fps["param"][node.bias_name]]]
-        outputs = {g.full(k): [[fxp.BIT_WIDTH, fps["output"][k]]] for k in g.output_keys}
+        # a configured output never quantized (an int tensor, a non-divisible adaptive pool) is null, as in nndct's
+        outputs = {g.full(k): [[fxp.BIT_WIDTH, fps["output"].get(k)]] for k in g.output_keys}
         return {
             "param": params,
             "output": outputs,

@@ -33,7 +33,10 @@ What nndct does and where it says so (Xilinx/Vitis-AI src/vai_quantizer/vai_q_py
 - Which outputs are quantized (nndct_shared/quantization/quant_strategy.py `_get_default_quant_config`): the
   group end of every quantizable node, then the group end of every parent of a quantizable node that is not
   input or concat (so an unsupported op feeding a conv gets its output quantized too), provided that end puts
-  out a float tensor (a `shape` node's int output is skipped).
+  out a float tensor (a `shape` node's int output is skipped). The first rule has no such check: a quantizable
+  node with an int result (`h * w`, `8 - h % 8` of sizes) is configured and never quantized, and so is an
+  adaptive average pool whose output size does not divide its input's; quant_info.json gives both a null fix
+  position (seen on real runs: smp MAnet's `nndct_elemwise_mul_61`, PSPNet's and VGG's pools).
 - Shape arithmetic. nndct parses a torch.jit trace (pytorch_nndct/parse/trace_helper.py). The tracer emits one
   `aten::size(x, d)` per dimension, in order, where `x.shape` / `x.size()` is read (one where `x.size(d)` is);
   the unused ones are dropped (`_jit_pass_dce` in pytorch_nndct/utils/jit_utils.py `_optimize_graph_19`). Each
@@ -624,6 +627,12 @@ def _set_attrs(node: Node, n, base: str, a: List[int], g: Graph, param_of: Dict[
         node.attrs["negative_slope"] = float(c.get(a[1], 0.01)) if len(a) > 1 else 0.01
     elif op == "avgpool":
         node.attrs["kernel"] = _pair(c[a[1]])
+    elif op == "adaptive_avg_pool2d":
+        # nndct leaves an adaptive pool whose output size does not divide its input's unquantized, from the
+        # first batch on (pytorch_nndct/nn/modules/adaptive_avg_pool.py); quant_info.json lists it with null
+        si, so = n.inputsAt(0).type().sizes(), n.output().type().sizes()
+        if si is not None and so is not None and any(o == 0 or i % o for i, o in zip(si[2:], so[2:])):
+            node.attrs["skip_quant"] = True
     elif op == "resize":
         node.attrs["mode"] = "nearest" if base == "upsample_nearest2d" else "bilinear"
     elif op == "shape":
@@ -797,8 +806,13 @@ def _group(g: Graph) -> None:
     keys: List[str] = []
     for n in g.nodes:
         end = g.quant_out[n.name]
-        if n.op in QUANTIZABLE and end.name not in keys and end.float_out:
+        if n.op in QUANTIZABLE and end.name not in keys:
+            # every quantizable node's group end is configured, whatever its dtype (torch_qstrategy.py
+            # TorchNndctQstrategy.create_quant_config checks the dtype for the parents' ends only): an int end, as
+            # `h * w` of sizes, is never quantized and quant_info.json lists it with a null fix position
             keys.append(end.name)
+            if not end.float_out:
+                end.attrs["skip_quant"] = True
     for n in g.nodes:
         if n.op in QUANTIZABLE and n.op not in ("input", "concat"):
             for p in n.parents:
