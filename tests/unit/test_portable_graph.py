@@ -371,3 +371,37 @@ def test_int_results_of_quantizable_ops_are_configured_but_never_quantized(tmp_p
     assert all(v[0][1] is not None for k, v in out.items() if k not in ("M::" + mul.name, "M::" + pool.name))
     with torch.no_grad():
         assert b.quantized()(torch.randn(1, 3, 8, 8)).shape == (1, 4, 8, 8)
+
+
+class _Eca(nn.Module):
+    """timm's EcaModule: a Conv1d over the pooled channels, a sigmoid gate."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.stem = nn.Conv2d(3, 8, 3, padding=1)
+        self.conv = nn.Conv1d(1, 1, 3, padding=1, bias=False)
+
+    def forward(self, x):
+        x = self.stem(x)
+        y = x.mean((2, 3)).view(x.shape[0], 1, -1)
+        y = self.conv(y).sigmoid().view(x.shape[0], -1, 1, 1)
+        return x * y.expand_as(x)
+
+
+def test_conv1d_is_a_quantized_conv(tmp_path):
+    # parse/op_dispatcher.py: a 3-d weight is NNDCT_OP.CONV1D, quantizable, its weight configured; seen on timm's
+    # ecaresnet26t: `se.conv.weight`, `nndct_conv1d_N`, and the float mean feeding it quantized as `aten_mean_N`
+    from container_payload.backends.portable import PortableBackend
+    model = _Eca().eval()
+    x = torch.randn(2, 3, 8, 8)
+    g = capture(model, x, relu6_as_relu=False)
+    conv = next(n for n in g.nodes if n.op == "conv1d")
+    assert conv.weight_name == "_Eca::conv.weight" and conv.bias_name == ""
+    mean = next(n for n in g.nodes if n.op == "aten::mean")
+    assert conv.name in g.output_keys and mean.name in g.output_keys
+    with torch.no_grad():
+        torch.testing.assert_close(float_run(g, x), model(x))
+    b = PortableBackend(model, str(tmp_path), (3, 8, 8), quant_opt=3)
+    b.calibrate([torch.randn(2, 3, 8, 8) for _ in range(2)])
+    assert isinstance(b.quant_info["param"]["_Eca::conv.weight"][0][1], int)
+

@@ -66,9 +66,12 @@ from .. import BackendError
 LEAKY_SLOPE = 26.0 / 256.0  # 0.1015625: the DPU's leaky relu (pytorch_nndct/nn/modules/leaky_relu.py)
 
 CONV_OPS = ("conv2d", "depthwise_conv2d", "conv_transpose_2d", "depthwise_conv_transpose_2d")
-PARAM_OPS = CONV_OPS + ("dense",)
+# nn.Conv1d (timm's ECA gate): quantized like a conv, but no BatchNorm folding and no equalization for it
+# (commander.py's FuseBnToConv patterns and _CLE_TYPES are 2d/3d only)
+CONV1D_OPS = ("conv1d",)
+PARAM_OPS = CONV_OPS + CONV1D_OPS + ("dense",)
 # NndctGraphHolder.QUANTIZABLE_OPS (nndct_shared/nndct_graph/nndctgraph_holder.py), short names
-QUANTIZABLE = frozenset(CONV_OPS + (
+QUANTIZABLE = frozenset(CONV_OPS + CONV1D_OPS + (
     "dense", "batch_norm", "layer_norm", "instance_norm", "group_norm", "input", "maxpool", "avgpool",
     "adaptive_avg_pool2d", "concat", "elemwise_add", "elemwise_mul", "elemwise_div", "elementwise_sub", "rsub",
     "max", "min", "mean", "sum", "resize", "pad", "hswish", "hsigmoid", "matmul", "softmax", "prelu", "sqrt",
@@ -565,7 +568,7 @@ def _op_name(n, base: str, ins, arg_ids: List[int], g: Graph, param_of) -> str:
     if base in ("_convolution", "conv2d", "conv_transpose2d"):
         w = g.consts.get(arg_ids[1])
         if not isinstance(w, torch.Tensor) or arg_ids[1] not in param_of or w.dim() != 4:
-            return n.kind()
+            return _conv1d_name(n, base, arg_ids, g, param_of)
         transposed = bool(g.consts.get(arg_ids[6])) if base == "_convolution" else base == "conv_transpose2d"
         groups = int(g.consts.get(arg_ids[8 if base == "_convolution" else 6], 1))
         if transposed:  # weight [in, out/groups, kh, kw]
@@ -594,10 +597,22 @@ def _op_name(n, base: str, ins, arg_ids: List[int], g: Graph, param_of) -> str:
     return _ATEN.get(base, n.kind())
 
 
+def _conv1d_name(n, base: str, arg_ids: List[int], g: Graph, param_of) -> str:
+    """parse/op_dispatcher.py _convolution: a 3-d weight is TorchConv1d, NNDCT_OP.CONV1D unless depthwise
+    (DEPTHWISE_CONV1D is not among the quantizable ops: not emulated, it runs in float under its aten name)."""
+    w = g.consts.get(arg_ids[1])
+    if base != "_convolution" or not isinstance(w, torch.Tensor) or arg_ids[1] not in param_of or w.dim() != 3 or \
+            g.consts.get(arg_ids[6]):
+        return n.kind()
+    groups = int(g.consts.get(arg_ids[8], 1))
+    cin = w.shape[1] * groups
+    return n.kind() if groups != 1 and groups == cin and w.shape[0] % cin == 0 else "conv1d"
+
+
 def _set_attrs(node: Node, n, base: str, a: List[int], g: Graph, param_of: Dict[int, str]) -> None:
     c = g.consts
     op = node.op
-    if op in CONV_OPS:
+    if op in CONV_OPS or op in CONV1D_OPS:
         if base == "_convolution":
             node.attrs.update(stride=_pair(c[a[3]]), padding=_pair(c[a[4]]), dilation=_pair(c[a[5]]),
                               output_padding=_pair(c[a[7]]), groups=int(c[a[8]]))
