@@ -405,3 +405,28 @@ def test_conv1d_is_a_quantized_conv(tmp_path):
     b.calibrate([torch.randn(2, 3, 8, 8) for _ in range(2)])
     assert isinstance(b.quant_info["param"]["_Eca::conv.weight"][0][1], int)
 
+
+def test_a_parameter_read_by_a_quantizable_op_is_configured_null(tmp_path):
+    # parse/parser.py binds a parameter input as a free param of its node; torch_qstrategy.py configures the
+    # params of quantizable nodes, and an add never quantizes it: ViT's `x + self.pos_embed` gives
+    # "VisionTransformer::pos_embed": [[8, null]] (seen on a real run); an expand's (cls_token) is not configured
+    class M(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.conv = nn.Conv2d(3, 4, 1)
+            self.pos = nn.Parameter(torch.randn(1, 4, 8, 8))
+            self.tok = nn.Parameter(torch.randn(1, 4, 1, 8))
+
+        def forward(self, x):
+            y = self.conv(x) + self.pos
+            return torch.cat([self.tok.expand(y.shape[0], -1, -1, -1), y], 2)
+
+    from container_payload.backends.portable import PortableBackend
+    model = M().eval()
+    g = capture(model, torch.randn(1, 3, 8, 8), relu6_as_relu=False)
+    assert g.null_params == ["M::pos"]
+    b = PortableBackend(model, str(tmp_path / "a"), (3, 8, 8), quant_opt=0)
+    b.calibrate([torch.randn(2, 3, 8, 8)])
+    assert b.quant_info["param"]["M::pos"] == [[8, None]] and "M::tok" not in b.quant_info["param"]
+    again = PortableBackend(model, str(tmp_path / "b"), (3, 8, 8), quant_opt=0)
+    again.load(b.quant_info, None, torch.randn(1, 3, 8, 8))  # its own quant_info.json is accepted back

@@ -187,6 +187,9 @@ class Graph:
         self.quant_out: Dict[str, Node] = {}
         self.output_keys: List[str] = []  # names whose outputs are quantized, in nndct's config order
         self.unsupported: List[str] = []  # ops run in float, for the log
+        # parameters a quantizable op without parameters of its own reads (ViT's pos_embed in an add): nndct
+        # configures them (torch_qstrategy.py: every param of a quantizable node) and never quantizes them
+        self.null_params: List[str] = []
 
     def full(self, name: str) -> str:
         return "{}::{}".format(self.prefix, name)
@@ -485,6 +488,10 @@ def capture(model: nn.Module, sample: torch.Tensor, *, relu6_as_relu: bool) -> G
             producer[o.unique()] = [node]
         if base == "slice":
             node.attrs["slice_chain"] = outs[0].unique()
+        # parameters read directly by the op, lists unpacked (parse/parser.py binds each as a free param of the
+        # node: a quantizable op's are configured, and stay null unless the op quantizes them, as ViT's pos_embed)
+        free = [v for v in ins for v in (v.node().inputs() if v.node().kind() == "prim::ListConstruct" else [v])]
+        node.attrs["free_params"] = [param_of[rid(v)] for v in free if rid(v) in param_of]
         if base == "cat" and ins[0].node().kind() == "prim::ListConstruct":
             # each piece's producers and its size along the concat's axis (for BatchNorm folding over a concat)
             dim = g.consts.get(arg_ids[1]) if len(arg_ids) > 1 else 0
@@ -835,3 +842,12 @@ def _group(g: Graph) -> None:
                 if end.name not in keys and end.op != "shape" and end.float_out:  # int output: not quantized
                     keys.append(end.name)
     g.output_keys = keys
+    seen = {n.weight_name for n in g.nodes} | {n.bias_name for n in g.nodes}
+    g.null_params = []
+    for n in g.nodes:
+        if n.op in QUANTIZABLE and not (n.weight is not None and n.weight_name):
+            for key in n.attrs.get("free_params", ()):
+                name = g.full(key)
+                if name not in seen:
+                    seen.add(name)
+                    g.null_params.append(name)
