@@ -466,6 +466,7 @@ def capture(model: nn.Module, sample: torch.Tensor, *, relu6_as_relu: bool) -> G
                     ins[0].type().kind() == "TensorType":
                 dtype = _DTYPES.get(ins[0].type().scalarType() or "Float", torch.float32)
                 arg_ids[1] = _const_node(g, torch.tensor(g.consts[arg_ids[1]], dtype=dtype), scalar_consts, producer)
+                scalar_consts[-1].attrs["made_for"] = (base, n)
                 fn = _BINARY[base]
             elif vk == "TensorType" and g.consts.get(arg_ids[i]) is not None:
                 if arg_ids[i] not in const_of:
@@ -506,7 +507,7 @@ def capture(model: nn.Module, sample: torch.Tensor, *, relu6_as_relu: bool) -> G
     if len(rets) != 1:
         raise BackendError("{}.forward must return one tensor".format(prefix))
     g.output_id = rid(rets[0])
-    front = scalar_consts + tensor_consts
+    front = _dfs_order(graph, g.input_id, scalar_consts) + tensor_consts
     g.nodes = front + g.nodes
     g.steps = [c.step for c in front] + g.steps
     _drop_dead(g)
@@ -517,6 +518,48 @@ def capture(model: nn.Module, sample: torch.Tensor, *, relu6_as_relu: bool) -> G
     _init_params(g)
     _group(g)
     return g
+
+
+def _dfs_order(graph, input_id: int, consts: List[Node]) -> List[Node]:
+    """The plain-number const nodes in nndct's order: opt_pass.py transform_const_scalar_to_const_tensor takes
+    the binary ops (add, sub, mul, div, rsub, remainder) pattern by pattern, the patterns in the order
+    GraphSearcher's depth-first walk from the input first matched them (node_sets is a dict), each pattern's
+    nodes in the walk's order (children in graph order, a visited node not entered again), not in execution
+    order. Seen on a real run of tests/unit/test_portable_ops.py's PadToMultiple: const_0..3 feed the four
+    remainders, const_4..5 the two rsubs."""
+    if len(consts) < 2:
+        return consts
+    position = {}
+    order = list(graph.nodes())
+    for i, node in enumerate(order):
+        position[node] = i
+    users: Dict[int, list] = {}
+    for node in order:
+        for v in node.inputs():
+            users.setdefault(v.unique(), [])
+            if node not in users[v.unique()]:
+                users[v.unique()].append(node)
+    rank: Dict[Any, int] = {}
+    stack = sorted(users.get(input_id, []), key=position.get, reverse=True)
+    while stack:
+        node = stack.pop()
+        if node in rank:
+            continue
+        rank[node] = len(rank)
+        children = []
+        for o in node.outputs():
+            for c in users.get(o.unique(), []):
+                if c not in children:
+                    children.append(c)
+        stack.extend(sorted(children, key=position.get, reverse=True))
+    unreached = len(order)
+    walk = sorted(consts, key=lambda c: rank.get(c.attrs["made_for"][1], unreached + position[c.attrs["made_for"][1]]))
+    # GraphSearcher's node_sets is keyed by pattern in the order the walk first matched each
+    kinds: List[str] = []
+    for c in walk:
+        if c.attrs["made_for"][0] not in kinds:
+            kinds.append(c.attrs["made_for"][0])
+    return sorted(walk, key=lambda c: kinds.index(c.attrs["made_for"][0]))
 
 
 def _const_node(g: Graph, t: torch.Tensor, into: List[Node], producer: Dict[int, List[Node]]) -> int:
