@@ -430,3 +430,32 @@ def test_a_parameter_read_by_a_quantizable_op_is_configured_null(tmp_path):
     assert b.quant_info["param"]["M::pos"] == [[8, None]] and "M::tok" not in b.quant_info["param"]
     again = PortableBackend(model, str(tmp_path / "b"), (3, 8, 8), quant_opt=0)
     again.load(b.quant_info, None, torch.randn(1, 3, 8, 8))  # its own quant_info.json is accepted back
+
+
+class _StdConv(nn.Module):
+    """timm's ScaledStdConv2d: the weight standardized with F.batch_norm(training=True), a computed gain."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.weight = nn.Parameter(torch.randn(4, 3, 3, 3))
+        self.gain = nn.Parameter(torch.rand(4, 1, 1, 1) + 0.5)
+        self.head = nn.Conv2d(4, 2, 1)
+
+    def forward(self, x):
+        w = F.batch_norm(self.weight.reshape(1, 4, -1), None, None, weight=(self.gain * 0.2).view(-1),
+                         training=True, momentum=0.0, eps=1e-5).reshape_as(self.weight)
+        return self.head(F.relu(F.conv2d(x, w, padding=1)))
+
+
+def test_batchnorm_with_a_computed_weight_is_a_float_op_and_the_input_of_a_float_op_is_not_quantized():
+    # nndct's dispatcher raises on a batch_norm whose weight is not a parameter and keeps it as `aten::batch_norm`
+    # (seen on timm's nf_resnet26: aten_batch_norm_49, aten__convolution_51); an input whose only child is such a
+    # float op gets no entry (nf_resnet26's quant_info.json has no nndct_input_N)
+    model = _StdConv().eval()
+    x = torch.randn(2, 3, 8, 8)
+    g = capture(model, x, relu6_as_relu=False)
+    ops = [n.op for n in g.nodes]
+    assert "aten::batch_norm" in ops and "aten::_convolution" in ops and "batch_norm" not in ops
+    assert "nndct_input_" + str(ops.index("input")) not in g.output_keys
+    with torch.no_grad():
+        torch.testing.assert_close(float_run(g, x), model(x))

@@ -453,7 +453,8 @@ def capture(model: nn.Module, sample: torch.Tensor, *, relu6_as_relu: bool) -> G
             producer[outs[0].unique()] = [head]
             head.attrs["slice_chain"] = outs[0].unique()
             continue
-        if base == "batch_norm" and _fold_bn_into(g, producer.get(arg_ids[0], []), arg_ids, consumers, ins):
+        if base == "batch_norm" and not _bn_computed_affine(ins, arg_ids, param_of) and \
+                _fold_bn_into(g, producer.get(arg_ids[0], []), arg_ids, consumers, ins):
             alias[outs[0].unique()] = arg_ids[0]
             continue
         op = _op_name(n, base, ins, arg_ids, g, param_of)
@@ -629,6 +630,8 @@ def _op_name(n, base: str, ins, arg_ids: List[int], g: Graph, param_of) -> str:
         if base == "div" and len(ins) > 2:
             return n.kind()  # rounding_mode: not the dispatcher's div
         return {"add": "elemwise_add", "mul": "elemwise_mul", "sub": "elementwise_sub", "div": "elemwise_div"}[base]
+    if base == "batch_norm" and _bn_computed_affine(ins, arg_ids, param_of):
+        return n.kind()
     if base == "hardtanh":
         lo, hi = g.consts.get(arg_ids[1]), g.consts.get(arg_ids[2])
         if lo == 0.0 and hi == 6.0:
@@ -657,6 +660,15 @@ def _conv1d_name(n, base: str, arg_ids: List[int], g: Graph, param_of) -> str:
     groups = int(g.consts.get(arg_ids[8], 1))
     cin = w.shape[1] * groups
     return n.kind() if groups != 1 and groups == cin and w.shape[0] % cin == 0 else "conv1d"
+
+
+def _bn_computed_affine(ins, arg_ids: List[int], param_of) -> bool:
+    """A batch_norm whose weight or bias is computed by an op, not a parameter (timm's ScaledStdConv2d
+    standardizes conv weights with F.batch_norm(w, None, None, weight=gain * scale, training=True)): nndct's
+    dispatcher raises on it ("weight or bias is not a constant param!", parse/op_dispatcher.py batch_norm) and
+    the parser keeps it as the float op `aten::batch_norm` (parser.py _create_op falls back to default)."""
+    return any(len(ins) > i and ins[i].node().kind() != "prim::Constant" and arg_ids[i] not in param_of
+               for i in (1, 2))
 
 
 def _set_attrs(node: Node, n, base: str, a: List[int], g: Graph, param_of: Dict[int, str]) -> None:
@@ -884,6 +896,10 @@ def _group(g: Graph) -> None:
                 end = g.quant_out[p.name]
                 if end.name not in keys and end.op != "shape" and end.float_out:  # int output: not quantized
                     keys.append(end.name)
+    for n in g.nodes:
+        # torch_qstrategy.py: an input whose only child is a float custom op is not quantized (its entry deleted)
+        if n.op == "input" and len(n.children) == 1 and n.children[0].custom and g.quant_out[n.name].name in keys:
+            keys.remove(g.quant_out[n.name].name)
     g.output_keys = keys
     seen = {n.weight_name for n in g.nodes} | {n.bias_name for n in g.nodes}
     g.null_params = []
