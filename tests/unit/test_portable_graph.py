@@ -301,3 +301,161 @@ def test_size_of_a_skip_tensor():
     assert [n.attrs["dim"] for n in g.nodes[3:9]] == [0, 1, 2, 3, 2, 3]
     with torch.no_grad():
         torch.testing.assert_close(float_run(g, x), model(x))
+
+
+class _MixedConvBN(nn.Module):
+    """timm's MixedConv2d: the channels split, one conv per piece, concatenated, then one BatchNorm."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.ModuleList([nn.Conv2d(2, 3, 3, padding=1, bias=False), nn.Conv2d(2, 5, 5, padding=2)])
+        self.bn = nn.BatchNorm2d(8)
+        self.relu = nn.ReLU()
+
+    def forward(self, x):
+        pieces = torch.split(x, [2, 2], 1)
+        return self.relu(self.bn(torch.cat([c(p) for c, p in zip(self.conv, pieces, strict=True)], 1)))
+
+
+def test_batchnorm_after_a_concat_of_convs_is_folded_into_each():
+    # nndct's FuseBnToConv pattern [conv, concat, bn]: each conv takes its channels' slice, the BN goes
+    model = _settle_bn(_MixedConvBN(), None)
+    x = torch.randn(2, 4, 8, 8)
+    g = capture(model, x, relu6_as_relu=False)
+    assert [n.op for n in g.nodes if n.op != "strided_slice"] == ["input", "conv2d", "conv2d", "concat", "relu"]
+    convs = [n for n in g.nodes if n.op == "conv2d"]
+    assert [c.bias_name for c in convs] == ["_MixedConvBN::conv.0.bias", "_MixedConvBN::conv.1.bias"]
+    with torch.no_grad():
+        torch.testing.assert_close(float_run(g, x), model(x), rtol=1e-5, atol=1e-5)
+
+
+def test_batchnorm_after_a_concat_with_a_non_conv_input_stays():
+    class M(_MixedConvBN):
+        def forward(self, x):
+            pieces = torch.split(x, [2, 2], 1)
+            return self.bn(torch.cat([self.conv[0](pieces[0]), self.conv[1](pieces[1]).relu()], 1))
+
+    g = capture(_settle_bn(M(), None), torch.randn(1, 4, 8, 8), relu6_as_relu=False)
+    assert "batch_norm" in [n.op for n in g.nodes]
+    assert g.nodes[[n.op for n in g.nodes].index("conv2d")].bias_name == ""
+
+
+def test_int_results_of_quantizable_ops_are_configured_but_never_quantized(tmp_path):
+    # nndct configures every quantizable node's group end whatever its dtype: `h * w` of sizes (smp's MAnet)
+    # is an elemwise_mul entry with a null fix position; so is an adaptive pool whose output size does not
+    # divide its input's (smp's PSPNet), which nndct leaves unquantized
+    class M(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.conv = nn.Conv2d(3, 4, 1)
+            self.pool = nn.AdaptiveAvgPool2d(3)
+            self.head = nn.Conv2d(4, 4, 1)
+
+        def forward(self, x):
+            y = self.conv(x)
+            n, c, h, w = y.size()
+            z = y.view(n, c, h * w).softmax(-1).view(n, c, h, w)
+            return z + F.interpolate(self.head(self.pool(y)), size=(h, w))
+
+    from container_payload.backends.portable import PortableBackend
+    model = M().eval()
+    g = capture(model, torch.randn(1, 3, 8, 8), relu6_as_relu=False)
+    mul = next(n for n in g.nodes if n.op == "elemwise_mul")
+    pool = next(n for n in g.nodes if n.op == "adaptive_avg_pool2d")
+    assert mul.name in g.output_keys and mul.attrs["skip_quant"] and not mul.float_out
+    assert pool.name in g.output_keys and pool.attrs["skip_quant"]
+    b = PortableBackend(model, str(tmp_path), (3, 8, 8), quant_opt=0)
+    b.calibrate([torch.randn(2, 3, 8, 8) for _ in range(2)])
+    out = b.quant_info["output"]
+    assert out["M::" + mul.name] == [[8, None]] and out["M::" + pool.name] == [[8, None]]
+    assert all(v[0][1] is not None for k, v in out.items() if k not in ("M::" + mul.name, "M::" + pool.name))
+    with torch.no_grad():
+        assert b.quantized()(torch.randn(1, 3, 8, 8)).shape == (1, 4, 8, 8)
+
+
+class _Eca(nn.Module):
+    """timm's EcaModule: a Conv1d over the pooled channels, a sigmoid gate."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.stem = nn.Conv2d(3, 8, 3, padding=1)
+        self.conv = nn.Conv1d(1, 1, 3, padding=1, bias=False)
+
+    def forward(self, x):
+        x = self.stem(x)
+        y = x.mean((2, 3)).view(x.shape[0], 1, -1)
+        y = self.conv(y).sigmoid().view(x.shape[0], -1, 1, 1)
+        return x * y.expand_as(x)
+
+
+def test_conv1d_is_a_quantized_conv(tmp_path):
+    # parse/op_dispatcher.py: a 3-d weight is NNDCT_OP.CONV1D, quantizable, its weight configured; seen on timm's
+    # ecaresnet26t: `se.conv.weight`, `nndct_conv1d_N`, and the float mean feeding it quantized as `aten_mean_N`
+    from container_payload.backends.portable import PortableBackend
+    model = _Eca().eval()
+    x = torch.randn(2, 3, 8, 8)
+    g = capture(model, x, relu6_as_relu=False)
+    conv = next(n for n in g.nodes if n.op == "conv1d")
+    assert conv.weight_name == "_Eca::conv.weight" and conv.bias_name == ""
+    mean = next(n for n in g.nodes if n.op == "aten::mean")
+    assert conv.name in g.output_keys and mean.name in g.output_keys
+    with torch.no_grad():
+        torch.testing.assert_close(float_run(g, x), model(x))
+    b = PortableBackend(model, str(tmp_path), (3, 8, 8), quant_opt=3)
+    b.calibrate([torch.randn(2, 3, 8, 8) for _ in range(2)])
+    assert isinstance(b.quant_info["param"]["_Eca::conv.weight"][0][1], int)
+
+
+def test_a_parameter_read_by_a_quantizable_op_is_configured_null(tmp_path):
+    # parse/parser.py binds a parameter input as a free param of its node; torch_qstrategy.py configures the
+    # params of quantizable nodes, and an add never quantizes it: ViT's `x + self.pos_embed` gives
+    # "VisionTransformer::pos_embed": [[8, null]] (seen on a real run); an expand's (cls_token) is not configured
+    class M(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.conv = nn.Conv2d(3, 4, 1)
+            self.pos = nn.Parameter(torch.randn(1, 4, 8, 8))
+            self.tok = nn.Parameter(torch.randn(1, 4, 1, 8))
+
+        def forward(self, x):
+            y = self.conv(x) + self.pos
+            return torch.cat([self.tok.expand(y.shape[0], -1, -1, -1), y], 2)
+
+    from container_payload.backends.portable import PortableBackend
+    model = M().eval()
+    g = capture(model, torch.randn(1, 3, 8, 8), relu6_as_relu=False)
+    assert g.null_params == ["M::pos"]
+    b = PortableBackend(model, str(tmp_path / "a"), (3, 8, 8), quant_opt=0)
+    b.calibrate([torch.randn(2, 3, 8, 8)])
+    assert b.quant_info["param"]["M::pos"] == [[8, None]] and "M::tok" not in b.quant_info["param"]
+    again = PortableBackend(model, str(tmp_path / "b"), (3, 8, 8), quant_opt=0)
+    again.load(b.quant_info, None, torch.randn(1, 3, 8, 8))  # its own quant_info.json is accepted back
+
+
+class _StdConv(nn.Module):
+    """timm's ScaledStdConv2d: the weight standardized with F.batch_norm(training=True), a computed gain."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.weight = nn.Parameter(torch.randn(4, 3, 3, 3))
+        self.gain = nn.Parameter(torch.rand(4, 1, 1, 1) + 0.5)
+        self.head = nn.Conv2d(4, 2, 1)
+
+    def forward(self, x):
+        w = F.batch_norm(self.weight.reshape(1, 4, -1), None, None, weight=(self.gain * 0.2).view(-1),
+                         training=True, momentum=0.0, eps=1e-5).reshape_as(self.weight)
+        return self.head(F.relu(F.conv2d(x, w, padding=1)))
+
+
+def test_batchnorm_with_a_computed_weight_is_a_float_op_and_the_input_of_a_float_op_is_not_quantized():
+    # nndct's dispatcher raises on a batch_norm whose weight is not a parameter and keeps it as `aten::batch_norm`
+    # (seen on timm's nf_resnet26: aten_batch_norm_49, aten__convolution_51); an input whose only child is such a
+    # float op gets no entry (nf_resnet26's quant_info.json has no nndct_input_N)
+    model = _StdConv().eval()
+    x = torch.randn(2, 3, 8, 8)
+    g = capture(model, x, relu6_as_relu=False)
+    ops = [n.op for n in g.nodes]
+    assert "aten::batch_norm" in ops and "aten::_convolution" in ops and "batch_norm" not in ops
+    assert "nndct_input_" + str(ops.index("input")) not in g.output_keys
+    with torch.no_grad():
+        torch.testing.assert_close(float_run(g, x), model(x))

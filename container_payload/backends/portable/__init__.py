@@ -76,7 +76,8 @@ class PortableBackend(Backend):
         if self._calib is None:
             raise BackendError("calibration got no samples")
         fps = self._calib.fix_positions()
-        missing = [k for k in self._graph.output_keys if k not in fps["output"]]
+        skipped = {n.name for n in self._graph.nodes if n.attrs.get("skip_quant")}
+        missing = [k for k in self._graph.output_keys if k not in fps["output"] and k not in skipped]
         if missing:
             raise BackendError("calibration never reached {}".format(", ".join(missing)))
         self.adjustments = adjust(self._graph, fps)
@@ -101,7 +102,10 @@ class PortableBackend(Backend):
             params[node.weight_name] = [[fxp.BIT_WIDTH, fps["param"][node.weight_name]]]
             if node.bias_name:
                 params[node.bias_name] = [[fxp.BIT_WIDTH, fps["param"][node.bias_name]]]
-        outputs = {g.full(k): [[fxp.BIT_WIDTH, fps["output"][k]]] for k in g.output_keys}
+        for name in g.null_params:
+            params[name] = [[fxp.BIT_WIDTH, None]]
+        # a configured output never quantized (an int tensor, a non-divisible adaptive pool) is null, as in nndct's
+        outputs = {g.full(k): [[fxp.BIT_WIDTH, fps["output"].get(k)]] for k in g.output_keys}
         return {
             "param": params,
             "output": outputs,
@@ -121,6 +125,7 @@ class PortableBackend(Backend):
         fps = {"param": {k: v[0][1] for k, v in quant_info["param"].items()},
                "output": {k.split("::", 1)[-1]: v[0][1] for k, v in quant_info["output"].items()}}
         params = {n for node in g.nodes if has_params(node) for n in (node.weight_name, node.bias_name) if n}
+        params.update(g.null_params)
         outputs = set(g.output_keys)
         wrong = sorted(params.symmetric_difference(fps["param"])) + sorted(
             g.full(k) for k in outputs.symmetric_difference(fps["output"]))

@@ -158,6 +158,8 @@ class Runner:
         a = node.attrs
         if node.op in ("conv2d", "depthwise_conv2d"):
             return F.conv2d(x, w, b, a["stride"], a["padding"], a["dilation"], a["groups"])
+        if node.op == "conv1d":
+            return F.conv1d(x, w, b, a["stride"], a["padding"], a["dilation"], a["groups"])
         if node.op in ("conv_transpose_2d", "depthwise_conv_transpose_2d"):
             return F.conv_transpose2d(x, w, b, a["stride"], a["padding"], a["output_padding"], a["groups"],
                                       a["dilation"])

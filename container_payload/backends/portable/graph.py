@@ -18,7 +18,9 @@ What nndct does and where it says so (Xilinx/Vitis-AI src/vai_quantizer/vai_q_py
   and on the op zoo of tests/unit/test_portable_ops.py.
 - BatchNorm after a conv or conv-transpose is folded into it, w' = w * s, b' = b * s + beta - mean * s with
   s = gamma / sqrt(var + eps) (nndct_shared/optimization/fuse_conv_bn.py); a conv without bias gains
-  `<module>.bias`. Dropout (aten::dropout, and aten::feature_dropout, which the dispatcher maps to it) is removed
+  `<module>.bias`. A BatchNorm after a concat of convs (read by nothing else) is folded into each of them, with
+  its channels' slice of s (commander.py FuseBnToConv's [conv, concat, bn] patterns; timm's MixedConv2d).
+  Dropout (aten::dropout, and aten::feature_dropout, which the dispatcher maps to it) is removed
   (nndct_shared/optimization/optimizer.py).
 - Node names are `nndct_<op>_<n>`, n the index in the BN-folded graph in execution order (DESIGN.md section 9,
   seen on real runs); op names are NNDCT_OP's values (nndct_shared/base/key_names.py).
@@ -31,7 +33,10 @@ What nndct does and where it says so (Xilinx/Vitis-AI src/vai_quantizer/vai_q_py
 - Which outputs are quantized (nndct_shared/quantization/quant_strategy.py `_get_default_quant_config`): the
   group end of every quantizable node, then the group end of every parent of a quantizable node that is not
   input or concat (so an unsupported op feeding a conv gets its output quantized too), provided that end puts
-  out a float tensor (a `shape` node's int output is skipped).
+  out a float tensor (a `shape` node's int output is skipped). The first rule has no such check: a quantizable
+  node with an int result (`h * w`, `8 - h % 8` of sizes) is configured and never quantized, and so is an
+  adaptive average pool whose output size does not divide its input's; quant_info.json gives both a null fix
+  position (seen on real runs: smp MAnet's `nndct_elemwise_mul_61`, PSPNet's and VGG's pools).
 - Shape arithmetic. nndct parses a torch.jit trace (pytorch_nndct/parse/trace_helper.py). The tracer emits one
   `aten::size(x, d)` per dimension, in order, where `x.shape` / `x.size()` is read (one where `x.size(d)` is);
   the unused ones are dropped (`_jit_pass_dce` in pytorch_nndct/utils/jit_utils.py `_optimize_graph_19`). Each
@@ -61,9 +66,12 @@ from .. import BackendError
 LEAKY_SLOPE = 26.0 / 256.0  # 0.1015625: the DPU's leaky relu (pytorch_nndct/nn/modules/leaky_relu.py)
 
 CONV_OPS = ("conv2d", "depthwise_conv2d", "conv_transpose_2d", "depthwise_conv_transpose_2d")
-PARAM_OPS = CONV_OPS + ("dense",)
+# nn.Conv1d (timm's ECA gate): quantized like a conv, but no BatchNorm folding and no equalization for it
+# (commander.py's FuseBnToConv patterns and _CLE_TYPES are 2d/3d only)
+CONV1D_OPS = ("conv1d",)
+PARAM_OPS = CONV_OPS + CONV1D_OPS + ("dense",)
 # NndctGraphHolder.QUANTIZABLE_OPS (nndct_shared/nndct_graph/nndctgraph_holder.py), short names
-QUANTIZABLE = frozenset(CONV_OPS + (
+QUANTIZABLE = frozenset(CONV_OPS + CONV1D_OPS + (
     "dense", "batch_norm", "layer_norm", "instance_norm", "group_norm", "input", "maxpool", "avgpool",
     "adaptive_avg_pool2d", "concat", "elemwise_add", "elemwise_mul", "elemwise_div", "elementwise_sub", "rsub",
     "max", "min", "mean", "sum", "resize", "pad", "hswish", "hsigmoid", "matmul", "softmax", "prelu", "sqrt",
@@ -179,6 +187,9 @@ class Graph:
         self.quant_out: Dict[str, Node] = {}
         self.output_keys: List[str] = []  # names whose outputs are quantized, in nndct's config order
         self.unsupported: List[str] = []  # ops run in float, for the log
+        # parameters a quantizable op without parameters of its own reads (ViT's pos_embed in an add): nndct
+        # configures them (torch_qstrategy.py: every param of a quantizable node) and never quantizes them
+        self.null_params: List[str] = []
 
     def full(self, name: str) -> str:
         return "{}::{}".format(self.prefix, name)
@@ -442,7 +453,8 @@ def capture(model: nn.Module, sample: torch.Tensor, *, relu6_as_relu: bool) -> G
             producer[outs[0].unique()] = [head]
             head.attrs["slice_chain"] = outs[0].unique()
             continue
-        if base == "batch_norm" and _fold_bn_into(g, producer.get(arg_ids[0], []), arg_ids, consumers, ins):
+        if base == "batch_norm" and not _bn_computed_affine(ins, arg_ids, param_of) and \
+                _fold_bn_into(g, producer.get(arg_ids[0], []), arg_ids, consumers, ins):
             alias[outs[0].unique()] = arg_ids[0]
             continue
         op = _op_name(n, base, ins, arg_ids, g, param_of)
@@ -455,6 +467,7 @@ def capture(model: nn.Module, sample: torch.Tensor, *, relu6_as_relu: bool) -> G
                     ins[0].type().kind() == "TensorType":
                 dtype = _DTYPES.get(ins[0].type().scalarType() or "Float", torch.float32)
                 arg_ids[1] = _const_node(g, torch.tensor(g.consts[arg_ids[1]], dtype=dtype), scalar_consts, producer)
+                scalar_consts[-1].attrs["made_for"] = (base, n)
                 fn = _BINARY[base]
             elif vk == "TensorType" and g.consts.get(arg_ids[i]) is not None:
                 if arg_ids[i] not in const_of:
@@ -477,13 +490,25 @@ def capture(model: nn.Module, sample: torch.Tensor, *, relu6_as_relu: bool) -> G
             producer[o.unique()] = [node]
         if base == "slice":
             node.attrs["slice_chain"] = outs[0].unique()
+        # parameters read directly by the op, lists unpacked (parse/parser.py binds each as a free param of the
+        # node: a quantizable op's are configured, and stay null unless the op quantizes them, as ViT's pos_embed)
+        free = [v for v in ins for v in (v.node().inputs() if v.node().kind() == "prim::ListConstruct" else [v])]
+        node.attrs["free_params"] = [param_of[rid(v)] for v in free if rid(v) in param_of]
+        if base == "cat" and ins[0].node().kind() == "prim::ListConstruct":
+            # each piece's producers and its size along the concat's axis (for BatchNorm folding over a concat)
+            dim = g.consts.get(arg_ids[1]) if len(arg_ids) > 1 else 0
+            node.attrs["cat_dim"] = dim
+            pieces = list(ins[0].node().inputs())
+            sizes = [v.type().sizes() if v.type().kind() == "TensorType" else None for v in pieces]
+            if isinstance(dim, int) and all(sz is not None and -len(sz) <= dim < len(sz) for sz in sizes):
+                node.attrs["cat_parts"] = [(producer.get(rid(v), []), int(sz[dim])) for v, sz in zip(pieces, sizes)]
         g.steps.append(step)
         g.nodes.append(node)
     rets = list(graph.outputs())
     if len(rets) != 1:
         raise BackendError("{}.forward must return one tensor".format(prefix))
     g.output_id = rid(rets[0])
-    front = scalar_consts + tensor_consts
+    front = _dfs_order(graph, g.input_id, scalar_consts) + tensor_consts
     g.nodes = front + g.nodes
     g.steps = [c.step for c in front] + g.steps
     _drop_dead(g)
@@ -494,6 +519,48 @@ def capture(model: nn.Module, sample: torch.Tensor, *, relu6_as_relu: bool) -> G
     _init_params(g)
     _group(g)
     return g
+
+
+def _dfs_order(graph, input_id: int, consts: List[Node]) -> List[Node]:
+    """The plain-number const nodes in nndct's order: opt_pass.py transform_const_scalar_to_const_tensor takes
+    the binary ops (add, sub, mul, div, rsub, remainder) pattern by pattern, the patterns in the order
+    GraphSearcher's depth-first walk from the input first matched them (node_sets is a dict), each pattern's
+    nodes in the walk's order (children in graph order, a visited node not entered again), not in execution
+    order. Seen on a real run of tests/unit/test_portable_ops.py's PadToMultiple: const_0..3 feed the four
+    remainders, const_4..5 the two rsubs."""
+    if len(consts) < 2:
+        return consts
+    position = {}
+    order = list(graph.nodes())
+    for i, node in enumerate(order):
+        position[node] = i
+    users: Dict[int, list] = {}
+    for node in order:
+        for v in node.inputs():
+            users.setdefault(v.unique(), [])
+            if node not in users[v.unique()]:
+                users[v.unique()].append(node)
+    rank: Dict[Any, int] = {}
+    stack = sorted(users.get(input_id, []), key=position.get, reverse=True)
+    while stack:
+        node = stack.pop()
+        if node in rank:
+            continue
+        rank[node] = len(rank)
+        children = []
+        for o in node.outputs():
+            for c in users.get(o.unique(), []):
+                if c not in children:
+                    children.append(c)
+        stack.extend(sorted(children, key=position.get, reverse=True))
+    unreached = len(order)
+    walk = sorted(consts, key=lambda c: rank.get(c.attrs["made_for"][1], unreached + position[c.attrs["made_for"][1]]))
+    # GraphSearcher's node_sets is keyed by pattern in the order the walk first matched each
+    kinds: List[str] = []
+    for c in walk:
+        if c.attrs["made_for"][0] not in kinds:
+            kinds.append(c.attrs["made_for"][0])
+    return sorted(walk, key=lambda c: kinds.index(c.attrs["made_for"][0]))
 
 
 def _const_node(g: Graph, t: torch.Tensor, into: List[Node], producer: Dict[int, List[Node]]) -> int:
@@ -552,7 +619,7 @@ def _op_name(n, base: str, ins, arg_ids: List[int], g: Graph, param_of) -> str:
     if base in ("_convolution", "conv2d", "conv_transpose2d"):
         w = g.consts.get(arg_ids[1])
         if not isinstance(w, torch.Tensor) or arg_ids[1] not in param_of or w.dim() != 4:
-            return n.kind()
+            return _conv1d_name(n, base, arg_ids, g, param_of)
         transposed = bool(g.consts.get(arg_ids[6])) if base == "_convolution" else base == "conv_transpose2d"
         groups = int(g.consts.get(arg_ids[8 if base == "_convolution" else 6], 1))
         if transposed:  # weight [in, out/groups, kh, kw]
@@ -563,6 +630,8 @@ def _op_name(n, base: str, ins, arg_ids: List[int], g: Graph, param_of) -> str:
         if base == "div" and len(ins) > 2:
             return n.kind()  # rounding_mode: not the dispatcher's div
         return {"add": "elemwise_add", "mul": "elemwise_mul", "sub": "elementwise_sub", "div": "elemwise_div"}[base]
+    if base == "batch_norm" and _bn_computed_affine(ins, arg_ids, param_of):
+        return n.kind()
     if base == "hardtanh":
         lo, hi = g.consts.get(arg_ids[1]), g.consts.get(arg_ids[2])
         if lo == 0.0 and hi == 6.0:
@@ -581,10 +650,31 @@ def _op_name(n, base: str, ins, arg_ids: List[int], g: Graph, param_of) -> str:
     return _ATEN.get(base, n.kind())
 
 
+def _conv1d_name(n, base: str, arg_ids: List[int], g: Graph, param_of) -> str:
+    """parse/op_dispatcher.py _convolution: a 3-d weight is TorchConv1d, NNDCT_OP.CONV1D unless depthwise
+    (DEPTHWISE_CONV1D is not among the quantizable ops: not emulated, it runs in float under its aten name)."""
+    w = g.consts.get(arg_ids[1])
+    if base != "_convolution" or not isinstance(w, torch.Tensor) or arg_ids[1] not in param_of or w.dim() != 3 or \
+            g.consts.get(arg_ids[6]):
+        return n.kind()
+    groups = int(g.consts.get(arg_ids[8], 1))
+    cin = w.shape[1] * groups
+    return n.kind() if groups != 1 and groups == cin and w.shape[0] % cin == 0 else "conv1d"
+
+
+def _bn_computed_affine(ins, arg_ids: List[int], param_of) -> bool:
+    """A batch_norm whose weight or bias is computed by an op, not a parameter (timm's ScaledStdConv2d
+    standardizes conv weights with F.batch_norm(w, None, None, weight=gain * scale, training=True)): nndct's
+    dispatcher raises on it ("weight or bias is not a constant param!", parse/op_dispatcher.py batch_norm) and
+    the parser keeps it as the float op `aten::batch_norm` (parser.py _create_op falls back to default)."""
+    return any(len(ins) > i and ins[i].node().kind() != "prim::Constant" and arg_ids[i] not in param_of
+               for i in (1, 2))
+
+
 def _set_attrs(node: Node, n, base: str, a: List[int], g: Graph, param_of: Dict[int, str]) -> None:
     c = g.consts
     op = node.op
-    if op in CONV_OPS:
+    if op in CONV_OPS or op in CONV1D_OPS:
         if base == "_convolution":
             node.attrs.update(stride=_pair(c[a[3]]), padding=_pair(c[a[4]]), dilation=_pair(c[a[5]]),
                               output_padding=_pair(c[a[7]]), groups=int(c[a[8]]))
@@ -614,6 +704,12 @@ def _set_attrs(node: Node, n, base: str, a: List[int], g: Graph, param_of: Dict[
         node.attrs["negative_slope"] = float(c.get(a[1], 0.01)) if len(a) > 1 else 0.01
     elif op == "avgpool":
         node.attrs["kernel"] = _pair(c[a[1]])
+    elif op == "adaptive_avg_pool2d":
+        # nndct leaves an adaptive pool whose output size does not divide its input's unquantized, from the
+        # first batch on (pytorch_nndct/nn/modules/adaptive_avg_pool.py); quant_info.json lists it with null
+        si, so = n.inputsAt(0).type().sizes(), n.output().type().sizes()
+        if si is not None and so is not None and any(o == 0 or i % o for i, o in zip(si[2:], so[2:])):
+            node.attrs["skip_quant"] = True
     elif op == "resize":
         node.attrs["mode"] = "nearest" if base == "upsample_nearest2d" else "bilinear"
     elif op == "shape":
@@ -632,21 +728,44 @@ def _bind_params(node: Node, w_id: int, b_id: Optional[int], g: Graph, param_of:
 
 
 def _fold_bn_into(g: Graph, prods: List[Node], a: List[int], consumers: Dict[int, int], ins) -> bool:
-    """Fold aten::batch_norm into the conv that produced its input when nothing else reads the conv's output
-    (nndct_shared/optimization/fuse_conv_bn.py); returns whether it did."""
-    if len(prods) != 1 or prods[0].op not in CONV_OPS or consumers.get(ins[0].unique(), 0) != 1:
+    """Fold aten::batch_norm into the conv that produced its input when nothing else reads the conv's output,
+    or into every conv of a concat of convs that only the BatchNorm reads, each conv taking its slice of the
+    channels (nndct_shared/optimization/commander.py FuseBnToConv: patterns [conv, bn] and [conv, concat, bn];
+    fuse_conv_bn.py ConvBnHandler; e.g. timm's MixedConv2d, split -> convs -> cat -> BatchNormAct2d); returns
+    whether it did."""
+    if len(prods) != 1 or consumers.get(ins[0].unique(), 0) != 1:
         return False
     c = g.consts
     mean, var = c.get(a[3]), c.get(a[4])
     if not isinstance(mean, torch.Tensor) or not isinstance(var, torch.Tensor):
         return False
     gamma, beta, eps = c.get(a[1]), c.get(a[2]), float(c[a[7]])
-    conv = prods[0]
-    w, b = conv.weight, conv.bias
     gamma = gamma.detach() if isinstance(gamma, torch.Tensor) else torch.ones_like(var)
     beta = beta.detach() if isinstance(beta, torch.Tensor) else torch.zeros_like(var)
     scale = gamma / torch.sqrt(var.detach() + eps)
     offset = beta - mean.detach() * scale
+    if prods[0].op in CONV_OPS:
+        _fold_scale(prods[0], scale, offset)
+        return True
+    parts = prods[0].attrs.get("cat_parts") if prods[0].op == "concat" else None
+    # every input of the concat a distinct conv (ConvBnHandler: all parents of the concat in BN_MERGED_TYPES)
+    # not already carrying a BatchNorm (its child must be the concat itself), and the concat along channels
+    if not parts or prods[0].attrs.get("cat_dim") not in (1, -3):
+        return False
+    convs = [p[0] if len(p) == 1 else None for p, _ in parts]
+    if any(cv is None or cv.op not in CONV_OPS or cv.attrs.get("bn_folded") for cv in convs) or \
+            len(set(map(id, convs))) != len(convs) or sum(size for _, size in parts) != scale.numel():
+        return False
+    begin = 0
+    for conv, (_, size) in zip(convs, parts):
+        _fold_scale(conv, scale[begin:begin + size], offset[begin:begin + size])
+        begin += size
+    return True
+
+
+def _fold_scale(conv: Node, scale: torch.Tensor, offset: torch.Tensor) -> None:
+    """w' = w * scale per output channel, b' = b * scale + offset (a conv without bias gains one)."""
+    w, b = conv.weight, conv.bias
     if conv.op.startswith("conv_transpose") or conv.op.startswith("depthwise_conv_transpose"):
         # torch keeps [in, out/groups, kh, kw]; the output channel of column j in group k is k * out/groups + j
         groups = conv.attrs["groups"]
@@ -657,7 +776,6 @@ def _fold_bn_into(g: Graph, prods: List[Node], a: List[int], consumers: Dict[int
         w = w * scale.view(-1, 1, 1, 1)
     conv.weight, conv.bias = w, (offset if b is None else b * scale + offset)
     conv.attrs["bn_folded"] = True
-    return True
 
 
 def _drop_dead(g: Graph) -> None:
@@ -765,12 +883,30 @@ def _group(g: Graph) -> None:
     keys: List[str] = []
     for n in g.nodes:
         end = g.quant_out[n.name]
-        if n.op in QUANTIZABLE and end.name not in keys and end.float_out:
+        if n.op in QUANTIZABLE and end.name not in keys:
+            # every quantizable node's group end is configured, whatever its dtype (torch_qstrategy.py
+            # TorchNndctQstrategy.create_quant_config checks the dtype for the parents' ends only): an int end, as
+            # `h * w` of sizes, is never quantized and quant_info.json lists it with a null fix position
             keys.append(end.name)
+            if not end.float_out:
+                end.attrs["skip_quant"] = True
     for n in g.nodes:
         if n.op in QUANTIZABLE and n.op not in ("input", "concat"):
             for p in n.parents:
                 end = g.quant_out[p.name]
                 if end.name not in keys and end.op != "shape" and end.float_out:  # int output: not quantized
                     keys.append(end.name)
+    for n in g.nodes:
+        # torch_qstrategy.py: an input whose only child is a float custom op is not quantized (its entry deleted)
+        if n.op == "input" and len(n.children) == 1 and n.children[0].custom and g.quant_out[n.name].name in keys:
+            keys.remove(g.quant_out[n.name].name)
     g.output_keys = keys
+    seen = {n.weight_name for n in g.nodes} | {n.bias_name for n in g.nodes}
+    g.null_params = []
+    for n in g.nodes:
+        if n.op in QUANTIZABLE and not (n.weight is not None and n.weight_name):
+            for key in n.attrs.get("free_params", ()):
+                name = g.full(key)
+                if name not in seen:
+                    seen.add(name)
+                    g.null_params.append(name)
