@@ -149,10 +149,10 @@ def _smp(arch: str, encoder: str) -> Callable[[], nn.Module]:
     return build
 
 
-def _timm(name: str) -> Callable[[], nn.Module]:
+def _timm(name: str, **kwargs) -> Callable[[], nn.Module]:
     def build() -> nn.Module:
         import timm
-        return timm.create_model(name, pretrained=False, num_classes=10)
+        return timm.create_model(name, pretrained=False, num_classes=10, **kwargs)
     return build
 
 
@@ -293,6 +293,13 @@ ZOO: dict[str, Callable[[], nn.Module]] = {
     "custom_mobile_gates": MobileGates,
     "custom_shape_ops": ShapeOps,
     "custom_residual_decoder": ResidualDecoder,
+    # from the acceptance sweep over 38 architectures outside the zoo: each covers what no other entry does
+    "timm_mixnet_s": _timm("mixnet_s"),  # BatchNorm folded over a concat of convs (MixedConv2d), split and cat
+    "timm_ecaresnet26t": _timm("ecaresnet26t"),  # Conv1d (ECA gate), a mean quantized as a conv's input
+    "smp_pspnet_resnet18": _smp("PSPNet", "resnet18"),  # adaptive pools that do not divide: null fix positions
+    "smp_manet_resnet18": _smp("MAnet", "resnet18"),  # integer h * w configured null; matmul/softmax attention
+    "timm_nf_resnet26": _timm("nf_resnet26"),  # float batch_norm and conv, null free params, unquantized input
+    "timm_vit_tiny": _timm("vit_tiny_patch16_224", img_size=64),  # attention's unbind: a known gap
 }
 
 
