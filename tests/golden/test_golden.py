@@ -26,10 +26,7 @@ ARGMAX_MIN = 0.995
 # References today's portable backend does not meet yet, with what it measured (check.py's figures, torch.fx
 # capture as of the golden tier's first commit). Remove an entry when its reference passes: strict xfail turns an
 # unexpected pass into a failure, so none goes stale.
-_UNBIND = ("aten::unbind (timm attention's q, k, v = qkv.unbind(0)): nndct quantizes each of its outputs under one "
-           "name, [[8, fp], [8, fp], [8, fp]]; the portable backend keeps them float and writes no entry: 186 of 198 "
-           "activation entries (93.9%), params, inputs and argmax 100%")
-KNOWN_FAILURES: dict[str, str] = {"timm_vit_tiny-q0": _UNBIND, "timm_vit_tiny-q3": _UNBIND}
+KNOWN_FAILURES: dict[str, str] = {}
 
 
 def _marks(ref: str) -> list:

@@ -299,7 +299,8 @@ ZOO: dict[str, Callable[[], nn.Module]] = {
     "smp_pspnet_resnet18": _smp("PSPNet", "resnet18"),  # adaptive pools that do not divide: null fix positions
     "smp_manet_resnet18": _smp("MAnet", "resnet18"),  # integer h * w configured null; matmul/softmax attention
     "timm_nf_resnet26": _timm("nf_resnet26"),  # float batch_norm and conv, null free params, unquantized input
-    "timm_vit_tiny": _timm("vit_tiny_patch16_224", img_size=64),  # attention's unbind: a known gap
+    "timm_vit_tiny": _timm("vit_tiny_patch16_224", img_size=64),  # attention: unbind's three outputs under one name
+    "timm_mobilevit_xxs": _timm("mobilevit_xxs"),  # convs around attention; 3 plain-number consts numbered apart
 }
 
 

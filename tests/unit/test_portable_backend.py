@@ -251,3 +251,44 @@ def test_quant_info_diff_compares_tensor_by_tensor(tmp_path):
     (tmp_path / "bad.json").write_text("[1, 2]")
     with pytest.raises(QuantInfoError):
         diff_files(path, tmp_path / "bad.json")
+
+
+class _Attention(nn.Module):
+    """timm's attention in small: q, k, v = qkv.unbind(0)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.proj = nn.Conv2d(3, 12, 1)
+
+    def forward(self, x):
+        b, c, h, w = x.shape
+        qkv = self.proj(x).reshape(b, 3, 4, h * w).permute(1, 0, 3, 2)
+        q, k, v = qkv.unbind(0)
+        attn = (q @ k.transpose(-2, -1)).softmax(-1)
+        return (attn @ v).transpose(1, 2).reshape(b, 4, h, w)
+
+
+def _attention():
+    torch.manual_seed(0)
+    return _Attention().eval()
+
+
+def test_each_tensor_of_an_unbind_is_quantized_under_the_node_name(tmp_path):
+    b = PortableBackend(_attention(), str(tmp_path / "calib"), (3, 4, 4), quant_opt=0)
+    b.calibrate(_batches(size=4), count=3)
+    entries = {k: v for k, v in b.quant_info["output"].items() if "unbind" in k}
+    assert len(entries) == 1
+    (parts,) = entries.values()
+    assert len(parts) == 3 and all(bits == 8 and isinstance(fp, int) for bits, fp in parts)
+    x = _batches(1, size=4, seed=9)[0]
+    y = b.quantized()(x)
+    # q, k and v are quantized in test mode: with them left float the output differs
+    unquantized = dict(b.quantized().out_fp)
+    for i in range(3):
+        b.quantized().out_fp[f"aten_unbind_8:{i}"] = 30
+    assert not torch.equal(b.quantized()(x), y)
+    b.quantized().out_fp.update(unquantized)
+    # nndct's test mode reads them back: load() takes the three entries under the one name
+    again = PortableBackend(_attention(), str(tmp_path / "load"), (3, 4, 4), quant_opt=0)
+    again.load(b.quant_info, None, x)
+    assert torch.equal(again.quantized()(x), y)

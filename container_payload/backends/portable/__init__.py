@@ -15,7 +15,7 @@ import torch
 
 from .. import Backend, BackendError
 from . import fixpoint as fxp
-from .engine import Calibrator, TestModel, adjust, has_params
+from .engine import Calibrator, TestModel, adjust, has_params, part_key
 from .equalize import equalize
 from .graph import PARAM_OPS, Graph, capture
 
@@ -77,7 +77,8 @@ class PortableBackend(Backend):
             raise BackendError("calibration got no samples")
         fps = self._calib.fix_positions()
         skipped = {n.name for n in self._graph.nodes if n.attrs.get("skip_quant")}
-        missing = [k for k in self._graph.output_keys if k not in fps["output"] and k not in skipped]
+        missing = [k for k in self._graph.output_keys
+                   if k not in fps["output"] and part_key(k, 0) not in fps["output"] and k not in skipped]
         if missing:
             raise BackendError("calibration never reached {}".format(", ".join(missing)))
         self.adjustments = adjust(self._graph, fps)
@@ -105,7 +106,7 @@ class PortableBackend(Backend):
         for name in g.null_params:
             params[name] = [[fxp.BIT_WIDTH, None]]
         # a configured output never quantized (an int tensor, a non-divisible adaptive pool) is null, as in nndct's
-        outputs = {g.full(k): [[fxp.BIT_WIDTH, fps["output"].get(k)]] for k in g.output_keys}
+        outputs = {g.full(k): [[fxp.BIT_WIDTH, fp] for fp in _entries(fps["output"], k)] for k in g.output_keys}
         return {
             "param": params,
             "output": outputs,
@@ -122,13 +123,19 @@ class PortableBackend(Backend):
         """Test mode from a quant_info.json (and bias_corr.pth) instead of calibrate(), as nndct's test mode loads
         them; a name this graph does not have, or one it needs and does not find, is refused."""
         g = self._graph = self._build(sample.float())
-        fps = {"param": {k: v[0][1] for k, v in quant_info["param"].items()},
-               "output": {k.split("::", 1)[-1]: v[0][1] for k, v in quant_info["output"].items()}}
+        fps = {"param": {k: v[0][1] for k, v in quant_info["param"].items()}, "output": {}}
+        for key, entries in quant_info["output"].items():
+            name = key.split("::", 1)[-1]
+            if len(entries) > 1:  # a list-valued node: one entry per tensor
+                fps["output"].update((part_key(name, i), e[1]) for i, e in enumerate(entries))
+            else:
+                fps["output"][name] = entries[0][1]
         params = {n for node in g.nodes if has_params(node) for n in (node.weight_name, node.bias_name) if n}
         params.update(g.null_params)
         outputs = set(g.output_keys)
+        named = {key.split(":", 1)[0] for key in fps["output"]}
         wrong = sorted(params.symmetric_difference(fps["param"])) + sorted(
-            g.full(k) for k in outputs.symmetric_difference(fps["output"]))
+            g.full(k) for k in outputs.symmetric_difference(named))
         if wrong:
             raise BackendError("quant_info.json does not match this model's graph: {}".format(", ".join(wrong)))
         biases = {}
@@ -178,6 +185,15 @@ def _bias_corr(g: Graph, calib: Calibrator) -> Dict[str, Optional[List[float]]]:
             now = calib.bias_now.get(node.name)
             res[g.full(node.name)] = None if now is None else (calib.float_params[node.name][1] - now).tolist()
     return res
+
+
+def _entries(out_fps: Dict[str, Optional[int]], key: str) -> List[Optional[int]]:
+    """The fix positions quant_info.json lists for output `key`: one per tensor of a list-valued node, else one
+    (None where it is never quantized)."""
+    parts = []
+    while part_key(key, len(parts)) in out_fps:
+        parts.append(out_fps[part_key(key, len(parts))])
+    return parts or [out_fps.get(key)]
 
 
 def _graph_md5(g: Graph) -> str:

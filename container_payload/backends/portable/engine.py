@@ -279,7 +279,11 @@ class Runner:
             val = self._node_value(node, step, env, params, overwrite)
             owned = isinstance(val, torch.Tensor) and (overwrite or (
                 node.op in _FRESH and val._base is None and all(val is not env[a] for a in step.ins)))
-        if quantized:
+        if quantized and node.attrs.get("list_out"):
+            # each tensor of the list is quantized on its own, as output `index` of the node (part_key)
+            val = [quant(_Part(part_key(node.name, k), node.op), v.detach().float().clone(
+                memory_format=torch.contiguous_format), None) for k, v in enumerate(val)]
+        elif quantized:
             if not (owned and val.is_contiguous() and val.dtype == torch.float32):
                 val = val.detach().float().clone(memory_format=torch.contiguous_format)
                 owned = True
@@ -292,6 +296,19 @@ class Runner:
         for o, v in zip(step.outs, val):
             env[o] = v
         return False
+
+
+class _Part:
+    """One tensor of a list-valued node's output, as the quantizers see it: its key and the node's op."""
+
+    def __init__(self, name: str, op: str) -> None:
+        self.name = name
+        self.op = op
+
+
+def part_key(name: str, index: int) -> str:
+    """The fix-position key of output `index` of a list-valued node (quant_info.json lists them in order)."""
+    return "{}:{}".format(name, index)
 
 
 def _writable_sum(a, b) -> bool:
@@ -332,7 +349,7 @@ class Calibrator(Runner):
 
     def quant(self, node: Node, val: torch.Tensor, act: fxp.Activation) -> torch.Tensor:
         scope = 1 if node.op == "input" else fxp.DIFFS_SCOPE
-        hist = self.history[node.name]
+        hist = self.history.setdefault(node.name, [])  # a list-valued node's parts come in as they are met
         if self.remaining is not None:
             locked = fxp.settled_mode(hist, self.remaining + 1)
             if locked is not None:

@@ -480,6 +480,11 @@ def capture(model: nn.Module, sample: torch.Tensor, *, relu6_as_relu: bool) -> G
         idx += 1
         step.node = node
         node.float_out = len(outs) == 1 and _is_float_tensor(outs[0])
+        if base == "unbind" and len(outs) == 1 and outs[0].type().kind() == "ListType":
+            # nndct keeps unbind a float op and quantizes each tensor of its list under the node's one name
+            # (quant_info.json: [[8, fp], [8, fp], ...]); the only list-valued op it quantizes so
+            node.float_out = True
+            node.attrs["list_out"] = True
         _set_attrs(node, n, base, arg_ids, g, param_of)
         # inputs in argument order, shape nodes of a size argument included (nndct's in_tensors)
         for a in arg_ids:
