@@ -35,6 +35,7 @@ def test_freed_memory_is_reused_without_page_faults():
     _, default = _faults("default")
     assert took == "True"
     # 64 MB is 16384 pages of 4 KB: by default glibc maps each tensor afresh (transparent huge pages may make that
-    # fewer faults, never near none); kept, the tensors land in memory already faulted in
+    # fewer faults, never near none); kept, the tensors land in memory already faulted in (seen: none, or once one
+    # tensor's worth, when a small allocation split the free block; eight tensors' worth without the setting)
     assert default > 8 * 1000
-    assert kept < default / 20
+    assert kept < default / 3
