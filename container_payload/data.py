@@ -40,7 +40,6 @@ class SampleReader:
     def batches(self, batch_size: int, prefetch: int = 2) -> Iterator[Batch]:
         """Yield (names, float32 array [N,C,H,W]) batches; reading runs one step ahead on a thread."""
         chunks = [self.names[i:i + batch_size] for i in range(0, len(self.names), batch_size)]
-        assert len(chunks) == self.batch_count(batch_size)
         slots = queue.Queue(maxsize=prefetch)  # type: queue.Queue
         stop = threading.Event()
         done = object()
