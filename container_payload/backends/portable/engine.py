@@ -77,15 +77,16 @@ class _BiasCorr:
 
 def error_stats(output: torch.Tensor, ref: torch.Tensor, channel_dim: int):
     """Per-channel mean of output - ref, mean of its square and mean of ref squared (eval_qnoise's inputs),
-    one sample at a time in one scratch tensor: float32 sums per sample, accumulated in float64 in sample order."""
+    one sample at a time: float32 sums per sample, accumulated in float64 in sample order. ref may be
+    overwritten."""
     n_ch = output.shape[channel_dim]
     sums = torch.zeros(n_ch, dtype=torch.float64)
     noise = signal = 0.0
-    for o, r in zip(output, ref):
-        e = torch.sub(o, r)
-        sums += e.reshape(n_ch, -1).sum(1) if channel_dim == 1 else e.reshape(-1, n_ch).sum(0)
-        noise += float(e.square_().sum())
-        signal += float(torch.square(r, out=e).sum())
+    for o, r in zip(output, ref):  # ref is the caller's to overwrite
+        e = torch.sub(o, r).reshape(-1)
+        sums += e.view(n_ch, -1).sum(1) if channel_dim == 1 else e.view(-1, n_ch).sum(0)
+        noise += fxp.sum_of_squares(e)
+        signal += fxp.sum_of_squares(r.reshape(-1))
     count = output.numel()
     return (sums * (n_ch / count)).float(), noise / count, signal / count
 
@@ -196,12 +197,13 @@ class Runner:
             return F.relu6(args[0], inplace=overwrite)
         if op == "hsigmoid":
             # pytorch_nndct/nn/modules/hardsigmoid.py: relu6(x + 3) * 2731 / 2^14, the DPU's 1/6
-            return F.relu6(args[0] + 3.0, inplace=True).mul_(HSIGMOID_SCALE)
+            return F.relu6(torch.add(args[0], fxp.const(3.0)), inplace=True).mul_(fxp.const(HSIGMOID_SCALE))
         if op == "hswish":
             # pytorch_nndct/nn/modules/hardswish.py: the gate is hsigmoid's, quantized at fix position 7
             # (round half up), before it multiplies the input
             x = args[0]
-            gate = fxp.quantize_act_(F.relu6(x + 3.0, inplace=True).mul_(HSIGMOID_SCALE), 7)
+            gate = fxp.quantize_act_(F.relu6(torch.add(x, fxp.const(3.0)), inplace=True).mul_(
+                fxp.const(HSIGMOID_SCALE)), 7)
             return gate.mul_(x) if gate.shape == x.shape else x * gate
         if op == "elemwise_add" and overwrite and len(args) == 3 and _writable_sum(args[0], args[1]):
             return args[0].add_(args[1], alpha=args[2])

@@ -18,7 +18,7 @@ what makes it slow, and a non-finite activation is a broken model, not a quantiz
 import math
 import threading
 from collections import Counter
-from typing import Callable, Iterable, List, Optional, Sequence, Tuple
+from typing import Callable, Dict, Iterable, List, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
@@ -55,6 +55,20 @@ def _scratch() -> Scratch:
     if scratch is None:
         scratch = _LOCAL.scratch = Scratch()
     return scratch
+
+
+_CONSTS: Dict[float, torch.Tensor] = {}
+
+
+def const(value: float) -> torch.Tensor:
+    """value as a 0-dim float32 tensor, made once. Passed to torch ops in place of the Python float it equals,
+    it spares each call the conversion of a Python number into a tensor (about 2 us; a calibration makes tens
+    of thousands of such calls). The results are the same: an operand that is a 0-dim tensor of the same
+    category does not change the result's dtype, and a float32 argument is what the kernel casts a float to."""
+    t = _CONSTS.get(value)
+    if t is None:
+        t = _CONSTS[value] = torch.tensor(value, dtype=torch.float32)
+    return t
 
 
 def _chunks(n: int) -> List[slice]:
@@ -111,8 +125,8 @@ def _quantize_chunk_(t: torch.Tensor, fp: int) -> None:
     # half-up rounding they all share, in one pass (checking for the value costs three).
     scale = 2.0 ** fp
     buf = _scratch().get(t.numel())[0]
-    torch.ops.aten.hardshrink.out(t.mul_(scale), _BELOW_HALF, out=buf)
-    torch.add(buf, 0.5, out=t).floor_().clamp_(QMIN, QMAX).mul_(1.0 / scale)
+    torch.ops.aten.hardshrink.out(t.mul_(const(scale)), _BELOW_HALF, out=buf)
+    torch.add(buf, const(0.5), out=t).floor_().clamp_(QMIN, QMAX).mul_(const(1.0 / scale))
 
 
 Activation = Optional[Callable[[torch.Tensor], torch.Tensor]]
@@ -197,12 +211,12 @@ def sse_candidates(x: torch.Tensor, fps: Sequence[int], then_fp: Optional[int] =
         if len(alive) > 1:
             t, q = _scratch().get(xs.numel())
             for i in alive:
-                torch.mul(xs, scales[i], out=t)  # exact: a power of two
+                torch.mul(xs, const(scales[i]), out=t)  # exact: a power of two
                 if in_range[i]:
                     torch.round(t, out=q)
                 else:
                     torch.clamp(t, QMIN, QMAX, out=q).round_()
-                sums[i] += _sum_of_squares(t.sub_(q))
+                sums[i] += sum_of_squares(t.sub_(q))
             done += xs.numel()
             if worst is not None:
                 reach = min(sums[j] / scales[j] ** 2 + (n - done) * worst[j] for j in alive)
@@ -222,7 +236,7 @@ def _dot_is_fast() -> bool:
 _FAST_DOT = _dot_is_fast()
 
 
-def _sum_of_squares(t: torch.Tensor) -> float:
+def sum_of_squares(t: torch.Tensor) -> float:
     """The sum of t's squared elements, as a float; t (a contiguous float32 scratch tensor) may be overwritten."""
     if _FAST_DOT:
         return float(torch.dot(t, t))
