@@ -271,6 +271,37 @@ class ResidualDecoder(nn.Module):
         return self.head(self.dec(torch.cat([self.up(r2), r1], dim=1)))
 
 
+class EdgeCases(nn.Module):
+    """Layers a fold or a correction can get wrong: a Conv1d with a bias over image rows (its bias is corrected at
+    quant_opt > 0), a BatchNorm after an add (not folded: computed as x * scale + offset), and a conv whose output
+    feeds a BatchNorm and a skip as well (nndct folds the BatchNorm all the same, and the skip reads the
+    normalised output). BatchNorm with affine=False is not here: nndct traces it in training mode, which moves its
+    running statistics toward those of whatever input each torch_quantizer call traces with, so its result is
+    not a function of the model (the portable backend keeps the model's statistics; a unit test checks names)."""
+
+    def __init__(self, classes: int = CLASSES) -> None:
+        super().__init__()
+        self.stem = ConvBN(3, 16, stride=2, act=nn.ReLU())
+        self.rows = nn.Conv1d(16, 16, 3, padding=1, bias=True)
+        self.rows_act = nn.ReLU()
+        self.plain = nn.Conv2d(16, 16, 3, padding=1, bias=True)
+        self.plain_bn = nn.BatchNorm2d(16)
+        self.after_add_bn = nn.BatchNorm2d(16)
+        self.shared = nn.Conv2d(16, 16, 3, padding=1, bias=False)
+        self.shared_bn = nn.BatchNorm2d(16)
+        self.act = nn.ReLU()
+        self.head = nn.Conv2d(16, classes, 1)
+
+    def forward(self, x):
+        x = self.stem(x)
+        r = self.rows_act(self.rows(x.mean(dim=3)))  # [N, C, H]: a gate per row
+        x = x * torch.sigmoid(r).unsqueeze(3)
+        y = self.after_add_bn(self.plain_bn(self.plain(x)) + x)
+        c = self.shared(y)
+        z = self.act(self.shared_bn(c) + c)
+        return F.interpolate(self.head(z), scale_factor=2.0, mode="bilinear", align_corners=False)
+
+
 ZOO: dict[str, Callable[[], nn.Module]] = {
     # torchvision segmentation
     "tv_lraspp_mobilenet_v3_large": _tv_seg("lraspp_mobilenet_v3_large"),
@@ -293,6 +324,7 @@ ZOO: dict[str, Callable[[], nn.Module]] = {
     "custom_mobile_gates": MobileGates,
     "custom_shape_ops": ShapeOps,
     "custom_residual_decoder": ResidualDecoder,
+    "custom_edge_cases": EdgeCases,  # Conv1d bias corrected, a BatchNorm not folded, a conv read twice
     # from the acceptance sweep over 38 architectures outside the zoo: each covers what no other entry does
     "timm_mixnet_s": _timm("mixnet_s"),  # BatchNorm folded over a concat of convs (MixedConv2d), split and cat
     "timm_ecaresnet26t": _timm("ecaresnet26t"),  # Conv1d (ECA gate), a mean quantized as a conv's input

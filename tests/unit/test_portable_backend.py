@@ -292,3 +292,122 @@ def test_each_tensor_of_an_unbind_is_quantized_under_the_node_name(tmp_path):
     again = PortableBackend(_attention(), str(tmp_path / "load"), (3, 4, 4), quant_opt=0)
     again.load(b.quant_info, None, x)
     assert torch.equal(again.quantized()(x), y)
+
+
+class _AffineFalse(nn.Module):
+    """The first version of the golden suite's EdgeCases: BatchNorm2d(affine=False) after a conv and after an add,
+    and a conv read by a BatchNorm and by an add."""
+
+    def __init__(self):
+        super().__init__()
+        self.stem = nn.Sequential(nn.Conv2d(3, 16, 3, 2, 1, bias=False), nn.BatchNorm2d(16), nn.ReLU())
+        self.rows = nn.Conv1d(16, 16, 3, padding=1, bias=True)
+        self.rows_act = nn.ReLU()
+        self.plain = nn.Conv2d(16, 16, 3, padding=1, bias=True)
+        self.plain_bn = nn.BatchNorm2d(16, affine=False)
+        self.after_add_bn = nn.BatchNorm2d(16, affine=False)
+        self.shared = nn.Conv2d(16, 16, 3, padding=1, bias=False)
+        self.shared_bn = nn.BatchNorm2d(16)
+        self.act = nn.ReLU()
+        self.head = nn.Conv2d(16, 6, 1)
+
+    def forward(self, x):
+        x = self.stem(x)
+        r = self.rows_act(self.rows(x.mean(dim=3)))
+        x = x * torch.sigmoid(r).unsqueeze(3)
+        y = self.after_add_bn(self.plain_bn(self.plain(x)) + x)
+        c = self.shared(y)
+        z = self.act(self.shared_bn(c) + c)
+        return F.interpolate(self.head(z), scale_factor=2.0, mode="bilinear", align_corners=False)
+
+
+def test_batchnorm_without_affine_is_configured_as_nndct_configures_it(tmp_path):
+    # nndct swaps each BatchNorm(affine=False) for an affine one in training mode before tracing, so its graph
+    # counts num_batches_tracked: a const and an integer add per BatchNorm. The names below are those of the
+    # real vai_q_pytorch 3.5's quant_info.json for this model (scripts/make_golden.py's worker, 2026-11-27).
+    torch.manual_seed(0)
+    model = _AffineFalse().eval()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    warnings = []
+    b = PortableBackend(model, str(tmp_path), (3, 16, 16), warn=warnings.append)
+    b.calibrate(_batches(size=16), count=3)
+    params = {k.split("::")[1]: v[0][1] for k, v in b.quant_info["param"].items()}
+    outputs = {k.split("::")[1]: v[0][1] for k, v in b.quant_info["output"].items()}
+    assert set(params) == {
+        "stem.0.weight", "stem.0.bias", "rows.weight", "rows.bias", "plain.weight", "plain.bias",
+        "plain_bn.num_batches_tracked", "after_add_bn.num_batches_tracked", "after_add_bn.weight",
+        "after_add_bn.bias", "shared.weight", "shared.bias", "head.weight", "head.bias"}
+    assert set(outputs) == {
+        "nndct_input_2", "nndct_relu_4", "nndct_relu_7", "nndct_elemwise_mul_10", "nndct_conv2d_11",
+        "nndct_elemwise_add_12", "nndct_elemwise_add_13", "nndct_elemwise_add_14", "nndct_batch_norm_15",
+        "nndct_conv2d_16", "nndct_relu_18", "nndct_conv2d_19", "nndct_resize_20", "aten_mean_5",
+        "nndct_sigmoid_8"}
+    # the batch counters are integers: configured, never quantized
+    assert params["plain_bn.num_batches_tracked"] is None and outputs["nndct_elemwise_add_12"] is None
+    assert isinstance(params["after_add_bn.weight"], int)
+    # the user's model is left as it was: its own modules, statistics and counters
+    assert not model.plain_bn.affine and not model.after_add_bn.affine
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+    assert any("after_add_bn has affine=False" in w for w in warnings)
+    assert any("shared_bn is folded into conv shared" in w for w in warnings)
+
+
+def test_a_batchnorm_is_folded_into_a_conv_read_elsewhere_too_and_the_readers_get_its_output(tmp_path):
+    # nndct's ConvBnHandler folds [conv, bn] without looking at the conv's other readers; they then read the
+    # normalised output (the generated module of the real vai_q_pytorch: add(conv_16, conv_16))
+    class Shared(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv = nn.Conv2d(3, 4, 3, padding=1, bias=False)
+            self.bn = nn.BatchNorm2d(4)
+
+        def forward(self, x):
+            c = self.conv(x)
+            return self.bn(c) + c
+
+    torch.manual_seed(0)
+    model = Shared().eval()
+    with torch.no_grad():
+        model.bn.running_mean.uniform_(-1, 1)
+        model.bn.running_var.uniform_(0.5, 2)
+    warnings = []
+    b = PortableBackend(model, str(tmp_path), (3, 8, 8), quant_opt=0, warn=warnings.append)
+    b.calibrate(_batches(size=8), count=3)
+    assert [k.split("::")[1] for k in b.quant_info["param"]] == ["conv.weight", "conv.bias"]
+    x = _batches(1, size=8, seed=5)[0]
+    with torch.no_grad():
+        both_normalised = model.bn(model.conv(x)) * 2
+    y = b.quantized()(x)
+    # on the DPU grid, and close to bn(c) + bn(c), not to the float model's bn(c) + c
+    assert (y - both_normalised).abs().max() < 0.5 < (y - model(x)).abs().max()
+    assert len(warnings) == 1 and "folded into conv conv" in warnings[0]
+
+
+def test_a_conv1d_bias_is_corrected_by_one_value_for_every_channel(tmp_path):
+    # pytorch_nndct/nn/modules/conv1d.py averages the error over dims [0, 1, 2] (conv.py: [0, 2, 3]), so every
+    # channel's bias moves by the same amount; the golden suite's custom_edge_cases checks the values against nndct
+    class Rows(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.stem = nn.Conv2d(3, 8, 3, padding=1)
+            self.rows = nn.Conv1d(8, 8, 3, padding=1)
+
+        def forward(self, x):
+            return self.rows(torch.relu(self.stem(x)).mean(dim=3))
+
+    torch.manual_seed(0)
+    model = Rows().eval()
+    b = PortableBackend(model, str(tmp_path), (3, 16, 16), warn=lambda m: None)
+    b.calibrate(_batches(6, size=16), count=6)
+    fp = b.quant_info["param"]["Rows::rows.bias"][0][1]
+    bias = model.rows.bias.detach()
+    # bias_corr.pth holds float bias - corrected bias, and the corrected bias is the quantized one minus the
+    # corrections
+    corr = torch.tensor(b.bias_corr[next(k for k in b.bias_corr if "conv1d" in k)])
+    moved = corr - (bias - fxp.quantize_param(bias, fp))
+    assert moved.abs().max() > 0  # the correction ran
+    assert torch.allclose(moved, moved.mean().expand_as(moved), atol=1e-6)
+    stem_bias = model.stem.bias.detach()
+    stem = torch.tensor(b.bias_corr[next(k for k in b.bias_corr if "conv2d" in k)]) - (
+        stem_bias - fxp.quantize_param(stem_bias, b.quant_info["param"]["Rows::stem.bias"][0][1]))
+    assert stem.std() > 1e-6  # a conv2d's corrections differ per channel

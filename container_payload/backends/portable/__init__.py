@@ -50,6 +50,8 @@ class PortableBackend(Backend):
             self.warn("portable quantizer: --target {} is not emulated (vai_q_pytorch's target-aware checks need "
                       "the vai backend); fix positions follow the generic DPU rules".format(self.target))
         g = capture(model, sample[:1], relu6_as_relu=self._optimize)
+        for note in g.notes:
+            self.warn("portable quantizer: " + note)
         if g.unsupported:
             # vai_q_pytorch's parser: "The quantizer recognize new op `X` as a float operator by default."
             self.warn("portable quantizer: these ops run in float, as vai_q_pytorch runs them (the DPU cannot; "

@@ -385,6 +385,10 @@ class Calibrator(Runner):
             return
         ref, self._ref = self._ref, None
         mean_err, noise, signal = error_stats(val, ref, 1 if node.op != "dense" else val.dim() - 1)
+        if node.op == "conv1d":
+            # pytorch_nndct/nn/modules/conv1d.py averages the error over dims [0, 1, 2], channels included: one
+            # correction for every channel (the per-channel means have equal counts, so theirs is the mean)
+            mean_err = torch.full_like(mean_err, float(mean_err.double().mean()))
         rate = state.update(noise, signal, CORR_RATE)
         if not state.stop:
             # the correction accumulates off the grid; test mode quantizes the final value

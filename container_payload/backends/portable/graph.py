@@ -187,6 +187,7 @@ class Graph:
         self.quant_out: Dict[str, Node] = {}
         self.output_keys: List[str] = []  # names whose outputs are quantized, in nndct's config order
         self.unsupported: List[str] = []  # ops run in float, for the log
+        self.notes: List[str] = []  # what capture changed the way nndct changes it, for the log
         # parameters a quantizable op without parameters of its own reads (ViT's pos_embed in an add): nndct
         # configures them (torch_qstrategy.py: every param of a quantizable node) and never quantizes them
         self.null_params: List[str] = []
@@ -225,6 +226,38 @@ def _relu6_modules_as_relu(model: nn.Module, on: bool) -> Iterator[None]:
         yield
     finally:
         for parent, name, child in reversed(swapped):
+            parent._modules[name] = child
+
+
+_BATCHNORMS = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d)
+
+
+@contextmanager
+def _batchnorms_made_affine(model: nn.Module) -> Iterator[List[Tuple[str, nn.Module, nn.Module]]]:
+    """nndct replaces every BatchNorm submodule with affine=False by a new one of the same class with affine=True
+    (weight 1, bias 0) and the same running statistics before tracing (pytorch_nndct/qproc/utils.py
+    replace_batchnorm_affine_false_with_true; it matches subclasses too). The new module is in training mode,
+    so the traced graph also counts the batch in num_batches_tracked: an integer add of a const 1 that nndct
+    numbers and configures with the other nodes. Yields (path, the user's module, its stand-in); the user's
+    modules come back afterwards (nndct keeps the swap)."""
+    swapped = []
+    for path, parent in list(model.named_modules()):
+        for name, child in list(parent._modules.items()):
+            if not isinstance(child, _BATCHNORMS) or child.affine or child.running_mean is None:
+                continue
+            kind = next(k for k in _BATCHNORMS if isinstance(child, k))
+            new = kind(child.num_features, eps=child.eps, momentum=child.momentum, affine=True,
+                       track_running_stats=child.track_running_stats)
+            with torch.no_grad():
+                new.running_mean.copy_(child.running_mean)
+                new.running_var.copy_(child.running_var)
+            new.to(child.running_mean.device)
+            parent._modules[name] = new
+            swapped.append((parent, name, child, new, (path + "." if path else "") + name))
+    try:
+        yield [(full, child, new) for _, _, child, new, full in swapped]
+    finally:
+        for parent, name, child, _, _ in reversed(swapped):
             parent._modules[name] = child
 
 
@@ -356,10 +389,21 @@ def _is_float_tensor(v) -> bool:
 def capture(model: nn.Module, sample: torch.Tensor, *, relu6_as_relu: bool) -> Graph:
     """Trace model, fold BatchNorm, number and group the nodes the way nndct does."""
     prefix = type(model).__name__
-    with _relu6_modules_as_relu(model, relu6_as_relu):
+    with _relu6_modules_as_relu(model, relu6_as_relu), _batchnorms_made_affine(model) as made_affine:
         graph = _trace(model, sample)
-    params = _state_dict(model)
+        for _, old, new in made_affine:
+            # the tracing pass, in training mode, moved the stand-in's running statistics toward the sample's;
+            # nndct keeps them so moved, which makes its result depend on the input it was traced with (hostctl's
+            # vai backend traces with random data). The model's own statistics are used here.
+            with torch.no_grad():
+                new.running_mean.copy_(old.running_mean)
+                new.running_var.copy_(old.running_var)
+        params = _state_dict(model)
     g = Graph(prefix)
+    for path, _, _ in made_affine:
+        g.notes.append("BatchNorm {} has affine=False: as vai_q_pytorch does, it is quantized as an affine "
+                       "BatchNorm with weight 1 and bias 0 (vai_q_pytorch also moves its running statistics "
+                       "toward the input it traces with; the portable quantizer keeps yours)".format(path))
     inputs = list(graph.inputs())
     n_user = len(inputs) - len(params)
     if n_user != 1:
@@ -454,7 +498,7 @@ def capture(model: nn.Module, sample: torch.Tensor, *, relu6_as_relu: bool) -> G
             head.attrs["slice_chain"] = outs[0].unique()
             continue
         if base == "batch_norm" and not _bn_computed_affine(ins, arg_ids, param_of) and \
-                _fold_bn_into(g, producer.get(arg_ids[0], []), arg_ids, consumers, ins):
+                _fold_bn_into(g, producer.get(arg_ids[0], []), arg_ids, consumers, ins, param_of):
             alias[outs[0].unique()] = arg_ids[0]
             continue
         op = _op_name(n, base, ins, arg_ids, g, param_of)
@@ -732,14 +776,18 @@ def _bind_params(node: Node, w_id: int, b_id: Optional[int], g: Graph, param_of:
     node.attrs["bias_key"] = param_of.get(b_id) if b_id is not None else None
 
 
-def _fold_bn_into(g: Graph, prods: List[Node], a: List[int], consumers: Dict[int, int], ins) -> bool:
-    """Fold aten::batch_norm into the conv that produced its input when nothing else reads the conv's output,
+def _fold_bn_into(g: Graph, prods: List[Node], a: List[int], consumers: Dict[int, int], ins,
+                  param_of: Dict[int, str]) -> bool:
+    """Fold aten::batch_norm into the conv that produced its input (whatever else reads the conv's output),
     or into every conv of a concat of convs that only the BatchNorm reads, each conv taking its slice of the
     channels (nndct_shared/optimization/commander.py FuseBnToConv: patterns [conv, bn] and [conv, concat, bn];
     fuse_conv_bn.py ConvBnHandler; e.g. timm's MixedConv2d, split -> convs -> cat -> BatchNormAct2d); returns
     whether it did."""
-    if len(prods) != 1 or consumers.get(ins[0].unique(), 0) != 1:
+    if len(prods) != 1:
         return False
+    shared = consumers.get(ins[0].unique(), 0) != 1
+    if shared and prods[0].op not in CONV_OPS:
+        return False  # a concat read by another op too is left alone (ConvBnHandler: concat_node.out_nodes)
     c = g.consts
     mean, var = c.get(a[3]), c.get(a[4])
     if not isinstance(mean, torch.Tensor) or not isinstance(var, torch.Tensor):
@@ -750,7 +798,15 @@ def _fold_bn_into(g: Graph, prods: List[Node], a: List[int], consumers: Dict[int
     scale = gamma / torch.sqrt(var.detach() + eps)
     offset = beta - mean.detach() * scale
     if prods[0].op in CONV_OPS:
+        # [conv, bn] is folded whatever else reads the conv's output (ConvBnHandler does not look), and those
+        # readers then get the normalised output too
         _fold_scale(prods[0], scale, offset)
+        if shared:
+            bn = (param_of.get(a[3]) or "").rsplit(".", 1)[0]
+            g.notes.append("BatchNorm {} is folded into conv {}, whose output is read elsewhere too: as in "
+                           "vai_q_pytorch, those readers get the normalised output, so the quantized model computes "
+                           "what the float model does not. Give the BatchNorm a conv of its own, or read the conv "
+                           "only through it".format(bn or "?", prods[0].module_path or "?"))
         return True
     parts = prods[0].attrs.get("cat_parts") if prods[0].op == "concat" else None
     # every input of the concat a distinct conv (ConvBnHandler: all parents of the concat in BN_MERGED_TYPES)
