@@ -34,10 +34,16 @@ def test_quantize_act_matches_exact_half_up_on_random_values():
     g = torch.Generator().manual_seed(1)
     x = torch.randn(300_000, generator=g) * 3
     x[::7] = torch.round(x[::7] * 16) / 16 + 1 / 32  # plenty of exact ties at fp 4
-    x[3::11] = (0.5 - 2.0 ** -25) / 16  # just below a half at fp 4, where floor(t + 0.5) would give 1
-    for fp in (2, 4, 6):
-        ref = fxp.round_half_up(x * 2.0 ** fp).clamp(-128, 127) * 2.0 ** -fp
-        assert torch.equal(fxp.quantize_act(x, fp), ref)
+    for fp in (-3, 2, 4, 6, 12):
+        y = x * 2.0 ** (4 - fp)  # the same values at this fix position's scale, exactly: ties stay ties
+        # just below a half (where floor(t + 0.5) would give 1), its negative, the halves next to it, and the
+        # halves at and beyond the clamp bounds
+        y[3::11] = (0.5 - 2.0 ** -25) * 2.0 ** -fp
+        y[5::13] = -(0.5 - 2.0 ** -25) * 2.0 ** -fp
+        y[6::17] = torch.tensor([0.5, -0.5, 127.5, -128.5, 126.5, -127.5, 300.0, -300.0]).repeat(100_000)[
+            :y[6::17].numel()] * 2.0 ** -fp
+        ref = fxp.round_half_up(y * 2.0 ** fp).clamp(-128, 127) * 2.0 ** -fp
+        assert torch.equal(fxp.quantize_act(y, fp), ref)
 
 
 def test_quantize_param_matches_exact_half_away_on_random_values():

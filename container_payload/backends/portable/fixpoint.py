@@ -122,11 +122,13 @@ def _quantize_chunk_(t: torch.Tensor, fp: int) -> None:
     # round across an integer for t = 0.5 - 2^-25 (the one float whose sum, 1 - 2^-25, lies in the next
     # binade), which must give 0 as the kernel's std::round gives. It is not rare: a bilinear resize of
     # quantized values makes it. hardshrink at that value first sends every |t| <= 0.5 - 2^-25 to 0, whose
-    # half-up rounding they all share, in one pass (checking for the value costs three).
+    # half-up rounding they all share, in one pass (checking for the value costs three). It runs on x, at the
+    # threshold scaled back to x's units (exact, as is every comparison under a power-of-two scale), and the
+    # scaling joins the add: 0.5 + 2^fp * x rounds once, as t + 0.5 does. Five passes in all.
     scale = 2.0 ** fp
     buf = _scratch().get(t.numel())[0]
-    torch.ops.aten.hardshrink.out(t.mul_(const(scale)), _BELOW_HALF, out=buf)
-    torch.add(buf, const(0.5), out=t).floor_().clamp_(QMIN, QMAX).mul_(const(1.0 / scale))
+    torch.ops.aten.hardshrink.out(t, _BELOW_HALF / scale, out=buf)
+    torch.add(const(0.5), buf, alpha=scale, out=t).floor_().clamp_(QMIN, QMAX).mul_(const(1.0 / scale))
 
 
 Activation = Optional[Callable[[torch.Tensor], torch.Tensor]]
