@@ -302,6 +302,45 @@ class EdgeCases(nn.Module):
         return F.interpolate(self.head(z), scale_factor=2.0, mode="bilinear", align_corners=False)
 
 
+class MoreOps(nn.Module):
+    """Decoder and head ops seen in user models: PixelShuffle, reflection and replication padding, GELU, SiLU,
+    GroupNorm, an adaptive max pool, an align_corners upsample, ConvTranspose2d with output_padding, flatten +
+    Linear, Mish, ELU, Hardtanh, channel max."""
+
+    def __init__(self, classes: int = CLASSES) -> None:
+        super().__init__()
+        self.stem = ConvBN(3, 16, stride=2, act=nn.SiLU())
+        self.refl = nn.ReflectionPad2d(1)
+        self.conv_r = nn.Conv2d(16, 16, 3)
+        self.gn = nn.GroupNorm(4, 16)
+        self.gelu = nn.GELU()
+        self.down = ConvBN(16, 32, stride=2, act=nn.ELU())
+        self.rep = nn.ReplicationPad2d(1)
+        self.conv_p = nn.Conv2d(32, 32, 3)
+        self.ht = nn.Hardtanh(-1.0, 1.0)
+        self.mish = nn.Mish()
+        self.up_t = nn.ConvTranspose2d(32, 16, 3, stride=2, padding=1, output_padding=1)
+        self.ps_conv = nn.Conv2d(16, 64, 1)
+        self.ps = nn.PixelShuffle(2)
+        self.up = nn.Upsample(scale_factor=2, mode="bilinear", align_corners=True)
+        self.amax = nn.AdaptiveMaxPool2d(1)
+        self.fc = nn.Linear(16, 16)
+        self.head = nn.Conv2d(16, classes, 1)
+
+    def forward(self, x):
+        x = self.stem(x)
+        x = self.gelu(self.gn(self.conv_r(self.refl(x))))
+        y = self.down(x)
+        y = self.mish(self.ht(self.conv_p(self.rep(y))))
+        u = self.up_t(y)
+        u = self.ps(self.ps_conv(u + x))
+        g = torch.flatten(self.amax(u), 1)
+        g = torch.sigmoid(self.fc(g)).view(g.size(0), -1, 1, 1)
+        u = u * g
+        m = torch.max(u, dim=1, keepdim=True)[0]
+        return self.up(self.head(u + m))
+
+
 ZOO: dict[str, Callable[[], nn.Module]] = {
     # torchvision segmentation
     "tv_lraspp_mobilenet_v3_large": _tv_seg("lraspp_mobilenet_v3_large"),
@@ -325,6 +364,7 @@ ZOO: dict[str, Callable[[], nn.Module]] = {
     "custom_shape_ops": ShapeOps,
     "custom_residual_decoder": ResidualDecoder,
     "custom_edge_cases": EdgeCases,  # Conv1d bias corrected, a BatchNorm not folded, a conv read twice
+    "custom_more_ops": MoreOps,  # decoder ops; max along a dim ([[8, fp], [8, null]]); a float op's first output
     # from the acceptance sweep over 38 architectures outside the zoo: each covers what no other entry does
     "timm_mixnet_s": _timm("mixnet_s"),  # BatchNorm folded over a concat of convs (MixedConv2d), split and cat
     "timm_ecaresnet26t": _timm("ecaresnet26t"),  # Conv1d (ECA gate), a mean quantized as a conv's input

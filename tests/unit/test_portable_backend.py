@@ -411,3 +411,44 @@ def test_a_conv1d_bias_is_corrected_by_one_value_for_every_channel(tmp_path):
     stem = torch.tensor(b.bias_corr[next(k for k in b.bias_corr if "conv2d" in k)]) - (
         stem_bias - fxp.quantize_param(stem_bias, b.quant_info["param"]["Rows::stem.bias"][0][1]))
     assert stem.std() > 1e-6  # a conv2d's corrections differ per channel
+
+
+class _Maxes(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(3, 4, 3, padding=1)
+        self.pool = nn.AdaptiveMaxPool2d(1)
+        self.fc = nn.Linear(4, 4)
+
+    def forward(self, x):
+        y = self.conv(x)
+        m = torch.max(y, dim=1, keepdim=True)[0]
+        g = self.fc(torch.flatten(self.pool(y), 1)).view(-1, 4, 1, 1)
+        return (y + m) * g
+
+
+def test_ops_with_several_outputs_are_configured_as_nndct_configures_them(tmp_path):
+    # as the real vai_q_pytorch 3.5 wrote them (golden custom_more_ops): max along a dim has an entry per output,
+    # its values quantized and its indices null; a float custom op with several outputs has one entry, for its
+    # first output, quantized when an op that quantizes reads it
+    torch.manual_seed(0)
+    b = PortableBackend(_Maxes().eval(), str(tmp_path / "calib"), (3, 8, 8), quant_opt=0, warn=lambda m: None)
+    b.calibrate(_batches(size=8), count=3)
+    out = {k.split("::")[1]: v for k, v in b.quant_info["output"].items()}
+    (maxed,) = [v for k, v in out.items() if k.startswith("nndct_max_")]
+    (pooled,) = [v for k, v in out.items() if k.startswith("aten_adaptive_max_pool2d_")]
+    assert len(maxed) == 2 and isinstance(maxed[0][1], int) and maxed[1][1] is None
+    assert len(pooled) == 1 and isinstance(pooled[0][1], int)
+    x = _batches(1, size=8, seed=4)[0]
+    y = b.quantized()(x)
+    # the max's values are quantized in test mode: left float, the output differs
+    key = next(k for k in b.quantized().out_fp if k.startswith("nndct_max_") and k.endswith(":0"))
+    saved = b.quantized().out_fp[key]
+    b.quantized().out_fp[key] = 30
+    assert not torch.equal(b.quantized()(x), y)
+    b.quantized().out_fp[key] = saved
+    # and test mode from the quant_info.json alone gives the same output
+    torch.manual_seed(0)
+    again = PortableBackend(_Maxes().eval(), str(tmp_path / "load"), (3, 8, 8), quant_opt=0)
+    again.load(b.quant_info, None, x)
+    assert torch.equal(again.quantized()(x), y)

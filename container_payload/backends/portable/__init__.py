@@ -108,7 +108,9 @@ class PortableBackend(Backend):
         for name in g.null_params:
             params[name] = [[fxp.BIT_WIDTH, None]]
         # a configured output never quantized (an int tensor, a non-divisible adaptive pool) is null, as in nndct's
-        outputs = {g.full(k): [[fxp.BIT_WIDTH, fp] for fp in _entries(fps["output"], k)] for k in g.output_keys}
+        parts = {n.name: len(n.attrs["out_floats"]) for n in g.nodes if n.attrs.get("out_floats")}
+        outputs = {g.full(k): [[fxp.BIT_WIDTH, fp] for fp in _entries(fps["output"], k, parts.get(k))]
+                   for k in g.output_keys}
         return {
             "param": params,
             "output": outputs,
@@ -189,9 +191,11 @@ def _bias_corr(g: Graph, calib: Calibrator) -> Dict[str, Optional[List[float]]]:
     return res
 
 
-def _entries(out_fps: Dict[str, Optional[int]], key: str) -> List[Optional[int]]:
-    """The fix positions quant_info.json lists for output `key`: one per tensor of a list-valued node, else one
-    (None where it is never quantized)."""
+def _entries(out_fps: Dict[str, Optional[int]], key: str, count: Optional[int] = None) -> List[Optional[int]]:
+    """The fix positions quant_info.json lists for output `key`: one per tensor of a list-valued node, or one for
+    each of a node's `count` outputs, else one (None where it is never quantized)."""
+    if count:
+        return [out_fps.get(part_key(key, i)) for i in range(count)]
     parts = []
     while part_key(key, len(parts)) in out_fps:
         parts.append(out_fps[part_key(key, len(parts))])

@@ -285,6 +285,14 @@ class Runner:
             # each tensor of the list is quantized on its own, as output `index` of the node (part_key)
             val = [quant(_Part(part_key(node.name, k), node.op), v.detach().float().clone(
                 memory_format=torch.contiguous_format), None) for k, v in enumerate(val)]
+        elif quantized and node.attrs.get("out_floats"):
+            # several outputs: the float ones each as output `index` (part_key), the integer ones as they are
+            val = tuple(quant(_Part(part_key(node.name, k), node.op), v.detach().float().clone(
+                memory_format=torch.contiguous_format), None) if is_float else v
+                for k, (v, is_float) in enumerate(zip(val, node.attrs["out_floats"])))
+        elif quantized and node.attrs.get("first_out"):
+            val = (quant(node, val[0].detach().float().clone(memory_format=torch.contiguous_format), None),) + \
+                tuple(val[1:])
         elif quantized:
             if not (owned and val.is_contiguous() and val.dtype == torch.float32):
                 val = val.detach().float().clone(memory_format=torch.contiguous_format)

@@ -529,6 +529,16 @@ def capture(model: nn.Module, sample: torch.Tensor, *, relu6_as_relu: bool) -> G
             # (quant_info.json: [[8, fp], [8, fp], ...]); the only list-valued op it quantizes so
             node.float_out = True
             node.attrs["list_out"] = True
+        elif len(outs) > 1 and "::" in op:
+            # a float custom op with several outputs (aten::adaptive_max_pool2d's values and indices) has one
+            # quant_info.json entry, for its first output (seen on real runs)
+            node.float_out = _is_float_tensor(outs[0])
+            node.attrs["first_out"] = True
+        elif len(outs) > 1:
+            # an op nndct knows with several outputs (max or min along a dim): one entry per output, the float
+            # ones quantized each under "name:i", the integer ones null (seen on real runs: [[8, 4], [8, null]])
+            node.attrs["out_floats"] = [_is_float_tensor(o) for o in outs]
+            node.float_out = any(node.attrs["out_floats"])
         _set_attrs(node, n, base, arg_ids, g, param_of)
         # inputs in argument order, shape nodes of a size argument included (nndct's in_tensors)
         for a in arg_ids:
