@@ -365,6 +365,10 @@ ZOO: dict[str, Callable[[], nn.Module]] = {
     "custom_residual_decoder": ResidualDecoder,
     "custom_edge_cases": EdgeCases,  # Conv1d bias corrected, a BatchNorm not folded, a conv read twice
     "custom_more_ops": MoreOps,  # decoder ops; max along a dim ([[8, fp], [8, null]]); a float op's first output
+    # attention with a non-persistent index buffer (x[:, idxs]: const nodes inside a list), bmm as matmul
+    "timm_levit_128s": _timm("levit_128s", img_size=64),
+    "timm_efficientformerv2_s0": _timm("efficientformerv2_s0", img_size=64),
+    "timm_efficientvit_m0": _timm("efficientvit_m0", img_size=64),
     # from the acceptance sweep over 38 architectures outside the zoo: each covers what no other entry does
     "timm_mixnet_s": _timm("mixnet_s"),  # BatchNorm folded over a concat of convs (MixedConv2d), split and cat
     "timm_ecaresnet26t": _timm("ecaresnet26t"),  # Conv1d (ECA gate), a mean quantized as a conv's input

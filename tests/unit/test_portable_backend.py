@@ -452,3 +452,48 @@ def test_ops_with_several_outputs_are_configured_as_nndct_configures_them(tmp_pa
     again = PortableBackend(_Maxes().eval(), str(tmp_path / "load"), (3, 8, 8), quant_opt=0)
     again.load(b.quant_info, None, x)
     assert torch.equal(again.quantized()(x), y)
+
+
+def test_a_tensor_holding_inf_is_left_unquantized_with_a_null_entry_and_a_warning(tmp_path):
+    # vai_q_pytorch skips a tensor with an inf or a nan (is_valid_tensor_for_quantizer) and adds nothing to its
+    # history; timm's EdgeNeXt and XCiT make them (a positional-encoding const quantized to 0, then divided by)
+    class Inf(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv = nn.Conv2d(3, 4, 3, padding=1)
+
+        def forward(self, x):
+            y = self.conv(x)
+            return torch.sigmoid(y / (y * 0.0))  # 0/0 and x/0: nan and inf
+
+    torch.manual_seed(0)
+    warnings = []
+    b = PortableBackend(Inf().eval(), str(tmp_path), (3, 8, 8), quant_opt=0, warn=warnings.append)
+    b.calibrate(_batches(size=8), count=3)
+    out = {k.split("::")[1]: v[0][1] for k, v in b.quant_info["output"].items()}
+    (div,) = [k for k in out if "div" in k]
+    assert out[div] is None and isinstance(out[next(k for k in out if "conv2d" in k)], int)
+    assert any("inf or nan" in w and div in w for w in warnings)
+    y = b.quantized()(_batches(1, size=8, seed=3)[0])
+    assert torch.isnan(y).any()  # as nndct's own output is
+
+
+def test_multihead_attention_params_are_named_after_the_tensors_the_op_reads(tmp_path):
+    # nndct names a param after its state_dict key (torchvision's ViT: `self_attention.in_proj_weight`), not
+    # `<module>.weight`; the golden sweep's tv_vit_b_16 showed it
+    class Attn(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv = nn.Conv2d(3, 8, 4, stride=4)
+            self.attn = nn.MultiheadAttention(8, 2, batch_first=True)
+
+        def forward(self, x):
+            t = self.conv(x).flatten(2).transpose(1, 2)
+            return self.attn(t, t, t, need_weights=False)[0]
+
+    torch.manual_seed(0)
+    b = PortableBackend(Attn().eval(), str(tmp_path), (3, 8, 8), quant_opt=0, warn=lambda m: None)
+    b.calibrate(_batches(size=8), count=3)
+    params = {k.split("::")[1] for k in b.quant_info["param"]}
+    assert {"attn.in_proj_weight", "attn.in_proj_bias", "attn.out_proj.weight", "attn.out_proj.bias"} <= params
+    assert not any(k.endswith("attn.weight") for k in params)

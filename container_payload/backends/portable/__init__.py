@@ -78,6 +78,10 @@ class PortableBackend(Backend):
         if self._calib is None:
             raise BackendError("calibration got no samples")
         fps = self._calib.fix_positions()
+        if self._calib.invalid:
+            # vai_q_pytorch: "the quantization for this tensor is ignored" (is_valid_tensor_for_quantizer)
+            self.warn("portable quantizer: these outputs held inf or nan in calibration and stay unquantized, as "
+                      "vai_q_pytorch leaves them: {}".format(", ".join(sorted(self._calib.invalid))))
         skipped = {n.name for n in self._graph.nodes if n.attrs.get("skip_quant")}
         missing = [k for k in self._graph.output_keys
                    if k not in fps["output"] and part_key(k, 0) not in fps["output"] and k not in skipped]

@@ -340,6 +340,7 @@ class Calibrator(Runner):
         self.corr: Dict[str, _BiasCorr] = {}
         self._ref: Optional[torch.Tensor] = None  # the float reference of the op being corrected
         self.remaining: Optional[int] = None  # batches still to come after the current one, when known
+        self.invalid = set()  # outputs met with an inf or a nan (not quantized, as nndct skips them)
         for node in g.nodes:
             if has_params(node):
                 self.float_params[node.name] = (node.weight, node.bias)
@@ -369,7 +370,14 @@ class Calibrator(Runner):
         # once the history's mode cannot move, this batch's fix position is known before its diffs are, and
         # the tensor is quantized inside the diffs pass instead of in a pass of its own
         settled = fxp.settled_mode(hist)
-        hist.append(fxp.capped(fxp.diffs_fix_pos(val, scope, act=act, then_fp=settled)))
+        fp = fxp.diffs_fix_pos(val, scope, act=act, then_fp=settled)
+        if fp is None:
+            # an inf or a nan: nndct leaves the tensor as it is and adds nothing to the history; a tensor never
+            # quantized so has a null fix position in quant_info.json (timm's EdgeNeXt: its positional encoding
+            # divides by a const quantized to 0)
+            self.invalid.add(node.name)
+            return val
+        hist.append(fxp.capped(fp))
         if settled is None:
             return fxp.quantize_act_(val, fxp.modal_fp(hist))
         return val
@@ -412,6 +420,7 @@ class Calibrator(Runner):
     def fix_positions(self) -> Dict[str, Dict[str, int]]:
         """Fix positions as calibration leaves them (before the export-time adjustments)."""
         out = {k: fxp.modal_fp(h) for k, h in self.history.items() if h}
+        out.update((k, None) for k in self.invalid if k not in out)  # reached, never quantizable: null
         return {"param": dict(self.param_fp), "output": out}
 
     def test_biases(self) -> Dict[str, torch.Tensor]:
@@ -526,4 +535,16 @@ class TestModel(Runner):
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         with torch.no_grad():
             return self.run(x, lambda node: self.qparams[node.name],
-                            lambda node, val, act: fxp.quantize_act_(val, self.out_fp[node.name], act))
+                            self._quant)
+
+    def _quant(self, node, val: torch.Tensor, act: fxp.Activation) -> torch.Tensor:
+        fp = self.out_fp.get(node.name)
+        if fp is None:
+            # nndct's test mode leaves a tensor without fix position as it is (torchquantizer.py quantize_int:
+            # `bnfp[1] is None`): one that held an inf or a nan in calibration. Tensors with a fix position are not
+            # checked for inf or nan here (a pass over each; nndct skips them too, but a model that makes them in
+            # test mode is broken, and the payload refuses non-finite predictions)
+            if act is not None:
+                act(val)
+            return val
+        return fxp.quantize_act_(val, fp, act)

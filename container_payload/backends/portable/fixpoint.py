@@ -261,8 +261,10 @@ def min_max_(x: torch.Tensor, act: Activation = None) -> Tuple[float, float]:
 
 
 def diffs_fix_pos(x: torch.Tensor, scope: int = DIFFS_SCOPE, act: Activation = None,
-                  then_fp: Optional[int] = None) -> int:
-    """The fix position vai_q_pytorch's diffs method picks for x (uncapped).
+                  then_fp: Optional[int] = None) -> Optional[int]:
+    """The fix position vai_q_pytorch's diffs method picks for x (uncapped); None when x holds an inf or a nan,
+    which nndct does not quantize (torchquantizer.py `quantize`: is_valid_tensor_for_quantizer, "the quantization
+    for this tensor is ignored"): x is then left as it is (act applied), even with then_fp.
 
     For an activation (contiguous float32, the caller's to change) two passes over memory can be saved: act
     (an in-place op such as torch.relu_) is applied to x first, within the min/max pass, and x is quantized in
@@ -272,6 +274,8 @@ def diffs_fix_pos(x: torch.Tensor, scope: int = DIFFS_SCOPE, act: Activation = N
     else:
         x = x.detach().float()
     mn, mx = min_max_(x, act)
+    if not (math.isfinite(mn) and math.isfinite(mx)):  # torch's min and max propagate nan
+        return None
     fp0 = overflow_free_fp(mn, mx)
     if scope <= 1:
         if then_fp is not None:

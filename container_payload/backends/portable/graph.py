@@ -102,10 +102,13 @@ _ATEN = {
     "repeat": "repeat", "copy": "copy_", "expand": "expand", "unsqueeze": "unsqueeze", "squeeze": "squeeze",
     "constant_pad_nd": "pad", "replication_pad2d": "pad", "pad": "pad_nd", "matmul": "matmul", "clamp": "clamp",
     "clamp_min": "clamp", "tanh": "tanh", "norm": "normalize", "expand_as": "expand_as", "max": "max",
-    "min": "min", "stack": "stack", "bmm": "bmm", "pixel_shuffle": "pixel_shuffle",
+    "min": "min", "stack": "stack", "bmm": "matmul",  # parse/op_dispatcher.py bmm -> TorchMatmul
+    "pixel_shuffle": "pixel_shuffle",
     "pixel_unshuffle": "pixel_unshuffle", "mm": "matmul", "neg": "neg", "sum": "sum", "ceil": "ceil",
     "log_softmax": "log_softmax", "zeros": "zeros", "grid_sampler": "grid_sample", "index": "index",
     "embedding": "embedding", "arange": "arange", "argmax": "argmax_dim",
+    # parse/op_dispatcher.py new_zeros -> zeros (torchvision's Swin attention mask), eq -> NNDCT_OP.EQUAL
+    "new_zeros": "zeros", "eq": "equal",
 }
 # removed before numbering: NumToTensor/Int/ScalarImplicit (trace_helper.py remove_simple_op), dropout
 # (nndct_shared/optimization/optimizer.py)
@@ -288,12 +291,39 @@ def _trace(model: nn.Module, sample: torch.Tensor):
     C._jit_pass_inline_fork_wait(graph)
     C._jit_pass_lower_all_tuples(graph)
     C._jit_pass_constant_propagation(graph)
+    # a constant list holding tensors (`x[:, idxs]` with a buffer outside the state_dict: List[Optional[Tensor]])
+    # is split into a ListConstruct of one constant per tensor, as _optimize_graph_19 does
+    _split_tensor_list_constants(graph)
     C._jit_pass_dce(graph)
     C._jit_pass_canonicalize_graph_fuser_ops(graph)
     C._jit_pass_peephole(graph, True)
     C._jit_pass_fuse_addmm(graph)
     graph = C._jit_pass_canonicalize(graph)
     return graph
+
+
+def _split_tensor_list_constants(graph) -> None:
+    """torch.onnx.utils._split_tensor_list_constants (torch 1.13), which pytorch_nndct/utils/jit_utils.py
+    _optimize_graph_19 runs right after constant propagation: every prim::Constant whose value is a list of
+    tensors (or of optional tensors) becomes a prim::ListConstruct of one prim::Constant per element. Unlike
+    torch's, the list keeps its type: typed List[Tensor], `x[:, idxs]` (aten::index with [None, idxs]) would
+    resolve to the overload index.Tensor_hacked_twin, which refuses the None."""
+    for node in list(graph.nodes()):
+        if node.kind() != "prim::Constant":
+            continue
+        t = node.output().type()
+        if not (t.isSubtypeOf(torch._C.ListType.ofTensors()) or
+                t.isSubtypeOf(torch._C.ListType(torch._C.OptionalType.ofTensor()))):
+            continue
+        inputs = []
+        for val in node.output().toIValue():
+            v = graph.insertConstant(val)
+            v.node().moveBefore(node)
+            v.node().copyMetadata(node)
+            inputs.append(v)
+        lc = graph.create("prim::ListConstruct", inputs).insertBefore(node).output().setType(t)
+        lc.node().copyMetadata(node)
+        node.output().replaceAllUsesWith(lc)
 
 
 class _SlicedSplits(torch.Tensor):
@@ -468,9 +498,21 @@ def capture(model: nn.Module, sample: torch.Tensor, *, relu6_as_relu: bool) -> G
                 fn = _index
             else:
                 fn = _schema_fn(n)
-            step = Step(fn, [rid(v) for v in ins], [o.unique() for o in outs], kind)
+            list_ids = [rid(v) for v in ins]
+            if base in ("ListConstruct", "TupleConstruct"):
+                # a tensor constant packed into a list (timm's non-persistent `attention_bias_idxs` buffer in
+                # `x[:, idxs]` -> aten::index(x, [None, const])) is a const node too: nndct makes one of every
+                # prim::Constant that is not a plain value, wherever it is used (trace_helper.py
+                # _create_attrs_value), numbered with the other tensor constants
+                for i, v in enumerate(ins):
+                    if v.node().kind() == "prim::Constant" and v.type().kind() == "TensorType" and \
+                            isinstance(g.consts.get(list_ids[i]), torch.Tensor):
+                        if list_ids[i] not in const_of:
+                            const_of[list_ids[i]] = _const_node(g, g.consts[list_ids[i]], tensor_consts, producer)
+                        list_ids[i] = const_of[list_ids[i]]
+            step = Step(fn, list_ids, [o.unique() for o in outs], kind)
             g.steps.append(step)
-            packed = [p for v in ins for p in producer.get(rid(v), [])]
+            packed = [p for v in list_ids for p in producer.get(v, [])]
             for o in outs:
                 producer[o.unique()] = packed
             continue
@@ -885,9 +927,14 @@ def _init_params(g: Graph) -> None:
             node.bias = beta - mean * node.weight
         if node.weight is None or not node.module_path:
             continue
-        node.weight_name = _unique(g.full(node.module_path + ".weight"), node, seen)
+        # the state_dict keys of the parameters the op reads (nn.MultiheadAttention's F.linear reads
+        # `in_proj_weight` / `in_proj_bias`; nndct names the params after the graph's param tensors), else
+        # `<module>.weight` / `.bias` (a bias a folded BatchNorm gives a conv without one)
+        wkey = node.attrs.get("weight_key") or node.module_path + ".weight"
+        node.weight_name = _unique(g.full(wkey), node, seen)
         if node.bias is not None:
-            node.bias_name = _unique(g.full(node.module_path + ".bias"), node, seen)
+            bkey = node.attrs.get("bias_key") or node.module_path + ".bias"
+            node.bias_name = _unique(g.full(bkey), node, seen)
 
 
 def _unique(name: str, node: Node, seen: set) -> str:
