@@ -58,9 +58,9 @@ def keep_freed_memory() -> bool:
     when its memory is reused; a 1x1 convolution into it 35 ms, 7 ms). Inference allocates and frees tensors
     of the same sizes batch after batch, so large buffers come from the heap (M_MMAP_MAX 0) and free memory
     stays there (M_TRIM_THRESHOLD 2 GB). The price is peak memory: the heap fragments (scripts/bench_payload.py,
-    2 threads: 1068 -> 1690 MB on MobileNetV3, flat in the number of samples), and nothing is given back before
-    the process ends. Threads other than the main one still map what their arenas cannot hold. Returns whether
-    it took (glibc only: elsewhere nothing changes)."""
+    2 threads: 1068 -> 1690 MB on MobileNetV3 when first measured, 1287 MB after later changes; flat in the
+    number of samples), and nothing is given back before the process ends. Threads other than the main one
+    still map what their arenas cannot hold. Returns whether it took (glibc only: elsewhere nothing changes)."""
     try:
         mallopt = ctypes.CDLL(None).mallopt
     except (OSError, AttributeError):

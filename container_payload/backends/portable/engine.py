@@ -250,7 +250,7 @@ class Runner:
         env[g.input_id] = x
         inp = self.input_node
         if inp.name in self.keys:
-            env[g.input_id] = quant(inp, x.detach().float().clone(memory_format=torch.contiguous_format), None)
+            env[g.input_id] = quant(inp, fxp.own_copy(x), None)
         free = self.free_after
         for i, step in enumerate(g.steps):
             node = step.node
@@ -283,19 +283,16 @@ class Runner:
                 node.op in _FRESH and val._base is None and all(val is not env[a] for a in step.ins)))
         if quantized and node.attrs.get("list_out"):
             # each tensor of the list is quantized on its own, as output `index` of the node (part_key)
-            val = [quant(_Part(part_key(node.name, k), node.op), v.detach().float().clone(
-                memory_format=torch.contiguous_format), None) for k, v in enumerate(val)]
+            val = [quant(_Part(part_key(node.name, k), node.op), fxp.own_copy(v), None) for k, v in enumerate(val)]
         elif quantized and node.attrs.get("out_floats"):
             # several outputs: the float ones each as output `index` (part_key), the integer ones as they are
-            val = tuple(quant(_Part(part_key(node.name, k), node.op), v.detach().float().clone(
-                memory_format=torch.contiguous_format), None) if is_float else v
-                for k, (v, is_float) in enumerate(zip(val, node.attrs["out_floats"])))
+            val = tuple(quant(_Part(part_key(node.name, k), node.op), fxp.own_copy(v), None) if is_float else v
+                        for k, (v, is_float) in enumerate(zip(val, node.attrs["out_floats"])))
         elif quantized and node.attrs.get("first_out"):
-            val = (quant(node, val[0].detach().float().clone(memory_format=torch.contiguous_format), None),) + \
-                tuple(val[1:])
+            val = (quant(node, fxp.own_copy(val[0]), None),) + tuple(val[1:])
         elif quantized:
             if not (owned and val.is_contiguous() and val.dtype == torch.float32):
-                val = val.detach().float().clone(memory_format=torch.contiguous_format)
+                val = fxp.own_copy(val)
                 owned = True
             val = quant(node, val, act)  # in place: val is a tensor no one else holds
         if after is not None:

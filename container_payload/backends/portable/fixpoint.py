@@ -11,8 +11,9 @@ pytorch_nndct/quantization/torchquantizer.py `do_scan`):
   not above FLT_MIN; try fp0 .. fp0 + 4 and keep the first with the strictly least sum of squared error. The
   network input uses fp0 only. The result is capped at 12.
 
-Every function here is pure and works on whole tensors; nothing checks for inf/nan (vai_q_pytorch's checks are
-what makes it slow, and a non-finite activation is a broken model, not a quantization question).
+Every function here is pure and works on whole tensors. Only diffs_fix_pos looks for inf/nan, in the min and max
+it computes anyway (vai_q_pytorch skips such a tensor); nothing else checks (vai_q_pytorch's per-tensor checks
+are what makes it slow, and a non-finite activation is a broken model, not a quantization question).
 """
 
 import math
@@ -151,9 +152,14 @@ def quantize_act_(x: torch.Tensor, fp: int, act: Activation = None) -> torch.Ten
     return x
 
 
+def own_copy(x: torch.Tensor) -> torch.Tensor:
+    """x as a new contiguous float32 tensor, for the in-place functions here to change."""
+    return x.detach().float().clone(memory_format=torch.contiguous_format)
+
+
 def quantize_act(x: torch.Tensor, fp: int) -> torch.Tensor:
     """An activation on the DPU grid (round half up), as float, into a new tensor."""
-    return quantize_act_(x.detach().float().clone(memory_format=torch.contiguous_format), fp)
+    return quantize_act_(own_copy(x), fp)
 
 
 def overflow_free_fp(x_min: float, x_max: float) -> int:
