@@ -167,6 +167,36 @@ def test_activation_fused_into_the_passes_gives_the_same_bits(act, numel):
     assert torch.equal(fxp.quantize_act_(x.clone(), 3, act), expected)
 
 
+@pytest.mark.parametrize("fp", [-3, 0, 4, 12])
+def test_relu_fused_into_the_quantizer_keeps_the_value_just_below_a_half_at_zero(fp):
+    # after a ReLU the hardshrink and the ReLU are one threshold pass: 0.5 - 2^-25 (at this scale) must still
+    # go to 0, a half to 1, and negatives to 0
+    special = torch.tensor([0.5 - 2.0 ** -25, 0.5, -(0.5 - 2.0 ** -25), -0.5, 1.5, 2.5, 127.5, 300.0, -3.0, 0.0])
+    x = torch.cat([special, torch.randn(5000, generator=torch.Generator().manual_seed(fp)) * 40]) * 2.0 ** -fp
+    ref = fxp.round_half_up(x.relu() * 2.0 ** fp).clamp(-128, 127) * 2.0 ** -fp
+    out = fxp.quantize_act_(x.clone(), fp, torch.relu_)
+    assert torch.equal(out, ref)
+    assert out[:8].mul(2.0 ** fp).tolist() == [0, 1, 0, 0, 2, 3, 127, 127]
+
+
+def test_quantizing_values_on_a_coarse_grid_without_the_exact_half_pass_gives_the_same_bits():
+    # products of two quantized tensors (fix positions 6 and 7) quantized at 2: multiples of 2^-13, ties
+    # included, which is the promise exact_half=False asks for
+    gen = torch.Generator().manual_seed(3)
+    a = torch.randint(-128, 128, (200_000,), generator=gen).float() * 2.0 ** -6
+    b = torch.randint(-128, 128, (200_000,), generator=gen).float() * 2.0 ** -7
+    for fp in (-2, 2, 6, 12):
+        y = a * b
+        ties = (y * 2.0 ** fp - 0.5) == torch.floor(y * 2.0 ** fp)
+        assert fp > 2 or ties.any()  # plenty of exact halves at the coarse positions
+        ref = fxp.quantize_act(y, fp)
+        assert torch.equal(fxp.quantize_act_(y.clone(), fp, exact_half=False), ref)
+    # and it is the hardshrink that makes the difference where the promise does not hold
+    bad = torch.full((10,), (0.5 - 2.0 ** -25) * 2.0 ** -3)
+    assert fxp.quantize_act(bad, 3).eq(0).all()
+    assert fxp.quantize_act_(bad.clone(), 3, exact_half=False).eq(2.0 ** -3).all()
+
+
 def test_pieces_are_near_equal_and_cover_the_tensor():
     for n in (0, 1, fxp.CHUNK, fxp.CHUNK + 1, 5 * fxp.CHUNK + 3):
         pieces = fxp._chunks(n)

@@ -8,7 +8,7 @@ from helpers import float_run
 from torch import nn
 
 from container_payload.backends import BackendError
-from container_payload.backends.portable import PortableBackend
+from container_payload.backends.portable import PortableBackend, engine
 from container_payload.backends.portable import fixpoint as fxp
 from container_payload.backends.portable.engine import Runner, adjust
 from container_payload.backends.portable.graph import capture
@@ -271,3 +271,54 @@ def test_in_place_ops_never_touch_a_value_another_op_still_reads():
         v = F.relu6(model.b(F.relu(model.a(x)) + model.a(x)))
         expected = expected - F.leaky_relu(v, 0.1) + F.leaky_relu(v, 26 / 256)
     torch.testing.assert_close(y, expected, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("fp", range(-3, 13))
+def test_hswish_gate_on_a_quantized_input_in_three_passes_gives_nndct_gate_bits(fp):
+    x = torch.arange(-128, 128, dtype=torch.float32) * 2.0 ** -fp  # every value a tensor quantized at fp holds
+    assert engine.fast_hswish_gate_holds(fp)
+    assert torch.equal(engine.fast_hswish_gate(x), engine.hswish_gate(x))
+
+
+def test_hswish_gate_check_rejects_a_formula_that_differs(monkeypatch):
+    monkeypatch.setattr(engine, "_GATE_OFFSET", 8256.0 / 128.0)  # one step of 2^-7 lower
+    assert not all(engine.fast_hswish_gate_holds(fp) for fp in range(0, 13))
+
+
+class MobileBlock(nn.Module):
+    """conv-BN-hswish, a squeeze-excitation gate (mul), a residual add, a max pool and a ReLU on quantized values:
+    every kind of node that test mode rounds without its exact-half pass; convs and a bilinear resize keep it."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.c1 = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.BatchNorm2d(8), nn.Hardswish())
+        self.c2 = nn.Sequential(nn.Conv2d(8, 8, 3, padding=1, groups=8), nn.BatchNorm2d(8), nn.Hardswish())
+        self.se = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Conv2d(8, 4, 1), nn.ReLU(), nn.Conv2d(4, 8, 1),
+                                nn.Hardsigmoid())
+        self.head = nn.Conv2d(8, 5, 1)
+
+    def forward(self, x):
+        a = self.c1(x)
+        b = self.c2(a)
+        y = b * self.se(b) + a
+        y = F.relu(F.max_pool2d(y, 2))
+        return F.interpolate(self.head(y), scale_factor=2.0, mode="bilinear", align_corners=False)
+
+
+def test_test_mode_shortcuts_on_quantized_inputs_give_the_same_bits(tmp_path):
+    torch.manual_seed(0)
+    model = MobileBlock().eval()
+    gen = torch.Generator().manual_seed(1)
+    batches = [torch.randn(4, 3, 32, 32, generator=gen) * 2 for _ in range(3)]
+    b = PortableBackend(model, str(tmp_path), (3, 32, 32), quant_opt=3, warn=lambda m: None)
+    b.calibrate(batches)
+    q = b.quantized()
+    ops = {n.name: n.op for n in q.g.nodes}
+    # the ReLU reads a max pool of a quantized add (the pool is fused into it, not quantized); the convs and the
+    # resize are not among them
+    assert sorted(ops[k] for k in q.coarse) == ["elemwise_add", "elemwise_mul", "hswish", "hswish", "relu"]
+    assert sorted(ops[k] for k in q.gate_fast) == ["hswish", "hswish"]
+    fast = [q(x) for x in batches]
+    q.coarse, q.gate_fast = frozenset(), frozenset()  # every node the general way
+    for x, y in zip(batches, fast, strict=True):
+        assert torch.equal(q(x), y)

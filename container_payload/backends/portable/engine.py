@@ -91,6 +91,31 @@ def error_stats(output: torch.Tensor, ref: torch.Tensor, channel_dim: int):
     return (sums * (n_ch / count)).float(), noise / count, signal / count
 
 
+def hswish_gate(x: torch.Tensor) -> torch.Tensor:
+    """hardswish's gate as pytorch_nndct/nn/modules/hardswish.py computes it: the DPU's hsigmoid, quantized at
+    fix position 7 (round half up), into a new tensor."""
+    return fxp.quantize_act_(F.relu6(torch.add(x, fxp.const(3.0)), inplace=True).mul_(fxp.const(HSIGMOID_SCALE)), 7)
+
+
+# On a quantized input the gate's integer is floor(x * 2731/128 + 8257/128) clamped to [0, 127]: relu6(x + 3) *
+# 2731/16384 * 2^7 + 0.5 for x + 3 in [0, 6], and below 0 or above 127 beyond. Checked on every input value
+# (fast_hswish_gate_holds) before it is used.
+_GATE_SLOPE = 2731.0 / 128.0
+_GATE_OFFSET = 8257.0 / 128.0
+
+
+def fast_hswish_gate(x: torch.Tensor) -> torch.Tensor:
+    """hswish_gate(x) in three passes instead of eight, for an x on which fast_hswish_gate_holds."""
+    gate = torch.add(fxp.const(_GATE_OFFSET), x, alpha=_GATE_SLOPE).floor_().clamp_(0.0, 127.0)
+    return gate.mul_(fxp.const(1.0 / 128.0))
+
+
+def fast_hswish_gate_holds(fp: int) -> bool:
+    """Whether fast_hswish_gate gives hswish_gate's bits on all 256 values of a tensor quantized at fp."""
+    x = torch.arange(fxp.QMIN, fxp.QMAX + 1, dtype=torch.float32) * 2.0 ** -fp
+    return torch.equal(fast_hswish_gate(x), hswish_gate(x))
+
+
 def dpu_mean_scale(rec: int) -> float:
     """rec * the DPU's approximation of 1/rec (nndct_shared/utils/dpu_utils.py calculate_op_scale)."""
     max_factor = math.ceil(math.log(rec * 128, 2))
@@ -202,8 +227,7 @@ class Runner:
             # pytorch_nndct/nn/modules/hardswish.py: the gate is hsigmoid's, quantized at fix position 7
             # (round half up), before it multiplies the input
             x = args[0]
-            gate = fxp.quantize_act_(F.relu6(torch.add(x, fxp.const(3.0)), inplace=True).mul_(
-                fxp.const(HSIGMOID_SCALE)), 7)
+            gate = hswish_gate(x)
             return gate.mul_(x) if gate.shape == x.shape else x * gate
         if op == "elemwise_add" and overwrite and len(args) == 3 and _writable_sum(args[0], args[1]):
             return args[0].add_(args[1], alpha=args[2])
@@ -528,6 +552,17 @@ class TestModel(Runner):
             if node.bias is not None:
                 b = fxp.quantize_param(biases.get(node.name, node.bias), fps["param"][node.bias_name])
             self.qparams[node.name] = (w, b)
+        self.coarse, in_fp = _on_coarse_grids(g, self.out_fp)
+        # hardswish on a quantized input (conv, BN, hswish as nndct groups it): its gate in three passes
+        self.gate_fast = frozenset(node.name for node in g.nodes if node.op == "hswish" and in_fp.get(node.name)
+                                   is not None and fast_hswish_gate_holds(in_fp[node.name]))
+
+    def _node_value(self, node: Node, step: Step, env, params, overwrite: bool = False) -> torch.Tensor:
+        if node.name in self.gate_fast:
+            x = env[step.ins[0]]
+            gate = fast_hswish_gate(x)
+            return gate.mul_(x) if gate.shape == x.shape else x * gate
+        return super()._node_value(node, step, env, params, overwrite)
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         with torch.no_grad():
@@ -544,4 +579,52 @@ class TestModel(Runner):
             if act is not None:
                 act(val)
             return val
-        return fxp.quantize_act_(val, fp, act)
+        return fxp.quantize_act_(val, fp, act, exact_half=node.name not in self.coarse)
+
+
+_PICKING = ("relu", "maxpool")  # ops whose every result element is one of their input's elements, or 0
+
+
+def _on_coarse_grids(g: Graph, out_fp: Dict[str, Optional[int]]):
+    """The quantized nodes whose float results are, in test mode, multiples of 2^-(fp + 24) at their own fix
+    position fp: those the quantizer may round without its exact-half pass (fixpoint._quantize_chunk_); and
+    the fix position of every node's first input where that input is a quantized tensor.
+
+    A quantized tensor holds int8 multiples of 2^-fp. The product of two such values is exact (16 significant
+    bits), on the grid 2^-(a + b); a float sum of values on a grid stays on it (a rounded sum is a multiple of
+    its ulp, itself a multiple of the grid); ReLU and max pooling pick values. Only these IEEE-exact ops count,
+    on inputs that are quantized outputs themselves: a convolution's result depends on its kernel's algorithm
+    (Winograd or FFT ones leave the grid), so it keeps the exact-half pass."""
+    grid: Dict[int, int] = {}  # value id -> fix position, for values that are quantized int8 tensors
+    inp = next(n for n in g.nodes if n.op == "input")
+    if out_fp.get(inp.name) is not None:
+        grid[g.input_id] = out_fp[inp.name]
+    coarse = set()
+    in_fp: Dict[str, int] = {}
+    for step in g.steps:
+        node = step.node
+        if node is None or len(step.outs) != 1:
+            continue
+        if step.ins and step.ins[0] in grid:
+            in_fp[node.name] = grid[step.ins[0]]
+        o = out_fp.get(node.name)
+        if node.name not in out_fp and node.op in _PICKING and step.ins[0] in grid:
+            grid[step.outs[0]] = grid[step.ins[0]]  # not quantized (fused into what follows): values picked
+        if o is None or node.op == "adaptive_avg_pool2d" or any(
+                node.attrs.get(k) for k in ("list_out", "out_floats", "first_out")):
+            continue
+        ins = [grid.get(v) for v in step.ins[:2]]
+        fine: Optional[int] = None
+        if node.op == "hswish" and ins[0] is not None:
+            fine = ins[0] + 7  # x times its gate, quantized at fix position 7
+        elif node.op == "elemwise_mul" and len(step.ins) == 2 and None not in ins:
+            fine = ins[0] + ins[1]
+        elif (node.op == "elemwise_add" and None not in ins and len(step.ins) in (2, 3)
+              and (len(step.ins) == 2 or g.consts.get(step.ins[2]) == 1)):
+            fine = max(ins)
+        elif node.op in _PICKING and ins[0] is not None:
+            fine = ins[0]
+        if fine is not None and fine - o <= 24:
+            coarse.add(node.name)
+        grid[step.outs[0]] = o
+    return frozenset(coarse), in_fp

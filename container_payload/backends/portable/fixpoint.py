@@ -30,6 +30,8 @@ QMAX = (1 << (BIT_WIDTH - 1)) - 1
 MAX_FIX_POS = 12  # nndct_max_fix_position's default, applied to parameters and activations alike
 DIFFS_SCOPE = 5  # nndct_diffs_mode "mse": fp0 .. fp0 + 4
 CHUNK = 1 << 18  # elements per piece of work (1 MiB of float32; see sse_candidates)
+# elements per piece when quantizing in place: each pass of the four or five over a piece finds it in the cache
+QCHUNK = 1 << 19
 _FLT_MIN = np.float32(np.finfo(np.float32).tiny)
 _FIX_LB = np.float32(QMIN - 0.5)  # -128.5
 _FIX_UB = np.float32(QMAX + 0.5)  # 127.5
@@ -72,13 +74,13 @@ def const(value: float) -> torch.Tensor:
     return t
 
 
-def _chunks(n: int) -> List[slice]:
-    """n elements in pieces of at most CHUNK, of near-equal size.
+def _chunks(n: int, size: int = CHUNK) -> List[slice]:
+    """n elements in pieces of at most size, of near-equal size.
 
     The pieces are worked through one after the other, each op on a piece using torch's own intra-op threads.
     Never torch.set_num_threads around them: in builds whose oneDNN caches kernels per thread count (Debian's
     torch 1.13, measured) every change makes the next convolution 5x slower (22 ms instead of 4)."""
-    pieces = -(-n // CHUNK)
+    pieces = -(-n // size)
     bounds = [n * k // pieces for k in range(pieces + 1)] if pieces else [0, 0]
     return [slice(a, b) for a, b in zip(bounds, bounds[1:])]
 
@@ -117,38 +119,38 @@ def quantize_param(x: torch.Tensor, fp: int) -> torch.Tensor:
     return out
 
 
-def _quantize_chunk_(t: torch.Tensor, fp: int) -> None:
-    """Quantize a contiguous piece of an activation in place (round half up)."""
+Activation = Optional[Callable[[torch.Tensor], torch.Tensor]]
+
+
+def _quantize_chunk_(t: torch.Tensor, fp: int, act: Activation = None, exact_half: bool = True) -> None:
+    """Quantize a contiguous piece of an activation in place (round half up), applying act first."""
     # floor(t + 0.5), t = x * 2^fp. Scaling by 2^fp is exact, so t + 0.5 rounds at most once, and it can only
     # round across an integer for t = 0.5 - 2^-25 (the one float whose sum, 1 - 2^-25, lies in the next
     # binade), which must give 0 as the kernel's std::round gives. It is not rare: a bilinear resize of
     # quantized values makes it. hardshrink at that value first sends every |t| <= 0.5 - 2^-25 to 0, whose
-    # half-up rounding they all share, in one pass (checking for the value costs three). It runs on x, at the
-    # threshold scaled back to x's units (exact, as is every comparison under a power-of-two scale), and the
-    # scaling joins the add: 0.5 + 2^fp * x rounds once, as t + 0.5 does. Five passes in all.
+    # half-up rounding they all share, in one pass (checking for the value costs three); after a ReLU,
+    # threshold does both in that pass. It runs on x, at the threshold scaled back to x's units (exact, as is
+    # every comparison under a power-of-two scale), and the scaling joins the add: 0.5 + 2^fp * x rounds once,
+    # as t + 0.5 does. Without exact_half (the caller knows that x holds multiples of 2^-(fp + 24), which that
+    # one float is not) the hardshrink is left out. Every pass writes into t: no second buffer to fill and read.
     scale = 2.0 ** fp
-    buf = _scratch().get(t.numel())[0]
-    torch.ops.aten.hardshrink.out(t, _BELOW_HALF / scale, out=buf)
-    torch.add(const(0.5), buf, alpha=scale, out=t).floor_().clamp_(QMIN, QMAX).mul_(const(1.0 / scale))
-
-
-Activation = Optional[Callable[[torch.Tensor], torch.Tensor]]
-
-
-def quantize_act_(x: torch.Tensor, fp: int, act: Activation = None) -> torch.Tensor:
-    """Quantize a contiguous float32 activation in place (round half up); returns x. act, an in-place op such
-    as torch.relu_, is applied first, piece by piece, saving a pass over memory."""
-    flat = x.view(-1)
-
-    def chunk(s: slice) -> float:
-        t = flat[s]
+    if exact_half and act is torch.relu_:
+        torch.threshold_(t, _BELOW_HALF / scale, 0.0)  # relu, then hardshrink of what is left, in one pass
+    else:
         if act is not None:
             act(t)
-        _quantize_chunk_(t, fp)
-        return 0.0
+        if exact_half:
+            torch.ops.aten.hardshrink.out(t, _BELOW_HALF / scale, out=t)
+    torch.add(const(0.5), t, alpha=scale, out=t).floor_().clamp_(QMIN, QMAX).mul_(const(1.0 / scale))
 
-    for piece in _chunks(flat.numel()):
-        chunk(piece)
+
+def quantize_act_(x: torch.Tensor, fp: int, act: Activation = None, exact_half: bool = True) -> torch.Tensor:
+    """Quantize a contiguous float32 activation in place (round half up); returns x. act, an in-place op such
+    as torch.relu_, is applied first, piece by piece, saving a pass over memory. exact_half=False promises that
+    x holds multiples of 2^-(fp + 24) (products and sums of values on the DPU grid do), which saves a pass."""
+    flat = x.view(-1)
+    for piece in _chunks(flat.numel(), QCHUNK):
+        _quantize_chunk_(flat[piece], fp, act, exact_half)
     return x
 
 
