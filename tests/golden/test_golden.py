@@ -22,6 +22,10 @@ QUANT_OPTS = (0, 3)
 PARAMS_MIN = INPUTS_MIN = 1.0
 ACTIVATIONS_MIN = 0.95
 ARGMAX_MIN = 0.995
+# Names are structure (which nodes exist, how nndct numbers them), not arithmetic: every reference has all of
+# nndct's entries under nndct's names and none of its own, beyond the 95% (all 58 do since the walk
+# order of plain-number consts was reproduced; a lost name is a regression, not noise)
+NAMED_MIN = 1.0
 
 # References today's portable backend does not meet yet, with what it measured (check.py's figures, torch.fx
 # capture as of the golden tier's first commit). Remove an entry when its reference passes: strict xfail turns an
@@ -88,3 +92,5 @@ def test_portable_matches_nndct(ref: str, golden_results: dict[str, dict]) -> No
     assert _share(line["inputs"]) >= INPUTS_MIN, figures
     assert _share(line["activations"]) >= ACTIVATIONS_MIN, figures
     assert line["argmax"] >= ARGMAX_MIN, figures
+    assert _share(line["activations_named"]) >= NAMED_MIN and line["extra"] == 0, (
+        f"{figures}; names nndct lacks: {line['extra_names']}")

@@ -341,6 +341,29 @@ class MoreOps(nn.Module):
         return self.up(self.head(u + m))
 
 
+class Attention(nn.Module):
+    """Two nn.MultiheadAttention blocks over image patches: the plain-number consts of torch's attention (`bsz *
+    num_heads`, the head-size division, `q / sqrt(d)`), whose numbering follows nndct's walk of its raw graph
+    (sizes read by shape lists before their arithmetic), then a head per patch back to an image."""
+
+    def __init__(self, classes: int = CLASSES, dim: int = 16) -> None:
+        super().__init__()
+        self.patch = nn.Conv2d(3, dim, 8, stride=8)
+        self.attn = nn.ModuleList([nn.MultiheadAttention(dim, 2) for _ in range(2)])
+        self.norm = nn.ModuleList([nn.LayerNorm(dim) for _ in range(2)])
+        self.head = nn.Conv2d(dim, classes, 1)
+
+    def forward(self, x):
+        n, _, h, w = x.shape
+        p = self.patch(x)
+        t = p.flatten(2).permute(2, 0, 1)  # tokens, batch, dim
+        for attn, norm in zip(self.attn, self.norm, strict=True):
+            y = norm(t)
+            t = t + attn(y, y, y, need_weights=False)[0] * 0.5
+        t = t.permute(1, 2, 0).reshape(n, -1, h // 8, w // 8)
+        return F.interpolate(self.head(t), scale_factor=8.0, mode="nearest")
+
+
 ZOO: dict[str, Callable[[], nn.Module]] = {
     # torchvision segmentation
     "tv_lraspp_mobilenet_v3_large": _tv_seg("lraspp_mobilenet_v3_large"),
@@ -365,6 +388,7 @@ ZOO: dict[str, Callable[[], nn.Module]] = {
     "custom_residual_decoder": ResidualDecoder,
     "custom_edge_cases": EdgeCases,  # Conv1d bias corrected, a BatchNorm not folded, a conv read twice
     "custom_more_ops": MoreOps,  # decoder ops; max along a dim ([[8, fp], [8, null]]); a float op's first output
+    "custom_attention": Attention,  # nn.MultiheadAttention: plain-number consts numbered in nndct's walk order
     # attention with a non-persistent index buffer (x[:, idxs]: const nodes inside a list), bmm as matmul
     "timm_levit_128s": _timm("levit_128s", img_size=64),
     "timm_efficientformerv2_s0": _timm("efficientformerv2_s0", img_size=64),

@@ -549,10 +549,11 @@ def capture(model: nn.Module, sample: torch.Tensor, *, relu6_as_relu: bool) -> G
             if v.node().kind() != "prim::Constant" or not v.uses():
                 continue
             vk = v.type().kind()
+            value = g.consts.get(arg_ids[i])
             if i == 1 and base in _SCALAR_TO_CONST and vk in ("IntType", "FloatType") and \
                     ins[0].type().kind() == "TensorType":
                 dtype = _DTYPES.get(ins[0].type().scalarType() or "Float", torch.float32)
-                arg_ids[1] = _const_node(g, torch.tensor(g.consts[arg_ids[1]], dtype=dtype), scalar_consts, producer)
+                arg_ids[1] = _const_node(g, torch.tensor(value, dtype=dtype), scalar_consts, producer)
                 scalar_consts[-1].attrs["made_for"] = (base, n)
                 fn = _BINARY[base]
             elif vk == "TensorType" and g.consts.get(arg_ids[i]) is not None:
@@ -609,7 +610,7 @@ def capture(model: nn.Module, sample: torch.Tensor, *, relu6_as_relu: bool) -> G
     if len(rets) != 1:
         raise BackendError("{}.forward must return one tensor".format(prefix))
     g.output_id = rid(rets[0])
-    front = _dfs_order(graph, g.input_id, scalar_consts) + tensor_consts
+    front = _dfs_order(graph, set(param_of), scalar_consts) + tensor_consts
     g.nodes = front + g.nodes
     g.steps = [c.step for c in front] + g.steps
     _drop_dead(g)
@@ -622,46 +623,182 @@ def capture(model: nn.Module, sample: torch.Tensor, *, relu6_as_relu: bool) -> G
     return g
 
 
-def _dfs_order(graph, input_id: int, consts: List[Node]) -> List[Node]:
+def _dfs_order(graph, params: Set[int], consts: List[Node]) -> List[Node]:
     """The plain-number const nodes in nndct's order: opt_pass.py transform_const_scalar_to_const_tensor takes
     the binary ops (add, sub, mul, div, rsub, remainder) pattern by pattern, the patterns in the order
-    GraphSearcher's depth-first walk from the input first matched them (node_sets is a dict), each pattern's
-    nodes in the walk's order (children in graph order, a visited node not entered again), not in execution
-    order. Seen on a real run of tests/unit/test_portable_ops.py's PadToMultiple: const_0..3 feed the four
-    remainders, const_4..5 the two rsubs."""
+    GraphSearcher's depth-first walk first matched them (node_sets is a dict), each pattern's nodes in the
+    walk's order, not in execution order. Seen on a real run of tests/unit/test_portable_ops.py's PadToMultiple:
+    const_0..3 feed the four remainders, const_4..5 the two rsubs. The walk is _raw_walk's."""
     if len(consts) < 2:
         return consts
-    position = {}
-    order = list(graph.nodes())
-    for i, node in enumerate(order):
-        position[node] = i
-    users: Dict[int, list] = {}
-    for node in order:
-        for v in node.inputs():
-            users.setdefault(v.unique(), [])
-            if node not in users[v.unique()]:
-                users[v.unique()].append(node)
-    rank: Dict[Any, int] = {}
-    stack = sorted(users.get(input_id, []), key=position.get, reverse=True)
-    while stack:
-        node = stack.pop()
-        if node in rank:
-            continue
-        rank[node] = len(rank)
-        children = []
-        for o in node.outputs():
-            for c in users.get(o.unique(), []):
-                if c not in children:
-                    children.append(c)
-        stack.extend(sorted(children, key=position.get, reverse=True))
-    unreached = len(order)
-    walk = sorted(consts, key=lambda c: rank.get(c.attrs["made_for"][1], unreached + position[c.attrs["made_for"][1]]))
-    # GraphSearcher's node_sets is keyed by pattern in the order the walk first matched each
+    rank = _raw_walk(graph, params)
+    unreached = len(rank)
+    walk = sorted(consts, key=lambda c: rank.get(c.attrs["made_for"][1], unreached))
+    # GraphSearcher's node_sets is keyed by pattern in the order the walk first matched each, and a pattern
+    # matches every node of its kind, with a plain-number operand or not (torchvision ViT: a tensor mul met
+    # first puts the muls' consts before the divs')
     kinds: List[str] = []
+    for n in sorted(rank, key=rank.get):
+        kind = n.kind().split("::")[-1]
+        if kind in _SCALAR_TO_CONST and kind not in kinds:
+            kinds.append(kind)
     for c in walk:
         if c.attrs["made_for"][0] not in kinds:
             kinds.append(c.attrs["made_for"][0])
     return sorted(walk, key=lambda c: kinds.index(c.attrs["made_for"][0]))
+
+
+_SIMPLE_OPS = ("prim::NumToTensor", "aten::Int", "aten::ScalarImplicit")
+
+
+def _raw_walk(graph, params: Set[int]) -> Dict[Any, int]:
+    """The order in which nndct's GraphSearcher reaches each node of its raw graph when its const pass runs
+    (nndct_shared/nndct_graph/graph_searcher.py find_nodes_from_type): depth first from every node without
+    inputs from other nodes, in graph order (tensor constants included: torchvision ViT's walk starts at the
+    `16` of its patch division), each node's children in its out_nodes order, a visited node not entered
+    again. The out_nodes lists are what pytorch_nndct/parse/trace_helper.py `_optimize` leaves them:
+    - built in graph order (torch_graph.py connect_nodes);
+    - then opt_pass.py remove_simple_op takes out NumToTensor, Int and ScalarImplicit, in its own search's order,
+      and appends each one's readers at the end of its producer's out_nodes, without rebuilding them; so a size
+      read by such a chain and by a shape list leads the walk into the list's reader first (timm and
+      torchvision attention: `bsz * num_heads` in torchvision's nn.MultiheadAttention);
+    - a later pass that changes the graph rebuilds them all in graph order (reconnect_nodes): slices made strided
+      slices, a size of a parameter made a number, transposed parameters or matmul + add merged; after the
+      lists are packed into their readers (ListConstruct nodes gone), an empty + zero_ merged or a view that
+      does not change the shape removed. Without one, a packed list stays in its producers' out_nodes."""
+    # a tensor constant is a node of its own there, ahead of the others (a root: nothing feeds it), a plain
+    # number is not; the tracer's aten::alias nodes (this capture's, not nndct's) pass their input on
+    everything = list(graph.nodes())
+    made_by = {v.unique(): n for n in everything for v in n.outputs()}
+
+    def readers(n) -> List[Any]:
+        found = []
+        for u in (u for o in n.outputs() for u in o.uses()):
+            found += readers(u.user) if u.user.kind() == "aten::alias" else [u.user]
+        return found
+
+    tensor_consts = [n for n in everything if n.kind() == "prim::Constant" and any(
+        o.type().kind() == "TensorType" for o in n.outputs())]
+    order = tensor_consts + [n for n in everything if n.kind() not in ("prim::Constant", "aten::alias")]
+    aliases = {n: made_by.get(list(n.inputs())[0].unique()) for n in everything if n.kind() == "aten::alias"}
+
+    def connect(nodes, through: Dict[Any, Any]):
+        kept = set(nodes)
+        outs: Dict[Any, list] = {n: [] for n in nodes}
+        ins: Dict[Any, list] = {n: [] for n in nodes}
+        for a in nodes:
+            for v in a.inputs():
+                b = made_by.get(v.unique())
+                while b is not None and b not in kept:
+                    b = through.get(b)  # a removed node: its reader reads what it read
+                if b is not None and b is not a:
+                    if a not in outs[b]:
+                        outs[b].append(a)
+                    if b not in ins[a]:
+                        ins[a].append(b)
+        return outs, ins
+
+    def search(nodes, outs, ins, kinds=None) -> List[Any]:
+        seen: Dict[Any, int] = {}
+        for root in nodes:
+            if ins[root]:
+                continue
+            stack = [root]
+            while stack:
+                n = stack.pop()
+                if n in seen:
+                    continue
+                seen[n] = len(seen)
+                stack.extend(reversed([c for c in outs[n] if c not in seen]))
+        found = list(seen)
+        if kinds is None:
+            return found
+        by_kind: Dict[str, list] = {}
+        for n in found:
+            if n.kind() in kinds:
+                by_kind.setdefault(n.kind(), []).append(n)
+        return [n for group in by_kind.values() for n in group]
+
+    through: Dict[Any, Any] = dict(aliases)
+    outs, ins = connect(order, through)
+    # traced through _SlicedSplits, every use of an unpacked size gets its aten::Int where the size is unpacked;
+    # nndct's graph has them in the order of their uses (torchvision/timm attention: `B, N, C = x.shape` read
+    # by two reshapes), so each is ordered here as if it stood right before its first reader
+    at = {n: i for i, n in enumerate(everything)}
+    for n in order:
+        if n.kind() == "aten::Int":
+            users = [at[r] for r in readers(n)]
+            if users:
+                at[n] = min(users) - 0.5
+    for n in order:
+        outs[n].sort(key=at.get)
+    for r in search(order, outs, ins, _SIMPLE_OPS):
+        if not ins[r]:
+            continue
+        src = ins[r][0]
+        if r in outs[src]:
+            outs[src].remove(r)
+        for c in outs[r]:
+            outs[src].append(c)
+            ins[c] = [src if p is r else p for p in ins[c]]
+        through[r] = src
+    nodes = [n for n in order if n not in through]
+    kinds = {n.kind() for n in nodes}
+
+    def is_param(v) -> bool:
+        return v.unique() in params
+
+    def same_shape_view(n) -> bool:
+        if n.kind() != "aten::view":
+            return False
+        a, b = list(n.inputs())[0].type(), list(n.outputs())[0].type()
+        return (a.kind() == b.kind() == "TensorType" and a.sizes() is not None and a.sizes() == b.sizes())
+
+    rebuild = "aten::slice" in kinds or any(
+        (n.kind() == "aten::size" and is_param(list(n.inputs())[0]))
+        or (n.kind() == "aten::t" and is_param(list(n.inputs())[0])
+            and any(r.kind() in ("aten::addmm", "aten::matmul") for r in readers(n)))
+        or (n.kind() == "aten::matmul" and is_param(list(n.inputs())[1])
+            and any(r.kind() == "aten::add" and is_param(list(r.inputs())[1]) for r in readers(n)))
+        for n in nodes)
+    after_packing = any(
+        same_shape_view(n) or (n.kind() == "aten::empty" and any(r.kind() == "aten::zero_" for r in readers(n)))
+        for n in nodes)
+    if after_packing:
+        for n in nodes:
+            if n.kind() in ("prim::ListConstruct", "prim::TupleConstruct"):
+                through[n] = None  # packed into its readers: they read its items
+        packed = [n for n in nodes if n not in through]
+        outs, ins = _connect_packed(packed, made_by, through)
+        nodes = packed
+    elif rebuild:
+        outs, ins = connect(nodes, through)
+    return {n: i for i, n in enumerate(search(nodes, outs, ins))}
+
+
+def _connect_packed(nodes, made_by, through):
+    """connect_nodes over nodes whose list arguments were packed: a reader of a list reads its items."""
+    kept = set(nodes)
+    outs: Dict[Any, list] = {n: [] for n in nodes}
+    ins: Dict[Any, list] = {n: [] for n in nodes}
+
+    def flat(v) -> list:
+        b = made_by.get(v.unique())
+        if b is not None and b in through and through[b] is None:
+            return [w for x in b.inputs() for w in flat(x)]
+        return [v]
+
+    for a in nodes:
+        for v in (w for x in a.inputs() for w in flat(x)):
+            b = made_by.get(v.unique())
+            while b is not None and b not in kept:
+                b = through.get(b)
+            if b is not None and b is not a:
+                if a not in outs[b]:
+                    outs[b].append(a)
+                if b not in ins[a]:
+                    ins[a].append(b)
+    return outs, ins
 
 
 def _const_node(g: Graph, t: torch.Tensor, into: List[Node], producer: Dict[int, List[Node]]) -> int:
