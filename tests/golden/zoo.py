@@ -364,6 +364,29 @@ class Attention(nn.Module):
         return F.interpolate(self.head(t), scale_factor=8.0, mode="nearest")
 
 
+class SharedConvs(nn.Module):
+    """Conv modules called twice (nndct renames the second call's params with the parse-time node id,
+    DecoupleSharedParamsInConv), after folded BatchNorms and a dropout, one shared conv without bias."""
+
+    def __init__(self, classes: int = CLASSES) -> None:
+        super().__init__()
+        self.stem = ConvBN(3, 16, stride=2, act=nn.ReLU())
+        self.drop = nn.Dropout(0.1)
+        self.shared = nn.Conv2d(16, 16, 3, padding=1, bias=True)
+        self.mid = ConvBN(16, 16, act=nn.ReLU())
+        self.pw = nn.Conv2d(16, 16, 1, bias=False)
+        self.act = nn.ReLU()
+        self.head = nn.Conv2d(16, classes, 1)
+
+    def forward(self, x):
+        x = self.drop(self.stem(x))
+        a = self.act(self.pw(self.shared(x)))
+        b = self.mid(a)
+        c = self.shared(b) + self.pw(a)
+        return F.interpolate(self.head(self.act(c)), scale_factor=2.0, mode="bilinear", align_corners=False)
+
+
+
 ZOO: dict[str, Callable[[], nn.Module]] = {
     # torchvision segmentation
     "tv_lraspp_mobilenet_v3_large": _tv_seg("lraspp_mobilenet_v3_large"),
@@ -389,6 +412,7 @@ ZOO: dict[str, Callable[[], nn.Module]] = {
     "custom_edge_cases": EdgeCases,  # Conv1d bias corrected, a BatchNorm not folded, a conv read twice
     "custom_more_ops": MoreOps,  # decoder ops; max along a dim ([[8, fp], [8, null]]); a float op's first output
     "custom_attention": Attention,  # nn.MultiheadAttention: plain-number consts numbered in nndct's walk order
+    "custom_shared_convs": SharedConvs,  # a conv called twice: its params renamed with nndct's parse-time node id
     # attention with a non-persistent index buffer (x[:, idxs]: const nodes inside a list), bmm as matmul
     "timm_levit_128s": _timm("levit_128s", img_size=64),
     "timm_efficientformerv2_s0": _timm("efficientformerv2_s0", img_size=64),

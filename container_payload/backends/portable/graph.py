@@ -54,6 +54,7 @@ What nndct does and where it says so (Xilinx/Vitis-AI src/vai_quantizer/vai_q_py
   (pytorch_nndct/qproc/utils.py `prepare_quantizable_module`: parse_module -> QuantOptimizer (BN folding,
   dropout removal) -> script writer, whose `_gen_module_name` sets node.idx); removed nodes leave no gap.
 """
+import sys
 import warnings
 from contextlib import contextmanager
 from typing import Any, Callable, Dict, Iterator, List, Optional, Set, Tuple
@@ -466,6 +467,7 @@ def capture(model: nn.Module, sample: torch.Tensor, *, relu6_as_relu: bool) -> G
     tensor_consts: List[Node] = []
     const_of: Dict[int, int] = {}
     idx = 0
+    removed = 0  # nodes of nndct's parsed graph its optimizer removes later (dropout, a folded BatchNorm)
     inp = Node(idx, "input", None)
     g.nodes.append(inp)
     producer[g.input_id] = [inp]
@@ -483,6 +485,8 @@ def capture(model: nn.Module, sample: torch.Tensor, *, relu6_as_relu: bool) -> G
             continue
         if ns == "aten" and base in ("dropout", "feature_dropout", "alias"):
             alias[outs[0].unique()] = rid(ins[0])
+            if base != "alias":
+                removed += 1
             continue
         if kind == "prim::NumToTensor" or ns == "aten" and base in _REMOVED:
             step = Step(_schema_fn(n), [rid(v) for v in ins], [outs[0].unique()], kind)
@@ -542,6 +546,7 @@ def capture(model: nn.Module, sample: torch.Tensor, *, relu6_as_relu: bool) -> G
         if base == "batch_norm" and not _bn_computed_affine(ins, arg_ids, param_of) and \
                 _fold_bn_into(g, producer.get(arg_ids[0], []), arg_ids, consumers, ins, param_of):
             alias[outs[0].unique()] = arg_ids[0]
+            removed += 1
             continue
         op = _op_name(n, base, ins, arg_ids, g, param_of)
         fn = _chunk_fn(n.i("chunks"), n.i("dim")) if base == "ConstantChunk" else _schema_fn(n)
@@ -566,6 +571,7 @@ def capture(model: nn.Module, sample: torch.Tensor, *, relu6_as_relu: bool) -> G
         node = Node(idx, op, step)
         idx += 1
         step.node = node
+        node.attrs["removed_before"] = removed
         node.float_out = len(outs) == 1 and _is_float_tensor(outs[0])
         if base == "unbind" and len(outs) == 1 and outs[0].type().kind() == "ListType":
             # nndct keeps unbind a float op and quantizes each tensor of its list under the node's one name
@@ -1075,10 +1081,14 @@ def _init_params(g: Graph) -> None:
 
 
 def _unique(name: str, node: Node, seen: set) -> str:
-    # a module called twice gets `<param>.<node index>` the second time
-    # (nndct_shared/optimization/commander.py DecoupleSharedParamsInConv)
-    if name in seen:
-        name = "{}.{}".format(name, node.idx)
+    # a conv module called twice gets `<param>.<node id>` the second time (nndct_shared/optimization/
+    # commander.py DecoupleSharedParamsInConv, convs only). It runs before BatchNorm folding and dropout
+    # removal, on the id the parsed graph gave the node (base_graph.py add_node: -sys.maxsize + the number of
+    # nodes added before it, the graph's input and return nodes first): the node's index + 1 + the nodes removed
+    # before it. Seen on a real run of timm coat_lite_tiny: `cpe1.proj.weight.-9223372036854775718` for
+    # nndct_depthwise_conv2d_85, after three dropouts.
+    if name in seen and node.op in CONV_OPS + CONV1D_OPS:
+        name = "{}.{}".format(name, -sys.maxsize + node.idx + 1 + node.attrs.get("removed_before", 0))
     seen.add(name)
     return name
 
