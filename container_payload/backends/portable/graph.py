@@ -688,22 +688,6 @@ def _raw_walk(graph, params: Set[int]) -> Dict[Any, int]:
     order = tensor_consts + [n for n in everything if n.kind() not in ("prim::Constant", "aten::alias")]
     aliases = {n: made_by.get(list(n.inputs())[0].unique()) for n in everything if n.kind() == "aten::alias"}
 
-    def connect(nodes, through: Dict[Any, Any]):
-        kept = set(nodes)
-        outs: Dict[Any, list] = {n: [] for n in nodes}
-        ins: Dict[Any, list] = {n: [] for n in nodes}
-        for a in nodes:
-            for v in a.inputs():
-                b = made_by.get(v.unique())
-                while b is not None and b not in kept:
-                    b = through.get(b)  # a removed node: its reader reads what it read
-                if b is not None and b is not a:
-                    if a not in outs[b]:
-                        outs[b].append(a)
-                    if b not in ins[a]:
-                        ins[a].append(b)
-        return outs, ins
-
     def search(nodes, outs, ins, kinds=None) -> List[Any]:
         seen: Dict[Any, int] = {}
         for root in nodes:
@@ -726,7 +710,7 @@ def _raw_walk(graph, params: Set[int]) -> Dict[Any, int]:
         return [n for group in by_kind.values() for n in group]
 
     through: Dict[Any, Any] = dict(aliases)
-    outs, ins = connect(order, through)
+    outs, ins = _connect(order, made_by, through)
     # traced through _SlicedSplits, every use of an unpacked size gets its aten::Int where the size is unpacked;
     # nndct's graph has them in the order of their uses (torchvision/timm attention: `B, N, C = x.shape` read
     # by two reshapes), so each is ordered here as if it stood right before its first reader
@@ -775,15 +759,17 @@ def _raw_walk(graph, params: Set[int]) -> Dict[Any, int]:
             if n.kind() in ("prim::ListConstruct", "prim::TupleConstruct"):
                 through[n] = None  # packed into its readers: they read its items
         packed = [n for n in nodes if n not in through]
-        outs, ins = _connect_packed(packed, made_by, through)
+        outs, ins = _connect(packed, made_by, through)
         nodes = packed
     elif rebuild:
-        outs, ins = connect(nodes, through)
+        outs, ins = _connect(nodes, made_by, through)
     return {n: i for i, n in enumerate(search(nodes, outs, ins))}
 
 
-def _connect_packed(nodes, made_by, through):
-    """connect_nodes over nodes whose list arguments were packed: a reader of a list reads its items."""
+def _connect(nodes, made_by: Dict[int, Any], through: Dict[Any, Any]):
+    """torch_graph.py connect_nodes: each node's readers (out_nodes) in graph order, and its producers. A node
+    not among nodes passes its input on (through maps it to its producer); one mapped to None was a list
+    packed into its readers, which read its items."""
     kept = set(nodes)
     outs: Dict[Any, list] = {n: [] for n in nodes}
     ins: Dict[Any, list] = {n: [] for n in nodes}
