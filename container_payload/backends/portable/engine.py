@@ -227,7 +227,7 @@ class Runner:
             # pytorch_nndct/nn/modules/hardswish.py: the gate is hsigmoid's, quantized at fix position 7
             # (round half up), before it multiplies the input
             x = args[0]
-            gate = hswish_gate(x)
+            gate = self._hswish_gate(node, x)
             return gate.mul_(x) if gate.shape == x.shape else x * gate
         if op == "elemwise_add" and overwrite and len(args) == 3 and _writable_sum(args[0], args[1]):
             return args[0].add_(args[1], alpha=args[2])
@@ -254,6 +254,9 @@ class Runner:
             if rec & (rec - 1):
                 out = out.mul_(dpu_mean_scale(rec))
         return out
+
+    def _hswish_gate(self, node: Node, x: torch.Tensor) -> torch.Tensor:
+        return hswish_gate(x)
 
     @staticmethod
     def _adaptive_kernel(x: torch.Tensor, out: torch.Tensor) -> Optional[List[int]]:
@@ -557,12 +560,8 @@ class TestModel(Runner):
         self.gate_fast = frozenset(node.name for node in g.nodes if node.op == "hswish" and in_fp.get(node.name)
                                    is not None and fast_hswish_gate_holds(in_fp[node.name]))
 
-    def _node_value(self, node: Node, step: Step, env, params, overwrite: bool = False) -> torch.Tensor:
-        if node.name in self.gate_fast:
-            x = env[step.ins[0]]
-            gate = fast_hswish_gate(x)
-            return gate.mul_(x) if gate.shape == x.shape else x * gate
-        return super()._node_value(node, step, env, params, overwrite)
+    def _hswish_gate(self, node: Node, x: torch.Tensor) -> torch.Tensor:
+        return fast_hswish_gate(x) if node.name in self.gate_fast else hswish_gate(x)
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         with torch.no_grad():

@@ -561,9 +561,9 @@ def capture(model: nn.Module, sample: torch.Tensor, *, relu6_as_relu: bool) -> G
                 arg_ids[1] = _const_node(g, torch.tensor(value, dtype=dtype), scalar_consts, producer)
                 scalar_consts[-1].attrs["made_for"] = (base, n)
                 fn = _BINARY[base]
-            elif vk == "TensorType" and g.consts.get(arg_ids[i]) is not None:
+            elif vk == "TensorType" and value is not None:
                 if arg_ids[i] not in const_of:
-                    value = g.consts[arg_ids[i]]  # (a wrapped number comes back as a Python scalar)
+                    # (a wrapped number comes back as a Python scalar)
                     t = value if isinstance(value, torch.Tensor) else torch.tensor(value)
                     const_of[arg_ids[i]] = _const_node(g, t, tensor_consts, producer)
                 arg_ids[i] = const_of[arg_ids[i]]
@@ -686,7 +686,8 @@ def _raw_walk(graph, params: Set[int]) -> Dict[Any, int]:
     tensor_consts = [n for n in everything if n.kind() == "prim::Constant" and any(
         o.type().kind() == "TensorType" for o in n.outputs())]
     order = tensor_consts + [n for n in everything if n.kind() not in ("prim::Constant", "aten::alias")]
-    aliases = {n: made_by.get(list(n.inputs())[0].unique()) for n in everything if n.kind() == "aten::alias"}
+    aliases = {n: made_by[v.unique()] for n in everything if n.kind() == "aten::alias"
+               for v in n.inputs() if v.unique() in made_by}  # (an alias of the input or a param: no producer)
 
     def search(nodes, outs, ins, kinds=None) -> List[Any]:
         seen: Dict[Any, int] = {}
