@@ -231,3 +231,13 @@ def test_dropping_candidates_that_cannot_win_picks_what_the_full_sums_pick(kind)
         pruned = fxp.sse_candidates(x, range(fp0, fp0 + 5), extremes=(mn, mx))
         assert fxp.first_least(pruned) == fxp.first_least(full), (kind, trial, full, pruned)
         assert fxp.diffs_fix_pos(x) == fp0 + fxp.first_least(full)
+
+
+def test_in_place_quantization_of_a_channels_last_tensor_keeps_its_layout():
+    x = torch.randn(2, 5, 6, 7) * 3
+    last = x.contiguous(memory_format=torch.channels_last)
+    out = fxp.quantize_act_(fxp.own_copy(last), 4)
+    assert out.is_contiguous(memory_format=torch.channels_last)
+    assert torch.equal(out, fxp.quantize_act(x, 4))
+    assert fxp.flat_view(x[:, :2]) is None  # a slice is not dense: no in-place work on its memory
+    assert fxp.diffs_fix_pos(fxp.own_copy(last), then_fp=4) == fxp.diffs_fix_pos(x)

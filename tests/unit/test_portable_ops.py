@@ -14,6 +14,48 @@ from container_payload.backends.portable.engine import Runner, adjust
 from container_payload.backends.portable.graph import capture
 
 
+def test_test_mode_runs_channels_last_with_the_bits_of_nchw(tmp_path):
+    torch.manual_seed(0)
+    model = MobileBlock().eval()
+    gen = torch.Generator().manual_seed(1)
+    batches = [torch.randn(4, 3, 32, 32, generator=gen) * 2 for _ in range(3)]
+    b = PortableBackend(model, str(tmp_path), (3, 32, 32), quant_opt=3, warn=lambda m: None)
+    b.calibrate(batches)
+    q = b.quantized()
+    assert q.channels_last
+    last = [q(x) for x in batches]
+    assert all(y.is_contiguous() for y in last)  # handed back in the standard layout
+    q.channels_last = False
+    for x, y in zip(batches, last, strict=True):
+        # quantized inputs times quantized weights: the products and their sums are exact in float32, so the
+        # order in which either layout's kernel adds them cannot change a bit
+        assert torch.equal(q(x), y)
+
+
+class Shuffle(nn.Module):
+    """A channel shuffle: views of memory that a model written for NCHW knows to be NCHW."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(3, 4, 3, padding=1)
+
+    def forward(self, x):
+        y = self.conv(x)
+        n, c, h, w = y.shape
+        return y.view(n, 2, c // 2, h, w).transpose(1, 2).reshape(n, c, h, w)
+
+
+def test_a_graph_with_views_stays_nchw(tmp_path):
+    torch.manual_seed(0)
+    model = Shuffle().eval()
+    x = torch.randn(2, 3, 8, 8)
+    b = PortableBackend(model, str(tmp_path), (3, 8, 8), quant_opt=0, warn=lambda m: None)
+    b.calibrate([x])
+    q = b.quantized()
+    assert not q.channels_last
+    assert q(x).shape == (2, 4, 8, 8)
+
+
 class PadToMultiple(nn.Module):
     """segmentation_models_pytorch style: reject sizes that are not a multiple of the output stride, pad, crop."""
 

@@ -144,19 +144,41 @@ def _quantize_chunk_(t: torch.Tensor, fp: int, act: Activation = None, exact_hal
     torch.add(const(0.5), t, alpha=scale, out=t).floor_().clamp_(QMIN, QMAX).mul_(const(1.0 / scale))
 
 
+def flat_view(x: torch.Tensor) -> Optional[torch.Tensor]:
+    """x's memory as a 1-D view, when x fills it densely in some order of its dims (contiguous, or channels-last
+    as the test-mode model lays images out); else None. Elementwise work on that view is work on x."""
+    if x.is_contiguous():
+        return x.view(-1)
+    order = sorted(range(x.dim()), key=lambda d: -x.stride(d))
+    permuted = x.permute(order)
+    return permuted.view(-1) if permuted.is_contiguous() else None
+
+
+def is_dense(x: torch.Tensor) -> bool:
+    return flat_view(x) is not None
+
+
+def _flat(x: torch.Tensor) -> torch.Tensor:
+    """x's elements in one dimension: its memory where dense (in-place work reaches x), else a copy."""
+    flat = flat_view(x)
+    return x.reshape(-1) if flat is None else flat
+
+
 def quantize_act_(x: torch.Tensor, fp: int, act: Activation = None, exact_half: bool = True) -> torch.Tensor:
-    """Quantize a contiguous float32 activation in place (round half up); returns x. act, an in-place op such
-    as torch.relu_, is applied first, piece by piece, saving a pass over memory. exact_half=False promises that
-    x holds multiples of 2^-(fp + 24) (products and sums of values on the DPU grid do), which saves a pass."""
-    flat = x.view(-1)
+    """Quantize a dense float32 activation (flat_view) in place (round half up); returns x. act, an in-place op
+    such as torch.relu_, is applied first, piece by piece, saving a pass over memory. exact_half=False promises
+    that x holds multiples of 2^-(fp + 24) (products and sums of values on the DPU grid do), which saves a pass."""
+    flat = flat_view(x)
     for piece in _chunks(flat.numel(), QCHUNK):
         _quantize_chunk_(flat[piece], fp, act, exact_half)
     return x
 
 
 def own_copy(x: torch.Tensor) -> torch.Tensor:
-    """x as a new contiguous float32 tensor, for the in-place functions here to change."""
-    return x.detach().float().clone(memory_format=torch.contiguous_format)
+    """x as a new contiguous float32 tensor (channels-last if x is), for the in-place functions here to change."""
+    x = x.detach().float()
+    last = x.dim() == 4 and not x.is_contiguous() and x.is_contiguous(memory_format=torch.channels_last)
+    return x.clone(memory_format=torch.channels_last if last else torch.contiguous_format)
 
 
 def quantize_act(x: torch.Tensor, fp: int) -> torch.Tensor:
@@ -175,7 +197,7 @@ def overflow_free_fp(x_min: float, x_max: float) -> int:
 def sse_candidates(x: torch.Tensor, fps: Sequence[int], then_fp: Optional[int] = None,
                    extremes: Optional[Tuple[float, float]] = None) -> List[float]:
     """Sum of squared quantization error of x at each fix position, in units of x squared. With then_fp, x (a
-    contiguous float32 activation) is also quantized in place at then_fp, each piece while it is in cache.
+    dense float32 activation) is also quantized in place at then_fp, each piece while it is in cache.
 
     Ties round to even here: a tie's error is half a step whichever way it goes, so the sums equal those of
     the tensor's own rounding (half up, or half away from zero), with cheaper kernels. Clamping to
@@ -191,7 +213,7 @@ def sse_candidates(x: torch.Tensor, fps: Sequence[int], then_fp: Optional[int] =
     another can reach at most cannot be the least; it is dropped and comes back as inf. Once one candidate is
     left, the sums stop (the one left comes back with a partial sum). The least is found exactly as without.
     """
-    flat = x.reshape(-1)
+    flat = _flat(x)
     scales = [2.0 ** fp for fp in fps]
     if flat.numel() * len(scales) <= CHUNK:
         # a small tensor (squeeze-excitation vectors, deep layers): all candidates in one pass each of the
@@ -255,7 +277,7 @@ def sum_of_squares(t: torch.Tensor) -> float:
 
 def min_max_(x: torch.Tensor, act: Activation = None) -> Tuple[float, float]:
     """x's least and greatest element, after applying act (an in-place op such as torch.relu_) to x."""
-    flat = x.reshape(-1)
+    flat = _flat(x)
 
     def chunk(s: slice) -> Tuple[float, float]:
         t = flat[s]
@@ -274,11 +296,11 @@ def diffs_fix_pos(x: torch.Tensor, scope: int = DIFFS_SCOPE, act: Activation = N
     which nndct does not quantize (torchquantizer.py `quantize`: is_valid_tensor_for_quantizer, "the quantization
     for this tensor is ignored"): x is then left as it is (act applied), even with then_fp.
 
-    For an activation (contiguous float32, the caller's to change) two passes over memory can be saved: act
+    For an activation (dense float32, the caller's to change) two passes over memory can be saved: act
     (an in-place op such as torch.relu_) is applied to x first, within the min/max pass, and x is quantized in
     place at then_fp within the error pass, when the caller knows that fix position beforehand."""
     if act is not None or then_fp is not None:
-        assert x.dtype == torch.float32 and x.is_contiguous(), "in-place work needs a contiguous float32 tensor"
+        assert x.dtype == torch.float32 and is_dense(x), "in-place work needs a dense float32 tensor"
     else:
         x = x.detach().float()
     mn, mx = min_max_(x, act)
