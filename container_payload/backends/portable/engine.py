@@ -547,9 +547,15 @@ class TestModel(Runner):
     whatever the layout (channels_last_safe): oneDNN runs convolutions on that layout natively, without the
     reorders into and out of its blocked layout that an NCHW call costs (on the MobileNetV3 benchmark the
     convolutions take about a quarter less time). The bits stay those of NCHW: here a convolution adds products
-    of quantized inputs and quantized weights, int8 values on power-of-two grids, and such sums are exact in
-    float32 while they fit its 24-bit significand (a thousand int8 products do), so the order in which a
-    kernel adds them cannot show. The output comes back in the standard layout."""
+    of quantized inputs and quantized weights, int8 values on power-of-two grids (unless a float op that nndct
+    leaves unquantized feeds it), and such sums are exact in float32 while they fit its 24-bit significand (a
+    thousand int8 products do), so the order in which a kernel adds them cannot show. The output comes back in
+    the standard layout.
+
+    Calibration keeps NCHW: there biases move off the grid (bias correction) and the float reference convs use
+    float weights, so sums round, and a layout's order of addition shows in their last bits. Those bits decide
+    values at rounding boundaries, and through the corrected biases of later batches they spread (measured on
+    the MobileNetV3 benchmark model channels-last: 4 of its activation fix positions moved in 4 batches)."""
 
     def __init__(self, g: Graph, fps: Dict[str, Dict[str, int]], biases: Dict[str, torch.Tensor]) -> None:
         super().__init__(g)
