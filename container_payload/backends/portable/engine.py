@@ -104,10 +104,11 @@ _GATE_SLOPE = 2731.0 / 128.0
 _GATE_OFFSET = 8257.0 / 128.0
 
 
-def fast_hswish_gate(x: torch.Tensor) -> torch.Tensor:
-    """hswish_gate(x) in three passes instead of eight, for an x on which fast_hswish_gate_holds."""
+def fast_hswish_gate(x: torch.Tensor, times_128: bool = False) -> torch.Tensor:
+    """hswish_gate(x) in three passes instead of eight, for an x on which fast_hswish_gate_holds; with
+    times_128, the gate's integer (128 times the gate), in two."""
     gate = torch.add(fxp.const(_GATE_OFFSET), x, alpha=_GATE_SLOPE).floor_().clamp_(0.0, 127.0)
-    return gate.mul_(fxp.const(1.0 / 128.0))
+    return gate if times_128 else gate.mul_(fxp.const(1.0 / 128.0))
 
 
 def fast_hswish_gate_holds(fp: int) -> bool:
@@ -557,10 +558,12 @@ class TestModel(Runner):
     values at rounding boundaries, and through the corrected biases of later batches they spread (measured on
     the MobileNetV3 benchmark model channels-last: 4 of its activation fix positions moved in 4 batches)."""
 
-    def __init__(self, g: Graph, fps: Dict[str, Dict[str, int]], biases: Dict[str, torch.Tensor]) -> None:
+    def __init__(self, g: Graph, fps: Dict[str, Dict[str, int]], biases: Dict[str, torch.Tensor],
+                 shortcuts: bool = True) -> None:
         super().__init__(g)
+        self.fps, self.biases = fps, biases
         self.out_fp = dict(fps["output"])
-        self.channels_last = channels_last_safe(g)
+        self.channels_last = shortcuts and channels_last_safe(g)
         self.qparams = {}
         for node in g.nodes:
             if not has_params(node):
@@ -572,13 +575,33 @@ class TestModel(Runner):
             if node.bias is not None:
                 b = fxp.quantize_param(biases.get(node.name, node.bias), fps["param"][node.bias_name])
             self.qparams[node.name] = (w, b)
-        self.coarse, in_fp = _on_coarse_grids(g, self.out_fp)
-        # hardswish on a quantized input (conv, BN, hswish as nndct groups it): its gate in three passes
+        self.coarse, in_fp = _on_coarse_grids(g, self.out_fp) if shortcuts else (frozenset(), {})
+        # hardswish on a quantized input (conv, BN, hswish as nndct groups it), with a quantized output: its gate
+        # in two passes, as an integer whose 1/128 the quantizer of the output takes into its own scaling
         self.gate_fast = frozenset(node.name for node in g.nodes if node.op == "hswish" and in_fp.get(node.name)
-                                   is not None and fast_hswish_gate_holds(in_fp[node.name]))
+                                   is not None and self.out_fp.get(node.name) is not None and node.name in self.keys
+                                   and fast_hswish_gate_holds(in_fp[node.name]))
+        # quantized outputs that only convolutions and dense layers read are left as integers, the 2^-fp going
+        # into the readers' weights: in_units[name] = fp
+        self.in_units = _integer_outputs(g, self.out_fp) if shortcuts else {}
+        producer = {g.input_id: self.input_node.name}
+        producer.update((s.outs[0], s.node.name) for s in g.steps if s.node is not None and len(s.outs) == 1)
+        for r in g.steps:
+            if r.node is None or not has_params(r.node) or r.node.op not in PARAM_OPS or not r.ins:
+                continue
+            fp = self.in_units.get(producer.get(r.ins[0], ""))
+            if fp is not None:
+                w, b = self.qparams[r.node.name]
+                # exact: a power of two; each product x * w, and so every sum, is the same float
+                self.qparams[r.node.name] = (w * 2.0 ** -fp, b)
+
+    def general(self) -> "TestModel":
+        """The same model without the shortcuts (channels-last, rounding without the exact-half pass, the fast
+        hswish gate, integer outputs): every node computed the general way, for tests to compare bits with."""
+        return TestModel(self.g, self.fps, self.biases, shortcuts=False)
 
     def _hswish_gate(self, node: Node, x: torch.Tensor) -> torch.Tensor:
-        return fast_hswish_gate(x) if node.name in self.gate_fast else hswish_gate(x)
+        return fast_hswish_gate(x, times_128=True) if node.name in self.gate_fast else hswish_gate(x)
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         if self.channels_last and x.dim() == 4:
@@ -597,7 +620,32 @@ class TestModel(Runner):
             if act is not None:
                 act(val)
             return val
-        return fxp.quantize_act_(val, fp, act, exact_half=node.name not in self.coarse)
+        return fxp.quantize_act_(val, fp, act, exact_half=node.name not in self.coarse,
+                                 in_exp=7 if node.name in self.gate_fast else 0, unscale=node.name not in self.in_units)
+
+
+def _integer_outputs(g: Graph, out_fp: Dict[str, Optional[int]]) -> Dict[str, int]:
+    """The quantized nodes whose output only param ops read, each as the input x of a convolution or dense layer
+    (conv(2^fp x, 2^-fp w) = conv(x, w) bit for bit: scaling by a power of two is exact, in every product and
+    sum): their test-mode output may stay as the integers. name -> fix position."""
+    readers: Dict[int, List[Step]] = {}
+    for step in g.steps:
+        for v in step.ins:
+            readers.setdefault(v, []).append(step)
+    made = [(n, g.input_id) for n in g.nodes if n.op == "input"]
+    made += [(s.node, s.outs[0]) for s in g.steps if s.node is not None and len(s.outs) == 1]
+    res = {}
+    for node, v in made:
+        if node.name not in g.output_keys or out_fp.get(node.name) is None or node.attrs.get("skip_quant") or any(
+                node.attrs.get(k) for k in ("list_out", "out_floats", "first_out")):
+            continue
+        rs = readers.get(v, [])
+        if v == g.output_id or v in g.consts or not rs:
+            continue
+        if all(r.node is not None and has_params(r.node) and r.node.op in PARAM_OPS and r.ins[0] == v
+               and v not in r.ins[1:] for r in rs):
+            res[node.name] = out_fp[node.name]
+    return res
 
 
 # TorchScript kinds whose results have the same values whatever the memory layout of their inputs, and that

@@ -122,8 +122,11 @@ def quantize_param(x: torch.Tensor, fp: int) -> torch.Tensor:
 Activation = Optional[Callable[[torch.Tensor], torch.Tensor]]
 
 
-def _quantize_chunk_(t: torch.Tensor, fp: int, act: Activation = None, exact_half: bool = True) -> None:
-    """Quantize a contiguous piece of an activation in place (round half up), applying act first."""
+def _quantize_chunk_(t: torch.Tensor, fp: int, act: Activation = None, exact_half: bool = True, in_exp: int = 0,
+                     unscale: bool = True) -> None:
+    """Quantize a contiguous piece of an activation in place (round half up), applying act first. The piece
+    holds the activation times 2^in_exp; it is left as the activation's value on the grid, or with unscale=False
+    as the integers themselves (the value times 2^fp)."""
     # floor(t + 0.5), t = x * 2^fp. Scaling by 2^fp is exact, so t + 0.5 rounds at most once, and it can only
     # round across an integer for t = 0.5 - 2^-25 (the one float whose sum, 1 - 2^-25, lies in the next
     # binade), which must give 0 as the kernel's std::round gives. It is not rare: a bilinear resize of
@@ -133,7 +136,7 @@ def _quantize_chunk_(t: torch.Tensor, fp: int, act: Activation = None, exact_hal
     # every comparison under a power-of-two scale), and the scaling joins the add: 0.5 + 2^fp * x rounds once,
     # as t + 0.5 does. Without exact_half (the caller knows that x holds multiples of 2^-(fp + 24), which that
     # one float is not) the hardshrink is left out. Every pass writes into t: no second buffer to fill and read.
-    scale = 2.0 ** fp
+    scale = 2.0 ** (fp - in_exp)  # from t to the integers' units
     if exact_half and act is torch.relu_:
         torch.threshold_(t, _BELOW_HALF / scale, 0.0)  # relu, then hardshrink of what is left, in one pass
     else:
@@ -141,7 +144,9 @@ def _quantize_chunk_(t: torch.Tensor, fp: int, act: Activation = None, exact_hal
             act(t)
         if exact_half:
             torch.ops.aten.hardshrink.out(t, _BELOW_HALF / scale, out=t)
-    torch.add(const(0.5), t, alpha=scale, out=t).floor_().clamp_(QMIN, QMAX).mul_(const(1.0 / scale))
+    torch.add(const(0.5), t, alpha=scale, out=t).floor_().clamp_(QMIN, QMAX)
+    if unscale:
+        t.mul_(const(2.0 ** -fp))
 
 
 def flat_view(x: torch.Tensor) -> Optional[torch.Tensor]:
@@ -164,13 +169,16 @@ def _flat(x: torch.Tensor) -> torch.Tensor:
     return x.reshape(-1) if flat is None else flat
 
 
-def quantize_act_(x: torch.Tensor, fp: int, act: Activation = None, exact_half: bool = True) -> torch.Tensor:
+def quantize_act_(x: torch.Tensor, fp: int, act: Activation = None, exact_half: bool = True, in_exp: int = 0,
+                  unscale: bool = True) -> torch.Tensor:
     """Quantize a dense float32 activation (flat_view) in place (round half up); returns x. act, an in-place op
     such as torch.relu_, is applied first, piece by piece, saving a pass over memory. exact_half=False promises
-    that x holds multiples of 2^-(fp + 24) (products and sums of values on the DPU grid do), which saves a pass."""
+    that x holds multiples of 2^-(fp + 24) (products and sums of values on the DPU grid do), which saves a pass.
+    x may hold the activation times 2^in_exp; unscale=False leaves the integers (the value times 2^fp), for a
+    reader that takes the scale into its own weights, which saves a pass."""
     flat = flat_view(x)
     for piece in _chunks(flat.numel(), QCHUNK):
-        _quantize_chunk_(flat[piece], fp, act, exact_half)
+        _quantize_chunk_(flat[piece], fp, act, exact_half, in_exp, unscale)
     return x
 
 
