@@ -1,6 +1,7 @@
 """The DPU arithmetic of the portable quantizer: rounding, diffs, modal selection."""
 
 import itertools
+import math
 
 import numpy as np
 import pytest
@@ -241,3 +242,29 @@ def test_in_place_quantization_of_a_channels_last_tensor_keeps_its_layout():
     assert torch.equal(out, fxp.quantize_act(x, 4))
     assert fxp.flat_view(x[:, :2]) is None  # a slice is not dense: no in-place work on its memory
     assert fxp.diffs_fix_pos(fxp.own_copy(last), then_fp=4) == fxp.diffs_fix_pos(x)
+
+
+def _awkward_units() -> torch.Tensor:
+    """Values in units of the grid step that rounding gets wrong easily: every tie k + 0.5 in range and the
+    floats on either side of it, 0.5 - 2^-25 (whose plain float sum with 0.5 rounds up to 1), a fine sweep, values
+    past the clamp, zeros and negatives."""
+    ties = torch.arange(-129, 129, dtype=torch.float32) + 0.5
+    up, down = torch.full_like(ties, math.inf), torch.full_like(ties, -math.inf)
+    special = torch.tensor([0.5 - 2.0 ** -25, 0.5 - 2.0 ** -24, 2.0 ** -30, 0.0, -0.0, 127.0, 127.5, 128.0, 1e6, -1e6])
+    sweep = torch.arange(-140 * 1024, 140 * 1024, dtype=torch.float32) / 1024
+    return torch.cat([ties, torch.nextafter(ties, up), torch.nextafter(ties, down), special,
+                      torch.nextafter(special, torch.full_like(special, math.inf)),
+                      torch.nextafter(special, torch.full_like(special, -math.inf)), sweep])
+
+
+@pytest.mark.parametrize("fp", [-3, 0, 4, 9])
+@pytest.mark.parametrize("act", ["relu", "relu6", "nonneg"])
+def test_rounding_after_a_relu_without_the_exact_half_pass_gives_the_same_bits(fp, act):
+    x = _awkward_units() * 2.0 ** -fp
+    fn = {"relu": torch.relu_, "relu6": fxp.relu6_, "nonneg": None}[act]
+    y = x.clone() if fn is not None else x.clamp(min=0)
+    reference = fxp.quantize_act(fn(y.clone()) if fn is not None else y, fp)  # the general path: exact-half pass
+    assert torch.equal(fxp.quantize_act_(y.clone(), fp, fn, nonneg=fn is None), reference)
+    units = fxp.quantize_act_(y.clone(), fp, fn, nonneg=fn is None, unscale=False)
+    assert torch.equal(units * 2.0 ** -fp, reference)
+    assert torch.equal(fxp.round_half_up(units), units)  # integers

@@ -41,9 +41,17 @@ _IN_PLACE = frozenset(("relu", "relu6", "leaky_relu", "elemwise_add"))
 # _node_value, so the values are the same bit for bit
 _FUSED_ACT = {
     "relu": torch.relu_,
-    "relu6": lambda t: F.relu6(t, inplace=True),
+    "relu6": fxp.relu6_,
     "leaky_relu": lambda t: F.leaky_relu(t, LEAKY_SLOPE, inplace=True),
 }
+
+
+# ops whose every result is >= 0 (nan aside): their outputs are rounded without the exact-half pass
+_NONNEG_OPS = frozenset(("relu", "relu6", "hsigmoid", "sigmoid", "softmax"))
+
+
+def _nonneg(node, act: fxp.Activation) -> bool:
+    return node.op in _NONNEG_OPS or act in fxp.NONNEG
 
 
 class _BiasCorr:
@@ -404,7 +412,7 @@ class Calibrator(Runner):
             return val
         hist.append(fxp.capped(fp))
         if settled is None:
-            return fxp.quantize_act_(val, fxp.modal_fp(hist))
+            return fxp.quantize_act_(val, fxp.modal_fp(hist), nonneg=_nonneg(node, act))
         return val
 
     def _node_value(self, node: Node, step: Step, env, params, overwrite: bool = False) -> torch.Tensor:
@@ -621,7 +629,8 @@ class TestModel(Runner):
                 act(val)
             return val
         return fxp.quantize_act_(val, fp, act, exact_half=node.name not in self.coarse,
-                                 in_exp=7 if node.name in self.gate_fast else 0, unscale=node.name not in self.in_units)
+                                 in_exp=7 if node.name in self.gate_fast else 0, unscale=node.name not in self.in_units,
+                                 nonneg=_nonneg(node, act))
 
 
 def _integer_outputs(g: Graph, out_fp: Dict[str, Optional[int]]) -> Dict[str, int]:

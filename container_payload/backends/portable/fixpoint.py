@@ -23,6 +23,7 @@ from typing import Callable, Dict, Iterable, List, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 
 BIT_WIDTH = 8
 QMIN = -(1 << (BIT_WIDTH - 1))
@@ -122,11 +123,19 @@ def quantize_param(x: torch.Tensor, fp: int) -> torch.Tensor:
 Activation = Optional[Callable[[torch.Tensor], torch.Tensor]]
 
 
+def relu6_(t: torch.Tensor) -> torch.Tensor:
+    return F.relu6(t, inplace=True)
+
+
+# activations after which every value is >= 0, with their upper bound
+NONNEG: Dict[Callable, float] = {torch.relu_: math.inf, relu6_: 6.0}
+
+
 def _quantize_chunk_(t: torch.Tensor, fp: int, act: Activation = None, exact_half: bool = True, in_exp: int = 0,
-                     unscale: bool = True) -> None:
+                     unscale: bool = True, nonneg: bool = False) -> None:
     """Quantize a contiguous piece of an activation in place (round half up), applying act first. The piece
     holds the activation times 2^in_exp; it is left as the activation's value on the grid, or with unscale=False
-    as the integers themselves (the value times 2^fp)."""
+    as the integers themselves (the value times 2^fp). nonneg promises t >= 0 (an activation already applied)."""
     # floor(t + 0.5), t = x * 2^fp. Scaling by 2^fp is exact, so t + 0.5 rounds at most once, and it can only
     # round across an integer for t = 0.5 - 2^-25 (the one float whose sum, 1 - 2^-25, lies in the next
     # binade), which must give 0 as the kernel's std::round gives. It is not rare: a bilinear resize of
@@ -137,6 +146,16 @@ def _quantize_chunk_(t: torch.Tensor, fp: int, act: Activation = None, exact_hal
     # as t + 0.5 does. Without exact_half (the caller knows that x holds multiples of 2^-(fp + 24), which that
     # one float is not) the hardshrink is left out. Every pass writes into t: no second buffer to fill and read.
     scale = 2.0 ** (fp - in_exp)  # from t to the integers' units
+    top = NONNEG.get(act) if act is not None else (math.inf if nonneg else None)
+    if top is not None:
+        # t >= 0 after act: floor(t + 0.5 - 2^-25) is floor(t + 0.5) for every float t >= 0 (the add rounds a
+        # tie k + 0.5 up to k + 1, and nothing else across an integer), so no exact-half pass; and hardtanh
+        # applies the ReLU (or ReLU6) and the clamp at 127 in one pass (floor(127 + 0.5 - 2^-25) = 127)
+        F.hardtanh(t, 0.0, min(top * 2.0 ** in_exp, QMAX / scale), inplace=True)
+        torch.add(const(_BELOW_HALF), t, alpha=scale, out=t).floor_()
+        if unscale:
+            t.mul_(const(2.0 ** -fp))
+        return
     if exact_half and act is torch.relu_:
         torch.threshold_(t, _BELOW_HALF / scale, 0.0)  # relu, then hardshrink of what is left, in one pass
     else:
@@ -170,15 +189,16 @@ def _flat(x: torch.Tensor) -> torch.Tensor:
 
 
 def quantize_act_(x: torch.Tensor, fp: int, act: Activation = None, exact_half: bool = True, in_exp: int = 0,
-                  unscale: bool = True) -> torch.Tensor:
+                  unscale: bool = True, nonneg: bool = False) -> torch.Tensor:
     """Quantize a dense float32 activation (flat_view) in place (round half up); returns x. act, an in-place op
     such as torch.relu_, is applied first, piece by piece, saving a pass over memory. exact_half=False promises
     that x holds multiples of 2^-(fp + 24) (products and sums of values on the DPU grid do), which saves a pass.
     x may hold the activation times 2^in_exp; unscale=False leaves the integers (the value times 2^fp), for a
-    reader that takes the scale into its own weights, which saves a pass."""
+    reader that takes the scale into its own weights, which saves a pass. After a ReLU or ReLU6, as act or
+    already applied (nonneg=True), a rounding that needs no exact-half pass saves one too."""
     flat = flat_view(x)
     for piece in _chunks(flat.numel(), QCHUNK):
-        _quantize_chunk_(flat[piece], fp, act, exact_half, in_exp, unscale)
+        _quantize_chunk_(flat[piece], fp, act, exact_half, in_exp, unscale, nonneg)
     return x
 
 
@@ -203,7 +223,7 @@ def overflow_free_fp(x_min: float, x_max: float) -> int:
 
 
 def sse_candidates(x: torch.Tensor, fps: Sequence[int], then_fp: Optional[int] = None,
-                   extremes: Optional[Tuple[float, float]] = None) -> List[float]:
+                   extremes: Optional[Tuple[float, float]] = None, nonneg: bool = False) -> List[float]:
     """Sum of squared quantization error of x at each fix position, in units of x squared. With then_fp, x (a
     dense float32 activation) is also quantized in place at then_fp, each piece while it is in cache.
 
@@ -231,7 +251,7 @@ def sse_candidates(x: torch.Tensor, fps: Sequence[int], then_fp: Optional[int] =
         t.sub_(q)
         sums = t.mul_(t).sum(1).tolist()
         if then_fp is not None:
-            quantize_act_(x, then_fp)
+            quantize_act_(x, then_fp, nonneg=nonneg)
         return [v / (sc * sc) for v, sc in zip(sums, scales)]
 
     n = flat.numel()
@@ -262,7 +282,7 @@ def sse_candidates(x: torch.Tensor, fps: Sequence[int], then_fp: Optional[int] =
                 reach = min(sums[j] / scales[j] ** 2 + (n - done) * worst[j] for j in alive)
                 alive = [i for i in alive if not sums[i] / scales[i] ** 2 > reach]
         if then_fp is not None:
-            _quantize_chunk_(xs, then_fp)
+            _quantize_chunk_(xs, then_fp, nonneg=nonneg)
     return [sums[i] / scales[i] ** 2 if i in alive else math.inf for i in range(len(scales))]
 
 
@@ -317,9 +337,9 @@ def diffs_fix_pos(x: torch.Tensor, scope: int = DIFFS_SCOPE, act: Activation = N
     fp0 = overflow_free_fp(mn, mx)
     if scope <= 1:
         if then_fp is not None:
-            quantize_act_(x, then_fp)
+            quantize_act_(x, then_fp, nonneg=mn >= 0)
         return fp0
-    return fp0 + first_least(sse_candidates(x, range(fp0, fp0 + scope), then_fp, (mn, mx)))
+    return fp0 + first_least(sse_candidates(x, range(fp0, fp0 + scope), then_fp, (mn, mx), nonneg=mn >= 0))
 
 
 def first_least(errs: Sequence[float]) -> int:
