@@ -14,7 +14,7 @@ from container_payload.backends.portable.engine import Runner, adjust
 from container_payload.backends.portable.graph import capture
 
 
-class Shuffle(nn.Module):
+class ViewShuffle(nn.Module):
     """A channel shuffle: views of memory that a model written for NCHW knows to be NCHW."""
 
     def __init__(self) -> None:
@@ -29,13 +29,37 @@ class Shuffle(nn.Module):
 
 def test_a_graph_with_views_stays_nchw(tmp_path):
     torch.manual_seed(0)
-    model = Shuffle().eval()
+    model = ViewShuffle().eval()
     x = torch.randn(2, 3, 8, 8)
     b = PortableBackend(model, str(tmp_path), (3, 8, 8), quant_opt=0, warn=lambda m: None)
     b.calibrate([x])
     q = b.quantized()
     assert not q.channels_last
     assert q(x).shape == (2, 4, 8, 8)
+
+
+def test_calibration_takes_the_fast_hswish_gate_with_the_same_results(tmp_path, monkeypatch):
+    torch.manual_seed(0)
+    model = MobileBlock().eval()
+    gen = torch.Generator().manual_seed(1)
+    batches = [torch.randn(4, 3, 32, 32, generator=gen) * 2 for _ in range(4)]
+    used = []
+    fast = engine.fast_hswish_gate
+    # activations, not the 256 values of the check at load
+    monkeypatch.setattr(engine, "fast_hswish_gate", lambda x, **kw: used.append(x.numel() > 256) or fast(x, **kw))
+
+    def run(where):
+        b = PortableBackend(model, str(tmp_path / where), (3, 32, 32), quant_opt=3, warn=lambda m: None)
+        b.calibrate(batches)
+        return (tmp_path / where / "quant_info.json").read_text(), b.bias_corr, b.quantized().general()(batches[0])
+
+    with_gate = run("fast")
+    assert sum(used) == 2 * len(batches)  # both hswish nodes read quantized conv outputs, in every batch
+    monkeypatch.setattr(engine, "quantized_sources", lambda g: {})
+    used.clear()
+    general = run("general")
+    assert not any(used)
+    assert with_gate[:2] == general[:2] and torch.equal(with_gate[2], general[2])
 
 
 class PadToMultiple(nn.Module):

@@ -374,6 +374,11 @@ class Calibrator(Runner):
         self._ref: Optional[torch.Tensor] = None  # the float reference of the op being corrected
         self.remaining: Optional[int] = None  # batches still to come after the current one, when known
         self.invalid = set()  # outputs met with an inf or a nan (not quantized, as nndct skips them)
+        # hardswish nodes reading a quantized output as it is: their gate takes the three-pass formula when that
+        # output's fix position in this batch (fp_now) is one where the formula gives nndct's bits
+        self.sources = quantized_sources(g)
+        self.fp_now: Dict[str, Optional[int]] = {}
+        self._gate_holds: Dict[int, bool] = {}
         for node in g.nodes:
             if has_params(node):
                 self.float_params[node.name] = (node.weight, node.bias)
@@ -391,7 +396,21 @@ class Calibrator(Runner):
         # a batch stay off the grid and are what the next batches compute with
         return self.qweight[node.name], self.bias_now.get(node.name)
 
+    def _hswish_gate(self, node: Node, x: torch.Tensor) -> torch.Tensor:
+        fp = self.fp_now.get(self.sources.get(node.name, ""))
+        if fp is not None:
+            holds = self._gate_holds.get(fp)
+            if holds is None:
+                holds = self._gate_holds[fp] = fast_hswish_gate_holds(fp)
+            if holds:
+                return fast_hswish_gate(x)
+        return hswish_gate(x)
+
     def quant(self, node: Node, val: torch.Tensor, act: fxp.Activation) -> torch.Tensor:
+        self.fp_now[node.name] = None  # until _quant quantizes it
+        return self._quant(node, val, act)
+
+    def _quant(self, node: Node, val: torch.Tensor, act: fxp.Activation) -> torch.Tensor:
         scope = 1 if node.op == "input" else fxp.DIFFS_SCOPE
         hist = self.history.setdefault(node.name, [])  # a list-valued node's parts come in as they are met
         if self.remaining is not None:
@@ -399,6 +418,7 @@ class Calibrator(Runner):
             if locked is not None:
                 # no batch left, this one included, can move the mode: the fix position this batch's diffs would
                 # add to the history cannot count, and every batch from here on is quantized at the mode
+                self.fp_now[node.name] = locked
                 return fxp.quantize_act_(val, locked, act)
         # once the history's mode cannot move, this batch's fix position is known before its diffs are, and
         # the tensor is quantized inside the diffs pass instead of in a pass of its own
@@ -412,7 +432,9 @@ class Calibrator(Runner):
             return val
         hist.append(fxp.capped(fp))
         if settled is None:
-            return fxp.quantize_act_(val, fxp.modal_fp(hist), nonneg=_nonneg(node, act))
+            settled = fxp.modal_fp(hist)
+            fxp.quantize_act_(val, settled, nonneg=_nonneg(node, act))
+        self.fp_now[node.name] = settled
         return val
 
     def _node_value(self, node: Node, step: Step, env, params, overwrite: bool = False) -> torch.Tensor:
@@ -686,6 +708,31 @@ def _standard_layout(out):
 
 
 _PICKING = ("relu", "maxpool")  # ops whose every result element is one of their input's elements, or 0
+
+
+def quantized_sources(g: Graph) -> Dict[str, str]:
+    """hswish node -> the quantized output (its key) that the node's first input holds unchanged, where it
+    does: read directly, or through ReLUs and max pools that are not quantized themselves (they pick values).
+    A value is read in place by no one else (Runner.may_overwrite), so it is still as quantized when read."""
+    keys = set(g.output_keys)
+    src: Dict[int, str] = {}
+    inp = next(n for n in g.nodes if n.op == "input")
+    if inp.name in keys:
+        src[g.input_id] = inp.name
+    res = {}
+    for step in g.steps:
+        node = step.node
+        if node is None or len(step.outs) != 1:
+            continue
+        first = src.get(step.ins[0]) if step.ins else None
+        if node.op == "hswish" and first is not None:
+            res[node.name] = first
+        if node.name in keys and not node.attrs.get("skip_quant") and not any(
+                node.attrs.get(k) for k in ("list_out", "out_floats", "first_out")):
+            src[step.outs[0]] = node.name
+        elif node.name not in keys and node.op in _PICKING and first is not None:
+            src[step.outs[0]] = first
+    return res
 
 
 def _on_coarse_grids(g: Graph, out_fp: Dict[str, Optional[int]]):
