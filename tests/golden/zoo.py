@@ -387,6 +387,43 @@ class SharedConvs(nn.Module):
 
 
 
+class TwinBatchNorms(nn.Module):
+    """BatchNorms around a conv read twice: two BatchNorm2d both reading one conv (conv -> bn1, conv -> bn2), a
+    conv read by a pooled gate before its BatchNorm, a conv with bias whose output is added back after its
+    BatchNorm (y = conv(x); bn(y) + y), and a depthwise conv read by two BatchNorms and a ReLU; a concat makes
+    nndct's search for [conv, bn] look 3 nodes deep (its [conv, concat, bn] pattern is searched too)."""
+
+    def __init__(self, classes: int = CLASSES) -> None:
+        super().__init__()
+        self.stem = ConvBN(3, 16, stride=2, act=nn.ReLU())
+        self.fork = nn.Conv2d(16, 16, 3, padding=1, bias=False)
+        self.fork_bn1 = nn.BatchNorm2d(16)
+        self.fork_bn2 = nn.BatchNorm2d(16)
+        self.gated = nn.Conv2d(16, 16, 3, padding=1, bias=False)
+        self.gated_bn = nn.BatchNorm2d(16)
+        self.skip = nn.Conv2d(16, 16, 3, padding=1, bias=True)
+        self.skip_bn = nn.BatchNorm2d(16)
+        self.dw = nn.Conv2d(16, 16, 3, padding=1, groups=16, bias=True)
+        self.dw_bn1 = nn.BatchNorm2d(16)
+        self.dw_bn2 = nn.BatchNorm2d(16)
+        self.act = nn.ReLU()
+        self.head = nn.Conv2d(32, classes, 1)
+
+    def forward(self, x):
+        x = self.stem(x)
+        f = self.fork(x)
+        x = self.act(self.fork_bn1(f)) + self.fork_bn2(f)
+        g = self.gated(x)
+        gate = torch.sigmoid(g.mean(dim=(2, 3), keepdim=True))
+        x = self.act(self.gated_bn(g)) * gate
+        y = self.skip(x)
+        x = self.act(self.skip_bn(y) + y)
+        d = self.dw(x)
+        x = self.dw_bn1(d) * self.act(d) + self.dw_bn2(d)
+        x = torch.cat([x, y], dim=1)
+        return F.interpolate(self.head(x), scale_factor=2.0, mode="bilinear", align_corners=False)
+
+
 ZOO: dict[str, Callable[[], nn.Module]] = {
     # torchvision segmentation
     "tv_lraspp_mobilenet_v3_large": _tv_seg("lraspp_mobilenet_v3_large"),
@@ -413,6 +450,7 @@ ZOO: dict[str, Callable[[], nn.Module]] = {
     "custom_more_ops": MoreOps,  # decoder ops; max along a dim ([[8, fp], [8, null]]); a float op's first output
     "custom_attention": Attention,  # nn.MultiheadAttention: plain-number consts numbered in nndct's walk order
     "custom_shared_convs": SharedConvs,  # a conv called twice: its params renamed with nndct's parse-time node id
+    "custom_twin_bn": TwinBatchNorms,  # two BatchNorms on one conv; a conv read before / besides its BatchNorm
     # attention with a non-persistent index buffer (x[:, idxs]: const nodes inside a list), bmm as matmul
     "timm_levit_128s": _timm("levit_128s", img_size=64),
     "timm_efficientformerv2_s0": _timm("efficientformerv2_s0", img_size=64),

@@ -452,6 +452,7 @@ def capture(model: nn.Module, sample: torch.Tensor, *, relu6_as_relu: bool) -> G
     for n in graph.nodes():
         for v in n.inputs():
             consumers[v.unique()] = consumers.get(v.unique(), 0) + 1
+    late_bns = _late_batchnorms(graph)
     for v in graph.outputs():
         consumers[v.unique()] = consumers.get(v.unique(), 0) + 1
 
@@ -543,7 +544,7 @@ def capture(model: nn.Module, sample: torch.Tensor, *, relu6_as_relu: bool) -> G
             producer[outs[0].unique()] = [head]
             head.attrs["slice_chain"] = outs[0].unique()
             continue
-        if base == "batch_norm" and not _bn_computed_affine(ins, arg_ids, param_of) and \
+        if base == "batch_norm" and n not in late_bns and not _bn_computed_affine(ins, arg_ids, param_of) and \
                 _fold_bn_into(g, producer.get(arg_ids[0], []), arg_ids, consumers, ins, param_of):
             alias[outs[0].unique()] = arg_ids[0]
             removed += 1
@@ -958,9 +959,55 @@ def _bind_params(node: Node, w_id: int, b_id: Optional[int], g: Graph, param_of:
     node.attrs["bias_key"] = param_of.get(b_id) if b_id is not None else None
 
 
+_PASSED_ON = ("aten::alias", "prim::ListConstruct", "prim::TupleConstruct") + _SIMPLE_OPS
+
+
+def _late_batchnorms(graph) -> Set[Any]:
+    """The aten::batch_norm nodes reading a conv's output that nndct does not fold into it, because the conv has
+    left GraphSearcher's sliding window by the time the depth-first walk of FuseBnToConv reaches them
+    (nndct_shared/optimization/commander.py FuseBnToConv, nndct_shared/nndct_graph/graph_searcher.py
+    _find_node_from_type_and_apply_action_recursion). The window keeps the last nodes entered, as many as the
+    longest pattern searched: 3 when the graph has a concat ([conv, concat, bn] is searched), 2 otherwise.
+    The conv's readers are entered in their order (its output's uses), each with its whole subtree, and every
+    node below a reader is entered again even when seen before; so the conv is pushed out once a reader before
+    the BatchNorm has readers of its own (window 2) or readers of readers (window 3), and only a BatchNorm met
+    while it is still there is folded: conv -> bn1, conv -> bn2 folds bn1 only, and y = conv(x); bn(y) with
+    y.mean() read first folds nothing. Read on the traced graph, through the nodes nndct's graph does not have
+    (the tracer's aliases, lists packed into their readers, removed Int / NumToTensor)."""
+    nodes = list(graph.nodes())
+    window = 3 if any(n.kind() == "aten::cat" for n in nodes) else 2
+
+    def readers(n) -> List[Any]:
+        found = []
+        for u in (u for o in n.outputs() for u in o.uses()):
+            found += readers(u.user) if u.user.kind() in _PASSED_ON else [u.user]
+        return found
+
+    def reaches(n, depth: int) -> bool:  # n has a chain of `depth` readers below it
+        return depth == 0 or any(reaches(r, depth - 1) for r in readers(n))
+
+    late = set()
+    for n in nodes:
+        if n.kind() != "aten::batch_norm":
+            continue
+        src = n.inputsAt(0).node()
+        while src.kind() == "aten::alias":
+            src = src.inputsAt(0).node()
+        if src.kind() != "aten::_convolution":
+            continue
+        for r in readers(src):
+            if r == n:
+                break
+            if reaches(r, window - 1):
+                late.add(n)
+                break
+    return late
+
+
 def _fold_bn_into(g: Graph, prods: List[Node], a: List[int], consumers: Dict[int, int], ins,
                   param_of: Dict[int, str]) -> bool:
-    """Fold aten::batch_norm into the conv that produced its input (whatever else reads the conv's output),
+    """Fold aten::batch_norm into the conv that produced its input (whatever else reads the conv's output, if
+    nndct's search meets the BatchNorm while the conv is in its window: see _late_batchnorms),
     or into every conv of a concat of convs that only the BatchNorm reads, each conv taking its slice of the
     channels (nndct_shared/optimization/commander.py FuseBnToConv: patterns [conv, bn] and [conv, concat, bn];
     fuse_conv_bn.py ConvBnHandler; e.g. timm's MixedConv2d, split -> convs -> cat -> BatchNormAct2d); returns
@@ -981,7 +1028,7 @@ def _fold_bn_into(g: Graph, prods: List[Node], a: List[int], consumers: Dict[int
     offset = beta - mean.detach() * scale
     if prods[0].op in CONV_OPS:
         # [conv, bn] is folded whatever else reads the conv's output (ConvBnHandler does not look), and those
-        # readers then get the normalised output too
+        # readers then get the normalised output too (another BatchNorm among them included)
         _fold_scale(prods[0], scale, offset)
         if shared:
             bn = (param_of.get(a[3]) or "").rsplit(".", 1)[0]
