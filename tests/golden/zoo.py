@@ -344,7 +344,8 @@ class MoreOps(nn.Module):
 class Attention(nn.Module):
     """Two nn.MultiheadAttention blocks over image patches: the plain-number consts of torch's attention (`bsz *
     num_heads`, the head-size division, `q / sqrt(d)`), whose numbering follows nndct's walk of its raw graph
-    (sizes read by shape lists before their arithmetic), then a head per patch back to an image."""
+    (a size's readers in graph order, its shape lists packed into their readers), then a head per patch back to
+    an image."""
 
     def __init__(self, classes: int = CLASSES, dim: int = 16) -> None:
         super().__init__()
@@ -424,6 +425,67 @@ class TwinBatchNorms(nn.Module):
         return F.interpolate(self.head(x), scale_factor=2.0, mode="bilinear", align_corners=False)
 
 
+class TimmAttentionBlock(nn.Module):
+    """timm's Attention: `B, N, C = x.shape`, the head count times an unpacked size in a reshape, unbind."""
+
+    def __init__(self, dim: int, num_heads: int = 2) -> None:
+        super().__init__()
+        self.num_heads = num_heads
+        self.scale = (dim // num_heads) ** -0.5
+        self.qkv = nn.Linear(dim, dim * 3)
+        self.proj = nn.Linear(dim, dim)
+
+    def forward(self, x):
+        B, N, C = x.shape
+        qkv = self.qkv(x).reshape(B, N, 3, self.num_heads, C // self.num_heads).permute(2, 0, 3, 1, 4)
+        q, k, v = qkv.unbind(0)
+        q = q * self.scale
+        attn = (q @ k.transpose(-2, -1)).softmax(dim=-1)
+        x = (attn @ v).transpose(1, 2).reshape(B, N, C)
+        return self.proj(x)
+
+
+class FoldedHeadsBlock(TimmAttentionBlock):
+    """The same attention with the heads folded into the batch: `B * self.num_heads` in reshapes, bmm."""
+
+    def forward(self, x):
+        B, N, C = x.shape
+        qkv = self.qkv(x).reshape(B, N, 3, self.num_heads, C // self.num_heads).permute(2, 0, 3, 1, 4)
+        q, k, v = qkv.unbind(0)
+        q = q.reshape(B * self.num_heads, N, C // self.num_heads) * self.scale
+        k = k.reshape(B * self.num_heads, N, -1)
+        v = v.reshape(B * self.num_heads, N, -1)
+        attn = torch.bmm(q, k.transpose(1, 2)).softmax(dim=-1)
+        x = torch.bmm(attn, v).reshape(B, self.num_heads, N, C // self.num_heads)
+        return self.proj(x.transpose(1, 2).reshape(B, N, C))
+
+
+class TimmAttention(nn.Module):
+    """Two pre-norm transformer blocks over image patches, timm's attention then its heads-in-batch variant:
+    the plain-number consts of `C // self.num_heads` and `B * self.num_heads` numbered in nndct's walk order."""
+
+    def __init__(self, classes: int = CLASSES, dim: int = 16) -> None:
+        super().__init__()
+        self.patch = nn.Conv2d(3, dim, 8, stride=8)
+        self.attn = nn.ModuleList([TimmAttentionBlock(dim), FoldedHeadsBlock(dim)])
+        self.norm1 = nn.ModuleList([nn.LayerNorm(dim) for _ in range(2)])
+        self.norm2 = nn.ModuleList([nn.LayerNorm(dim) for _ in range(2)])
+        self.fc1 = nn.ModuleList([nn.Linear(dim, dim * 2) for _ in range(2)])
+        self.fc2 = nn.ModuleList([nn.Linear(dim * 2, dim) for _ in range(2)])
+        self.act = nn.GELU()
+        self.head = nn.Conv2d(dim, classes, 1)
+
+    def forward(self, x):
+        n, _, h, w = x.shape
+        t = self.patch(x).flatten(2).transpose(1, 2)  # batch, tokens, dim
+        for attn, norm1, norm2, fc1, fc2 in zip(self.attn, self.norm1, self.norm2, self.fc1, self.fc2, strict=True):
+            t = t + attn(norm1(t))
+            t = t + fc2(self.act(fc1(norm2(t))))
+        t = t.transpose(1, 2).reshape(n, -1, h // 8, w // 8)
+        return F.interpolate(self.head(t), scale_factor=8.0, mode="nearest")
+
+
+
 ZOO: dict[str, Callable[[], nn.Module]] = {
     # torchvision segmentation
     "tv_lraspp_mobilenet_v3_large": _tv_seg("lraspp_mobilenet_v3_large"),
@@ -451,6 +513,7 @@ ZOO: dict[str, Callable[[], nn.Module]] = {
     "custom_attention": Attention,  # nn.MultiheadAttention: plain-number consts numbered in nndct's walk order
     "custom_shared_convs": SharedConvs,  # a conv called twice: its params renamed with nndct's parse-time node id
     "custom_twin_bn": TwinBatchNorms,  # two BatchNorms on one conv; a conv read before / besides its BatchNorm
+    "custom_timm_attention": TimmAttention,  # timm attention: C // num_heads, B * num_heads consts
     # attention with a non-persistent index buffer (x[:, idxs]: const nodes inside a list), bmm as matmul
     "timm_levit_128s": _timm("levit_128s", img_size=64),
     "timm_efficientformerv2_s0": _timm("efficientformerv2_s0", img_size=64),

@@ -617,7 +617,7 @@ def capture(model: nn.Module, sample: torch.Tensor, *, relu6_as_relu: bool) -> G
     if len(rets) != 1:
         raise BackendError("{}.forward must return one tensor".format(prefix))
     g.output_id = rid(rets[0])
-    front = _dfs_order(graph, set(param_of), scalar_consts) + tensor_consts
+    front = _dfs_order(graph, scalar_consts) + tensor_consts
     g.nodes = front + g.nodes
     g.steps = [c.step for c in front] + g.steps
     _drop_dead(g)
@@ -630,7 +630,7 @@ def capture(model: nn.Module, sample: torch.Tensor, *, relu6_as_relu: bool) -> G
     return g
 
 
-def _dfs_order(graph, params: Set[int], consts: List[Node]) -> List[Node]:
+def _dfs_order(graph, consts: List[Node]) -> List[Node]:
     """The plain-number const nodes in nndct's order: opt_pass.py transform_const_scalar_to_const_tensor takes
     the binary ops (add, sub, mul, div, rsub, remainder) pattern by pattern, the patterns in the order
     GraphSearcher's depth-first walk first matched them (node_sets is a dict), each pattern's nodes in the
@@ -638,7 +638,7 @@ def _dfs_order(graph, params: Set[int], consts: List[Node]) -> List[Node]:
     const_0..3 feed the four remainders, const_4..5 the two rsubs. The walk is _raw_walk's."""
     if len(consts) < 2:
         return consts
-    rank = _raw_walk(graph, params)
+    rank = _raw_walk(graph)
     unreached = len(rank)
     walk = sorted(consts, key=lambda c: rank.get(c.attrs["made_for"][1], unreached))
     # GraphSearcher's node_sets is keyed by pattern in the order the walk first matched each, and a pattern
@@ -658,114 +658,47 @@ def _dfs_order(graph, params: Set[int], consts: List[Node]) -> List[Node]:
 _SIMPLE_OPS = ("prim::NumToTensor", "aten::Int", "aten::ScalarImplicit")
 
 
-def _raw_walk(graph, params: Set[int]) -> Dict[Any, int]:
+def _raw_walk(graph) -> Dict[Any, int]:
     """The order in which nndct's GraphSearcher reaches each node of its raw graph when its const pass runs
     (nndct_shared/nndct_graph/graph_searcher.py find_nodes_from_type): depth first from every node without
     inputs from other nodes, in graph order (tensor constants included: torchvision ViT's walk starts at the
     `16` of its patch division), each node's children in its out_nodes order, a visited node not entered
-    again. The out_nodes lists are what pytorch_nndct/parse/trace_helper.py `_optimize` leaves them:
-    - built in graph order (torch_graph.py connect_nodes);
-    - then opt_pass.py remove_simple_op takes out NumToTensor, Int and ScalarImplicit, in its own search's order,
-      and appends each one's readers at the end of its producer's out_nodes, without rebuilding them; so a size
-      read by such a chain and by a shape list leads the walk into the list's reader first (timm and
-      torchvision attention: `bsz * num_heads` in torchvision's nn.MultiheadAttention);
-    - a later pass that changes the graph rebuilds them all in graph order (reconnect_nodes): slices made strided
-      slices, a size of a parameter made a number, transposed parameters or matmul + add merged; after the
-      lists are packed into their readers (ListConstruct nodes gone), an empty + zero_ merged or a view that
-      does not change the shape removed. Without one, a packed list stays in its producers' out_nodes."""
+    again. The out_nodes lists are those of torch_graph.py connect_nodes, readers in graph order: every pass of
+    pytorch_nndct/parse/trace_helper.py `_optimize` that changes the graph rebuilds them all (TorchBlock
+    reconnect_nodes), opt_pass.py remove_simple_op (NumToTensor, Int and ScalarImplicit taken out, their readers
+    reading the producer) and pack_ListConstruct_op (a list with items packed into its readers, which read the
+    items) included; an instrumented run shows a size's out_nodes in graph order after each (timm attention:
+    `B, N, C = x.shape` read by the qkv reshape, then by three `B * self.num_heads`). An empty list is not packed:
+    it stays a node, a root of the walk."""
     # a tensor constant is a node of its own there, ahead of the others (a root: nothing feeds it), a plain
     # number is not; the tracer's aten::alias nodes (this capture's, not nndct's) pass their input on
     everything = list(graph.nodes())
     made_by = {v.unique(): n for n in everything for v in n.outputs()}
-
-    def readers(n) -> List[Any]:
-        found = []
-        for u in (u for o in n.outputs() for u in o.uses()):
-            found += readers(u.user) if u.user.kind() == "aten::alias" else [u.user]
-        return found
-
     tensor_consts = [n for n in everything if n.kind() == "prim::Constant" and any(
         o.type().kind() == "TensorType" for o in n.outputs())]
     order = tensor_consts + [n for n in everything if n.kind() not in ("prim::Constant", "aten::alias")]
-    aliases = {n: made_by[v.unique()] for n in everything if n.kind() == "aten::alias"
-               for v in n.inputs() if v.unique() in made_by}  # (an alias of the input or a param: no producer)
-
-    def search(nodes, outs, ins, kinds=None) -> List[Any]:
-        seen: Dict[Any, int] = {}
-        for root in nodes:
-            if ins[root]:
-                continue
-            stack = [root]
-            while stack:
-                n = stack.pop()
-                if n in seen:
-                    continue
-                seen[n] = len(seen)
-                stack.extend(reversed([c for c in outs[n] if c not in seen]))
-        found = list(seen)
-        if kinds is None:
-            return found
-        by_kind: Dict[str, list] = {}
-        for n in found:
-            if n.kind() in kinds:
-                by_kind.setdefault(n.kind(), []).append(n)
-        return [n for group in by_kind.values() for n in group]
-
-    through: Dict[Any, Any] = dict(aliases)
-    outs, ins = _connect(order, made_by, through)
-    # traced through _SlicedSplits, every use of an unpacked size gets its aten::Int where the size is unpacked;
-    # nndct's graph has them in the order of their uses (torchvision/timm attention: `B, N, C = x.shape` read
-    # by two reshapes), so each is ordered here as if it stood right before its first reader
-    at = {n: i for i, n in enumerate(everything)}
+    through: Dict[Any, Any] = {n: made_by[v.unique()] for n in everything if n.kind() == "aten::alias"
+                               for v in n.inputs() if v.unique() in made_by}  # (of the input or a param: none)
     for n in order:
-        if n.kind() == "aten::Int":
-            users = [at[r] for r in readers(n)]
-            if users:
-                at[n] = min(users) - 0.5
-    for n in order:
-        outs[n].sort(key=at.get)
-    for r in search(order, outs, ins, _SIMPLE_OPS):
-        if not ins[r]:
-            continue
-        src = ins[r][0]
-        if r in outs[src]:
-            outs[src].remove(r)
-        for c in outs[r]:
-            outs[src].append(c)
-            ins[c] = [src if p is r else p for p in ins[c]]
-        through[r] = src
+        first = next(iter(n.inputs()), None)
+        if n.kind() in _SIMPLE_OPS and first is not None and first.unique() in made_by:
+            through[n] = made_by[first.unique()]
+        elif n.kind() in ("prim::ListConstruct", "prim::TupleConstruct") and first is not None:
+            through[n] = None  # packed into its readers: they read its items
     nodes = [n for n in order if n not in through]
-    kinds = {n.kind() for n in nodes}
-
-    def is_param(v) -> bool:
-        return v.unique() in params
-
-    def same_shape_view(n) -> bool:
-        if n.kind() != "aten::view":
-            return False
-        a, b = list(n.inputs())[0].type(), list(n.outputs())[0].type()
-        return (a.kind() == b.kind() == "TensorType" and a.sizes() is not None and a.sizes() == b.sizes())
-
-    rebuild = "aten::slice" in kinds or any(
-        (n.kind() == "aten::size" and is_param(list(n.inputs())[0]))
-        or (n.kind() == "aten::t" and is_param(list(n.inputs())[0])
-            and any(r.kind() in ("aten::addmm", "aten::matmul") for r in readers(n)))
-        or (n.kind() == "aten::matmul" and is_param(list(n.inputs())[1])
-            and any(r.kind() == "aten::add" and is_param(list(r.inputs())[1]) for r in readers(n)))
-        for n in nodes)
-    after_packing = any(
-        same_shape_view(n) or (n.kind() == "aten::empty" and any(r.kind() == "aten::zero_" for r in readers(n)))
-        for n in nodes)
-    if after_packing:
-        for n in nodes:
-            if n.kind() in ("prim::ListConstruct", "prim::TupleConstruct"):
-                through[n] = None  # packed into its readers: they read its items
-        packed = [n for n in nodes if n not in through]
-        outs, ins = _connect(packed, made_by, through)
-        nodes = packed
-    elif rebuild:
-        outs, ins = _connect(nodes, made_by, through)
-    return {n: i for i, n in enumerate(search(nodes, outs, ins))}
+    outs, ins = _connect(nodes, made_by, through)
+    seen: Dict[Any, int] = {}
+    for root in nodes:
+        if ins[root]:
+            continue
+        stack = [root]
+        while stack:
+            n = stack.pop()
+            if n in seen:
+                continue
+            seen[n] = len(seen)
+            stack.extend(reversed([c for c in outs[n] if c not in seen]))
+    return seen
 
 
 def _connect(nodes, made_by: Dict[int, Any], through: Dict[Any, Any]):
