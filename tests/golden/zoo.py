@@ -388,6 +388,30 @@ class SharedConvs(nn.Module):
 
 
 
+class SharedLinear(nn.Module):
+    """nn.Linear modules called twice: a token mixer applied twice over the patches of an image and an MLP head
+    whose hidden Linear (with bias) and output Linear (without) each run twice, as in weight-tied heads."""
+
+    def __init__(self, classes: int = 10, dim: int = 16) -> None:
+        super().__init__()
+        self.stem = ConvBN(3, dim, stride=4, act=nn.ReLU())
+        self.mix = nn.Linear(dim, dim)
+        self.mix_act = nn.GELU()
+        self.hidden = nn.Linear(dim, dim)
+        self.tied = nn.Linear(dim, dim, bias=False)
+        self.act = nn.ReLU()
+        self.fc = nn.Linear(dim, classes)
+
+    def forward(self, x):
+        t = self.stem(x).flatten(2).transpose(1, 2)  # [N, 256, dim]
+        t = t + self.mix_act(self.mix(t))
+        t = t + self.mix_act(self.mix(t))
+        h = t.mean(dim=1)
+        h = self.act(self.hidden(h))
+        h = self.act(self.hidden(self.tied(h)) + h)
+        return self.fc(self.tied(h))
+
+
 class TwinBatchNorms(nn.Module):
     """BatchNorms around a conv read twice: two BatchNorm2d both reading one conv (conv -> bn1, conv -> bn2), a
     conv read by a pooled gate before its BatchNorm, a conv with bias whose output is added back after its
@@ -512,6 +536,7 @@ ZOO: dict[str, Callable[[], nn.Module]] = {
     "custom_more_ops": MoreOps,  # decoder ops; max along a dim ([[8, fp], [8, null]]); a float op's first output
     "custom_attention": Attention,  # nn.MultiheadAttention: plain-number consts numbered in nndct's walk order
     "custom_shared_convs": SharedConvs,  # a conv called twice: its params renamed with nndct's parse-time node id
+    "custom_shared_linear": SharedLinear,  # Linear modules called twice (token mixer, tied MLP head)
     "custom_twin_bn": TwinBatchNorms,  # two BatchNorms on one conv; a conv read before / besides its BatchNorm
     "custom_timm_attention": TimmAttention,  # timm attention: C // num_heads, B * num_heads consts
     # attention with a non-persistent index buffer (x[:, idxs]: const nodes inside a list), bmm as matmul

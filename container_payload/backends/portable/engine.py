@@ -381,12 +381,22 @@ class Calibrator(Runner):
         self._gate_holds: Dict[int, bool] = {}
         for node in g.nodes:
             if has_params(node):
+                # a parameter is quantized by the first node that uses it only: calibrate_int leaves a param
+                # whose name has a fix position already untouched, so a Linear called twice (nndct renames the
+                # params of a conv called twice, not of a Linear: DecoupleSharedParamsInConv) calibrates its later
+                # calls with the float weight and bias (the bias still corrected from there)
                 self.float_params[node.name] = (node.weight, node.bias)
-                self.param_fp[node.weight_name] = fxp.capped(fxp.diffs_fix_pos(node.weight))
-                self.qweight[node.name] = fxp.quantize_param(node.weight, self.param_fp[node.weight_name])
+                w_first = node.weight_name not in self.param_fp
+                if w_first:
+                    self.param_fp[node.weight_name] = fxp.capped(fxp.diffs_fix_pos(node.weight))
+                self.qweight[node.name] = (fxp.quantize_param(node.weight, self.param_fp[node.weight_name])
+                                           if w_first else node.weight)
                 if node.bias is not None:
-                    self.param_fp[node.bias_name] = fxp.capped(fxp.diffs_fix_pos(node.bias))
-                    self.bias_now[node.name] = fxp.quantize_param(node.bias, self.param_fp[node.bias_name])
+                    b_first = node.bias_name not in self.param_fp
+                    if b_first:
+                        self.param_fp[node.bias_name] = fxp.capped(fxp.diffs_fix_pos(node.bias))
+                    self.bias_now[node.name] = (fxp.quantize_param(node.bias, self.param_fp[node.bias_name])
+                                                if b_first else node.bias)
                     if bias_correction and node.op in PARAM_OPS:
                         self.corr[node.name] = _BiasCorr()
 
