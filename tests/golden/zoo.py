@@ -449,6 +449,42 @@ class TwinBatchNorms(nn.Module):
         return F.interpolate(self.head(x), scale_factor=2.0, mode="bilinear", align_corners=False)
 
 
+class DropoutBatchNorms(nn.Module):
+    """A dropout between a conv and its BatchNorm: nn.Dropout, nn.Dropout2d and nn.Dropout(inplace=True), and one
+    between a concat of convs and its BatchNorm. nndct searches [conv, bn] and [conv, concat, bn] while the
+    dropout is still in its graph (nndct_shared/optimization/optimizer.py removes dropouts after FuseBnToConv),
+    so none of these BatchNorms folds; the last block folds as usual, and the head has a dropout before a conv."""
+
+    def __init__(self, classes: int = CLASSES) -> None:
+        super().__init__()
+        self.stem = ConvBN(3, 16, stride=2, act=nn.ReLU())
+        self.c1 = nn.Conv2d(16, 16, 3, padding=1, bias=False)
+        self.d1 = nn.Dropout(0.1)
+        self.bn1 = nn.BatchNorm2d(16)
+        self.c2 = nn.Conv2d(16, 16, 3, padding=1, bias=True)
+        self.d2 = nn.Dropout2d(0.1)
+        self.bn2 = nn.BatchNorm2d(16)
+        self.c3 = nn.Conv2d(16, 16, 3, padding=1, groups=16, bias=False)
+        self.d3 = nn.Dropout(0.1, inplace=True)
+        self.bn3 = nn.BatchNorm2d(16)
+        self.ca = nn.Conv2d(16, 8, 1, bias=False)
+        self.cb = nn.Conv2d(16, 8, 3, padding=1, bias=False)
+        self.dc = nn.Dropout(0.1)
+        self.bnc = nn.BatchNorm2d(16)
+        self.last = ConvBN(16, 16, act=nn.ReLU())
+        self.act = nn.ReLU()
+        self.head = nn.Sequential(nn.Dropout(0.2), nn.Conv2d(16, classes, 1))
+
+    def forward(self, x):
+        x = self.stem(x)
+        x = self.act(self.bn1(self.d1(self.c1(x))))
+        x = self.act(self.bn2(self.d2(self.c2(x))))
+        x = self.act(self.bn3(self.d3(self.c3(x))))
+        x = self.act(self.bnc(self.dc(torch.cat([self.ca(x), self.cb(x)], dim=1))))
+        x = self.last(x)
+        return F.interpolate(self.head(x), scale_factor=2.0, mode="bilinear", align_corners=False)
+
+
 class TimmAttentionBlock(nn.Module):
     """timm's Attention: `B, N, C = x.shape`, the head count times an unpacked size in a reshape, unbind."""
 
@@ -539,6 +575,7 @@ ZOO: dict[str, Callable[[], nn.Module]] = {
     "custom_shared_linear": SharedLinear,  # Linear modules called twice (token mixer, tied MLP head)
     "custom_twin_bn": TwinBatchNorms,  # two BatchNorms on one conv; a conv read before / besides its BatchNorm
     "custom_timm_attention": TimmAttention,  # timm attention: C // num_heads, B * num_heads consts
+    "custom_dropout_bn": DropoutBatchNorms,  # a dropout between a conv (or a concat of convs) and its BatchNorm
     # attention with a non-persistent index buffer (x[:, idxs]: const nodes inside a list), bmm as matmul
     "timm_levit_128s": _timm("levit_128s", img_size=64),
     "timm_efficientformerv2_s0": _timm("efficientformerv2_s0", img_size=64),

@@ -21,7 +21,7 @@ What nndct does and where it says so (Xilinx/Vitis-AI src/vai_quantizer/vai_q_py
   `<module>.bias`. A BatchNorm after a concat of convs (read by nothing else) is folded into each of them, with
   its channels' slice of s (commander.py FuseBnToConv's [conv, concat, bn] patterns; timm's MixedConv2d).
   Dropout (aten::dropout, and aten::feature_dropout, which the dispatcher maps to it) is removed
-  (nndct_shared/optimization/optimizer.py).
+  (nndct_shared/optimization/optimizer.py), after the folding: a BatchNorm reading a dropout does not fold.
 - Node names are `nndct_<op>_<n>`, n the index in the BN-folded graph in execution order (DESIGN.md section 9,
   seen on real runs); op names are NNDCT_OP's values (nndct_shared/base/key_names.py).
 - Quantization groups (nndct_shared/quantization/commander.py, nndct_shared/nndct_graph/utils.py `group_up`):
@@ -892,6 +892,8 @@ def _bind_params(node: Node, w_id: int, b_id: Optional[int], g: Graph, param_of:
     node.attrs["bias_key"] = param_of.get(b_id) if b_id is not None else None
 
 
+# the dropouts nndct's dispatcher maps to its DROPOUT op (aten::feature_dropout_ stays a float op of its own)
+_DROPOUTS = ("aten::dropout", "aten::dropout_", "aten::feature_dropout")
 _PASSED_ON = ("aten::alias", "prim::ListConstruct", "prim::TupleConstruct") + _SIMPLE_OPS
 
 
@@ -926,6 +928,11 @@ def _late_batchnorms(graph) -> Set[Any]:
         src = n.inputsAt(0).node()
         while src.kind() == "aten::alias":
             src = src.inputsAt(0).node()
+        if src.kind() in _DROPOUTS:
+            # nndct's graph still has the dropout when FuseBnToConv searches [conv, bn] and [conv, concat, bn]
+            # (nndct_shared/optimization/optimizer.py removes dropouts after it): the BatchNorm stays
+            late.add(n)
+            continue
         if src.kind() != "aten::_convolution":
             continue
         for r in readers(src):
