@@ -27,6 +27,32 @@ class ViewShuffle(nn.Module):
         return y.view(n, 2, c // 2, h, w).transpose(1, 2).reshape(n, c, h, w)
 
 
+class UnevenPool(nn.Module):
+    """A pool whose output size does not divide its input's: nndct leaves it unquantized, so a conv reads floats."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(3, 4, 3, padding=1)
+        self.pool = nn.AdaptiveAvgPool2d(3)
+        self.head = nn.Conv2d(4, 2, 1)
+
+    def forward(self, x):
+        return F.interpolate(self.head(self.pool(self.conv(x))), size=x.shape[2:], mode="nearest")
+
+
+def test_a_conv_reading_an_unquantized_float_keeps_the_graph_nchw(tmp_path):
+    # a float input makes the conv's sums round, in an order that depends on the memory layout
+    torch.manual_seed(0)
+    x = torch.randn(2, 3, 8, 8)
+    b = PortableBackend(UnevenPool().eval(), str(tmp_path), (3, 8, 8), quant_opt=0, warn=lambda m: None)
+    b.calibrate([x])
+    q = b.quantized()
+    pool = next(n for n in q.g.nodes if n.op == "adaptive_avg_pool2d")
+    assert pool.attrs.get("skip_quant") and q.out_fp.get(pool.name) is None
+    assert not q.channels_last
+    assert torch.equal(q(x), q.general()(x))
+
+
 def test_a_graph_with_views_stays_nchw(tmp_path):
     torch.manual_seed(0)
     model = ViewShuffle().eval()

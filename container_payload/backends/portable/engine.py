@@ -26,7 +26,7 @@ import torch
 import torch.nn.functional as F
 
 from . import fixpoint as fxp
-from .graph import LEAKY_SLOPE, NORM_SLOTS, PARAM_OPS, QUANTIZABLE, Graph, Node, Step
+from .graph import CONV_OPS, LEAKY_SLOPE, NORM_SLOTS, PARAM_OPS, QUANTIZABLE, Graph, Node, Step
 
 CORR_RATE = 0.05  # nndct_param_corr_rate's default
 # ops whose result is a new tensor, which can then be quantized in place
@@ -585,13 +585,14 @@ class TestModel(Runner):
     """The test-mode quantized model: fixed fix positions, DPU rounding, adjusted positions.
 
     Images go through it channels-last (NHWC in memory) where every op of the graph computes the same values
-    whatever the layout (channels_last_safe): oneDNN runs convolutions on that layout natively, without the
-    reorders into and out of its blocked layout that an NCHW call costs (on the MobileNetV3 benchmark the
-    convolutions take about a quarter less time). The bits stay those of NCHW: here a convolution adds products
-    of quantized inputs and quantized weights, int8 values on power-of-two grids (unless a float op that nndct
-    leaves unquantized feeds it), and such sums are exact in float32 while they fit its 24-bit significand (a
-    thousand int8 products do), so the order in which a kernel adds them cannot show. The output comes back in
-    the standard layout.
+    whatever the layout (channels_last_safe) and every convolution reads a quantized tensor: oneDNN runs
+    convolutions on that layout natively, without the reorders into and out of its blocked layout that an NCHW
+    call costs (on the MobileNetV3 benchmark the convolutions take about a quarter less time). The bits stay
+    those of NCHW: a convolution adds products of quantized inputs and quantized weights, int8 values on
+    power-of-two grids, and such sums are exact in float32 while they fit its 24-bit significand (a thousand
+    int8 products do), so the order in which a kernel adds them cannot show. A float input (an uneven adaptive
+    pool, which nndct leaves unquantized, before a conv: smp's PSPNet) would make them round, in an order that
+    depends on the layout; such a graph stays NCHW. The output comes back in the standard layout.
 
     Calibration keeps NCHW: there biases move off the grid (bias correction) and the float reference convs use
     float weights, so sums round, and a layout's order of addition shows in their last bits. Those bits decide
@@ -603,7 +604,11 @@ class TestModel(Runner):
         super().__init__(g)
         self.fps, self.biases = fps, biases
         self.out_fp = dict(fps["output"])
-        self.channels_last = shortcuts and channels_last_safe(g)
+        self.coarse, in_fp = _on_coarse_grids(g, self.out_fp) if shortcuts else (frozenset(), {})
+        # channels-last only where every convolution reads a quantized tensor (in_fp): a float input would make
+        # its sums round, in an order that depends on the layout
+        self.channels_last = shortcuts and channels_last_safe(g) and all(
+            node.name in in_fp for node in g.nodes if node.op in CONV_OPS)
         self.qparams = {}
         for node in g.nodes:
             if not has_params(node):
@@ -615,7 +620,6 @@ class TestModel(Runner):
             if node.bias is not None:
                 b = fxp.quantize_param(biases.get(node.name, node.bias), fps["param"][node.bias_name])
             self.qparams[node.name] = (w, b)
-        self.coarse, in_fp = _on_coarse_grids(g, self.out_fp) if shortcuts else (frozenset(), {})
         # hardswish on a quantized input (conv, BN, hswish as nndct groups it), with a quantized output: its gate
         # in two passes, as an integer whose 1/128 the quantizer of the output takes into its own scaling
         self.gate_fast = frozenset(node.name for node in g.nodes if node.op == "hswish" and in_fp.get(node.name)
@@ -770,7 +774,7 @@ def _on_coarse_grids(g: Graph, out_fp: Dict[str, Optional[int]]):
         o = out_fp.get(node.name)
         if node.name not in out_fp and node.op in _PICKING and step.ins[0] in grid:
             grid[step.outs[0]] = grid[step.ins[0]]  # not quantized (fused into what follows): values picked
-        if o is None or node.op == "adaptive_avg_pool2d" or any(
+        if o is None or node.attrs.get("skip_quant") or any(
                 node.attrs.get(k) for k in ("list_out", "out_floats", "first_out")):
             continue
         ins = [grid.get(v) for v in step.ins[:2]]
