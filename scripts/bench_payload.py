@@ -11,12 +11,19 @@ For each, over the same batches: portable calibration and the portable test-mode
 same machine load; every phase is divided by the float forwards timed beside it. With --rounds N each batch
 keeps its best time over N rounds, on both sides alike. Then calibration + test run again in fresh processes for
 two sample counts and print their peak RSS, to show that memory does not grow with the number of samples.
+With --breakdown, calibration with quant_opt 3 runs twice more, to show where its time goes: once with every fix
+position taken from the tensor's range alone (one candidate, as for the network input: the min/max pass and the
+rounding, no search among five), and once with no quantization work at all (what is left is the ops themselves
+and bias correction's float reference convs and error statistics: the least any exact emulation of nndct's
+calibration costs). Neither variant's fix positions are nndct's; they only price the parts.
 
     python scripts/bench_payload.py                          # both models, about 6 minutes on 2 cores
     python scripts/bench_payload.py --model unet --batches 4 --no-rss
+    python scripts/bench_payload.py --model mobilenet --no-rss --breakdown
 """
 
 import argparse
+import contextlib
 import json
 import os
 import resource
@@ -32,7 +39,8 @@ import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 from bench_models import MobileNetV3Seg  # noqa: E402
 
-from container_payload.backends.portable import PortableBackend  # noqa: E402
+from container_payload.backends.portable import PortableBackend, engine  # noqa: E402
+from container_payload.backends.portable import fixpoint as fxp  # noqa: E402
 from container_payload.models.unet import Unet  # noqa: E402
 from container_payload.run import keep_freed_memory  # noqa: E402
 
@@ -122,6 +130,29 @@ def run_interleaved(args, quant_opt: int, batches, model):
     return f_cal, cal, f_test, test
 
 
+@contextlib.contextmanager
+def calibration_variant(kind: str):
+    """Calibration with part of its work left out, for --breakdown: "range" takes every fix position from the
+    range alone (diffs with one candidate), "none" quantizes nothing (an activation fused into the quantizer
+    is still applied, and each tensor's history gets a position, so that quant_info.json can be written)."""
+    saved_scope, saved_quant = fxp.DIFFS_SCOPE, engine.Calibrator._quant
+
+    def no_quantization(self, node, val, act):
+        if act is not None:
+            act(val)
+        self.history.setdefault(node.name, []).append(0)
+        return val
+
+    try:
+        if kind == "range":
+            fxp.DIFFS_SCOPE = 1
+        elif kind == "none":
+            engine.Calibrator._quant = no_quantization
+        yield
+    finally:
+        fxp.DIFFS_SCOPE, engine.Calibrator._quant = saved_scope, saved_quant
+
+
 def rss_child(args) -> None:
     # batches are made as they are used, not held: the payload streams them from HDF5, and holding them here
     # would add the benchmark's own data (8 MB a batch of 3x256x256) to the peak
@@ -166,6 +197,13 @@ def bench_model(args, name: str) -> list:
             keep(("calibration", qo, "quant"), cal)
             keep(("test mode", qo, "float"), f_test)
             keep(("test mode", qo, "quant"), test)
+    if args.breakdown:
+        for _ in range(args.rounds):
+            for kind in ("range", "none"):
+                with calibration_variant(kind):
+                    f_cal, cal, _, _ = run_interleaved(args, 3, batches, model)
+                keep(("calibration", kind, "float"), f_cal)
+                keep(("calibration", kind, "quant"), cal)
     samples = args.batches * args.batch_size
     print("\n{}: {} samples of 3x{}x{} in {} batches of {}, torch {}, {} threads, best of {}, {} malloc, load average "
           "{}".format(
@@ -185,6 +223,13 @@ def bench_model(args, name: str) -> list:
             rows.append((name, label, wall / fwall, target))
             print("{:<28} {:>9.2f} {:>9.2f} {:>8.2f} {:>8} {:>8.2f}".format(
                 label, wall, fwall, wall / fwall, f"<= {target:.1f}" if qo == 3 else "", cpu / fcpu))
+    if args.breakdown:
+        for kind, label in (("range", "  fix positions from range"), ("none", "  no quantization (floor)")):
+            quant, flt = best[("calibration", kind, "quant")], best[("calibration", kind, "float")]
+            wall, fwall = sum(w for w, _ in quant), sum(w for w, _ in flt)
+            cpu, fcpu = sum(c for _, c in quant), sum(c for _, c in flt)
+            print("{:<28} {:>9.2f} {:>9.2f} {:>8.2f} {:>8} {:>8.2f}".format(label, wall, fwall, wall / fwall, "",
+                                                                        cpu / fcpu))
     if not args.no_rss:
         print("{:<28} {:>9}".format("peak RSS, fresh process", "MB"))
         for n in (max(1, args.batches // 2), args.batches):
@@ -208,6 +253,8 @@ def main() -> None:
     p.add_argument("--size", type=int, default=256)
     p.add_argument("--rounds", type=int, default=1, help="repeat the timings, keep each batch's best")
     p.add_argument("--no-rss", action="store_true", help="skip the peak-memory runs")
+    p.add_argument("--breakdown", action="store_true",
+                   help="also price calibration's parts: fix positions from the range alone, and no quantization")
     p.add_argument("--threads", type=int, help="torch threads, set once at start (default: torch's own)")
     p.add_argument("--malloc", choices=("payload", "glibc"), default="payload",
                    help="payload: glibc's malloc keeps freed memory, as the payload sets it (default); glibc: its "
