@@ -724,29 +724,33 @@ def _standard_layout(out):
 _PICKING = ("relu", "maxpool")  # ops whose every result element is one of their input's elements, or 0
 
 
-def quantized_sources(g: Graph) -> Dict[str, str]:
-    """hswish node -> the quantized output (its key) that the node's first input holds unchanged, where it
-    does: read directly, or through ReLUs and max pools that are not quantized themselves (they pick values).
-    A value is read in place by no one else (Runner.may_overwrite), so it is still as quantized when read."""
+def quantized_values(g: Graph) -> Dict[int, str]:
+    """value id -> the key of the quantized output the value holds unchanged: that output itself, or it passed
+    through ReLUs and max pools that are not quantized themselves (they pick values). A value is read in place by
+    no one else (Runner.may_overwrite), so it is still as quantized when read."""
     keys = set(g.output_keys)
-    src: Dict[int, str] = {}
+    held: Dict[int, str] = {}
     inp = next(n for n in g.nodes if n.op == "input")
     if inp.name in keys:
-        src[g.input_id] = inp.name
-    res = {}
+        held[g.input_id] = inp.name
     for step in g.steps:
         node = step.node
         if node is None or len(step.outs) != 1:
             continue
-        first = src.get(step.ins[0]) if step.ins else None
-        if node.op == "hswish" and first is not None:
-            res[node.name] = first
-        if node.name in keys and not node.attrs.get("skip_quant") and not any(
-                node.attrs.get(k) for k in ("list_out", "out_floats", "first_out")):
-            src[step.outs[0]] = node.name
-        elif node.name not in keys and node.op in _PICKING and first is not None:
-            src[step.outs[0]] = first
-    return res
+        if node.name in keys:
+            if not node.attrs.get("skip_quant") and not any(
+                    node.attrs.get(k) for k in ("list_out", "out_floats", "first_out")):
+                held[step.outs[0]] = node.name
+        elif node.op in _PICKING and step.ins and step.ins[0] in held:
+            held[step.outs[0]] = held[step.ins[0]]
+    return held
+
+
+def quantized_sources(g: Graph) -> Dict[str, str]:
+    """hswish node -> the quantized output (its key) that the node's first input holds unchanged, where it does."""
+    held = quantized_values(g)
+    return {s.node.name: held[s.ins[0]] for s in g.steps
+            if s.node is not None and s.node.op == "hswish" and s.ins and s.ins[0] in held}
 
 
 def _on_coarse_grids(g: Graph, out_fp: Dict[str, Optional[int]]):
@@ -759,10 +763,8 @@ def _on_coarse_grids(g: Graph, out_fp: Dict[str, Optional[int]]):
     its ulp, itself a multiple of the grid); ReLU and max pooling pick values. Only these IEEE-exact ops count,
     on inputs that are quantized outputs themselves: a convolution's result depends on its kernel's algorithm
     (Winograd or FFT ones leave the grid), so it keeps the exact-half pass."""
-    grid: Dict[int, int] = {}  # value id -> fix position, for values that are quantized int8 tensors
-    inp = next(n for n in g.nodes if n.op == "input")
-    if out_fp.get(inp.name) is not None:
-        grid[g.input_id] = out_fp[inp.name]
+    # value id -> fix position, for values that are quantized int8 tensors
+    grid = {v: out_fp[k] for v, k in quantized_values(g).items() if out_fp.get(k) is not None}
     coarse = set()
     in_fp: Dict[str, int] = {}
     for step in g.steps:
@@ -771,11 +773,8 @@ def _on_coarse_grids(g: Graph, out_fp: Dict[str, Optional[int]]):
             continue
         if step.ins and step.ins[0] in grid:
             in_fp[node.name] = grid[step.ins[0]]
-        o = out_fp.get(node.name)
-        if node.name not in out_fp and node.op in _PICKING and step.ins[0] in grid:
-            grid[step.outs[0]] = grid[step.ins[0]]  # not quantized (fused into what follows): values picked
-        if o is None or node.attrs.get("skip_quant") or any(
-                node.attrs.get(k) for k in ("list_out", "out_floats", "first_out")):
+        o = grid.get(step.outs[0])
+        if o is None or node.name not in out_fp:  # not quantized, or a picked value
             continue
         ins = [grid.get(v) for v in step.ins[:2]]
         fine: Optional[int] = None
@@ -790,5 +789,4 @@ def _on_coarse_grids(g: Graph, out_fp: Dict[str, Optional[int]]):
             fine = ins[0]
         if fine is not None and fine - o <= 24:
             coarse.add(node.name)
-        grid[step.outs[0]] = o
     return frozenset(coarse), in_fp
