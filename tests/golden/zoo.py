@@ -485,6 +485,29 @@ class DropoutBatchNorms(nn.Module):
         return F.interpolate(self.head(x), scale_factor=2.0, mode="bilinear", align_corners=False)
 
 
+class Conv3dBatchNorm(nn.Module):
+    """Conv3d layers on a stack of feature maps: one followed by a BatchNorm3d, one with bias and no BatchNorm
+    (timm's LambdaLayer has a bias-free one)."""
+
+    def __init__(self, classes: int = CLASSES) -> None:
+        super().__init__()
+        self.stem = ConvBN(3, 16, stride=2, act=nn.ReLU())
+        self.c3 = nn.Conv3d(4, 8, (2, 3, 3), padding=(0, 1, 1), bias=False)
+        self.bn3 = nn.BatchNorm3d(8)
+        self.c3b = nn.Conv3d(8, 8, (1, 3, 3), padding=(0, 1, 1), bias=True)
+        self.act = nn.ReLU()
+        self.head = nn.Conv2d(24, classes, 1)
+
+    def forward(self, x):
+        x = self.stem(x)
+        n, c, h, w = x.shape
+        v = x.reshape(n, 4, 4, h, w)
+        v = self.act(self.bn3(self.c3(v)))
+        v = self.c3b(v)
+        x = v.reshape(n, -1, h, w)
+        return F.interpolate(self.head(x), scale_factor=2.0, mode="bilinear", align_corners=False)
+
+
 class TimmAttentionBlock(nn.Module):
     """timm's Attention: `B, N, C = x.shape`, the head count times an unpacked size in a reshape, unbind."""
 
@@ -575,6 +598,7 @@ ZOO: dict[str, Callable[[], nn.Module]] = {
     "custom_shared_linear": SharedLinear,  # Linear modules called twice (token mixer, tied MLP head)
     "custom_twin_bn": TwinBatchNorms,  # two BatchNorms on one conv; a conv read before / besides its BatchNorm
     "custom_timm_attention": TimmAttention,  # timm attention: C // num_heads, B * num_heads consts
+    "custom_conv3d": Conv3dBatchNorm,  # Conv3d with and without a BatchNorm3d
     "custom_dropout_bn": DropoutBatchNorms,  # a dropout between a conv (or a concat of convs) and its BatchNorm
     # attention with a non-persistent index buffer (x[:, idxs]: const nodes inside a list), bmm as matmul
     "timm_levit_128s": _timm("levit_128s", img_size=64),
@@ -588,6 +612,8 @@ ZOO: dict[str, Callable[[], nn.Module]] = {
     "timm_nf_resnet26": _timm("nf_resnet26"),  # float batch_norm and conv, null free params, unquantized input
     "timm_vit_tiny": _timm("vit_tiny_patch16_224", img_size=64),  # attention: unbind's three outputs under one name
     "timm_mobilevit_xxs": _timm("mobilevit_xxs"),  # convs around attention; 3 plain-number consts numbered apart
+    # from the sweep over 30 more architectures (all exact but this one before Conv3d was emulated)
+    "timm_lambda_resnet26t": _timm("lambda_resnet26t", img_size=64),  # LambdaLayer's Conv3d position lambda
 }
 
 

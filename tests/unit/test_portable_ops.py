@@ -401,3 +401,34 @@ def test_test_mode_shortcuts_on_quantized_inputs_give_the_same_bits(tmp_path):
         y = q(x)
         assert torch.equal(general(x), y)
         assert y.is_contiguous()  # handed back in the standard layout
+
+
+class FloatSamePad(nn.Module):
+    """timm's Conv2dSame under tracing: the 'same' padding computed with float tensor ops, (ih / stride).ceil()."""
+
+    def __init__(self, traced_float_pad: bool = True) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(3, 4, 3, stride=2)
+        self.traced_float_pad = traced_float_pad
+
+    def forward(self, x):
+        ih = x.shape[-1]
+        if self.traced_float_pad and torch.jit.is_tracing():
+            pad = torch.clamp(((torch.tensor(ih) / 2).ceil() - 1) * 2 + 3 - ih, min=0)
+        else:
+            pad = max((-(-ih // 2) - 1) * 2 + 3 - ih, 0)
+        return self.conv(F.pad(x, [pad // 2, pad - pad // 2, pad // 2, pad - pad // 2]))
+
+
+@pytest.mark.parametrize("float_pad", [True, False])
+def test_a_pad_width_from_a_float_tensor_warns_that_vai_q_pytorch_fails_there(tmp_path, float_pad):
+    # nndct drops the aten::Int casts, so F.pad gets float tensors and its calibration raises; the portable
+    # backend quantizes the model and says that vai_q_pytorch has no counterpart for the result
+    torch.manual_seed(0)
+    x = torch.randn(2, 3, 9, 9)
+    warnings = []
+    b = PortableBackend(FloatSamePad(float_pad).eval(), str(tmp_path), (3, 9, 9), quant_opt=0, warn=warnings.append)
+    b.calibrate([x])
+    assert b.quantized()(x).shape == (2, 4, 5, 5)
+    assert [w for w in warnings if "vai_q_pytorch fails on this model" in w] == (
+        [warnings[0]] if float_pad else [])

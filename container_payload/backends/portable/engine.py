@@ -26,7 +26,7 @@ import torch
 import torch.nn.functional as F
 
 from . import fixpoint as fxp
-from .graph import CONV_OPS, LEAKY_SLOPE, NORM_SLOTS, PARAM_OPS, QUANTIZABLE, Graph, Node, Step
+from .graph import CONV3D_OPS, CONV_OPS, LEAKY_SLOPE, NORM_SLOTS, PARAM_OPS, QUANTIZABLE, Graph, Node, Step
 
 CORR_RATE = 0.05  # nndct_param_corr_rate's default
 # ops whose result is a new tensor, which can then be quantized in place
@@ -195,6 +195,8 @@ class Runner:
             return F.conv2d(x, w, b, a["stride"], a["padding"], a["dilation"], a["groups"])
         if node.op == "conv1d":
             return F.conv1d(x, w, b, a["stride"], a["padding"], a["dilation"], a["groups"])
+        if node.op == "conv3d":
+            return F.conv3d(x, w, b, a["stride"], a["padding"], a["dilation"], a["groups"])
         if node.op in ("conv_transpose_2d", "depthwise_conv_transpose_2d"):
             return F.conv_transpose2d(x, w, b, a["stride"], a["padding"], a["output_padding"], a["groups"],
                                       a["dilation"])
@@ -608,7 +610,7 @@ class TestModel(Runner):
         # channels-last only where every convolution reads a quantized tensor (in_fp): a float input would make
         # its sums round, in an order that depends on the layout
         self.channels_last = shortcuts and channels_last_safe(g) and all(
-            node.name in in_fp for node in g.nodes if node.op in CONV_OPS)
+            node.name in in_fp for node in g.nodes if node.op in CONV_OPS + CONV3D_OPS)
         self.qparams = {}
         for node in g.nodes:
             if not has_params(node):

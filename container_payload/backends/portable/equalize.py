@@ -27,10 +27,12 @@ from typing import List, Optional, Tuple
 import numpy as np
 import torch
 
-from .graph import CONV_OPS, Graph, Node
+from .graph import CONV3D_OPS, CONV_OPS, Graph, Node
 
 _ACT = ("relu",)
 _POOL = ("maxpool", "adaptive_avg_pool2d", "avgpool")
+# commander.py _CLE_TYPES: the emulated convs, 3-d ones included
+_CLE = CONV_OPS + CONV3D_OPS
 
 
 def equalize(g: Graph) -> int:
@@ -48,7 +50,7 @@ def equalize(g: Graph) -> int:
     for group in groups:
         prev = group[0]
         for nxt in group[1:]:
-            if prev.op in CONV_OPS and nxt.op in CONV_OPS:
+            if prev.op in _CLE and nxt.op in _CLE:
                 pairs.append((prev, nxt))
             prev = nxt
     done = 0
@@ -69,7 +71,7 @@ def _collect(node: Node, groups: List[List[Node]], visited: List[Node], group: L
     if node in visited:
         return
     visited.append(node)
-    if node.op in CONV_OPS:
+    if node.op in _CLE:
         group.append(node)
         if len(node.children) > 1:
             group = gather(group)
@@ -84,11 +86,13 @@ def _collect(node: Node, groups: List[List[Node]], visited: List[Node], group: L
 
 
 def _ohwi(n: Node) -> np.ndarray:
-    """The weight in nndct's layout: [out, kh, kw, in/groups] (conv-transposes swapped to out-first)."""
+    """The weight in nndct's layout: [out, kh, kw, in/groups] (conv-transposes swapped to out-first); a 3-d
+    conv's as [out, kh, kd, kw, in/groups] (commander.py _OP_LAYOUTS: "OHDWI")."""
     w = n.weight
     if n.op.startswith("conv_transpose") or n.op.startswith("depthwise_conv_transpose"):
         w = w.transpose(0, 1)
-    return w.permute(0, 2, 3, 1).contiguous().numpy().astype(np.float32, copy=False)
+    order = (0, 3, 2, 4, 1) if w.dim() == 5 else (0, 2, 3, 1)
+    return w.permute(*order).contiguous().numpy().astype(np.float32, copy=False)
 
 
 def _rows_out(n: Node) -> np.ndarray:
@@ -141,7 +145,7 @@ def _scale_pair(c0: Node, c1: Node) -> bool:
         w1 = np.concatenate(np.split(w1, groups1, axis=0), axis=3)
     w0b = _combine_weight_and_bias(w0.reshape(w0.shape[0], -1), b0)
     r0 = np.max(np.fabs(w0b), axis=1)
-    r1 = np.max(np.fabs(w1), axis=(0, 1, 2))
+    r1 = np.max(np.fabs(w1), axis=tuple(range(w1.ndim - 1)))
     if r0.shape != r1.shape:
         return False  # channel counts disagree (a depthwise conv-transpose with a multiplier): nndct would fail
     sq = np.sqrt(r0 * r1)
@@ -156,7 +160,7 @@ def _scale_pair(c0: Node, c1: Node) -> bool:
         c0.weight = (c0.weight.reshape(g0, cin // g0, per, *c0.weight.shape[2:]) /
                      s.view(g0, 1, per, 1, 1)).reshape(c0.weight.shape)
     else:  # convs, and depthwise conv-transposes ([C, 1, kh, kw]: output channel c is row c)
-        c0.weight = c0.weight / s.view(-1, 1, 1, 1)
+        c0.weight = c0.weight / s.view(-1, *[1] * (c0.weight.dim() - 1))
     if c0.bias is not None:
         c0.bias = c0.bias / s
     if c1.op.startswith("conv_transpose") or c1.op.startswith("depthwise_conv_transpose"):
@@ -167,5 +171,5 @@ def _scale_pair(c0: Node, c1: Node) -> bool:
         sg = s.view(groups1, 1, per, 1, 1)
         c1.weight = (c1.weight.view(groups1, -1, per, *c1.weight.shape[2:]) * sg).view_as(c1.weight)
     else:
-        c1.weight = c1.weight * s.view(1, -1, 1, 1)
+        c1.weight = c1.weight * s.view(1, -1, *[1] * (c1.weight.dim() - 2))
     return True

@@ -70,9 +70,13 @@ CONV_OPS = ("conv2d", "depthwise_conv2d", "conv_transpose_2d", "depthwise_conv_t
 # nn.Conv1d (timm's ECA gate): quantized like a conv, but no BatchNorm folding and no equalization for it
 # (commander.py's FuseBnToConv patterns and _CLE_TYPES are 2d/3d only)
 CONV1D_OPS = ("conv1d",)
-PARAM_OPS = CONV_OPS + CONV1D_OPS + ("dense",)
+# nn.Conv3d (timm's LambdaLayer position lambda): nndct_conv3d, weight and bias quantized, bias corrected per channel
+# (pytorch_nndct/nn/modules/conv3d.py), a BatchNorm folded into it and equalized with its neighbours as 2-d convs
+# are (commander.py's patterns and _CLE_TYPES); depthwise and transposed 3-d convs are not emulated (float ops)
+CONV3D_OPS = ("conv3d",)
+PARAM_OPS = CONV_OPS + CONV1D_OPS + CONV3D_OPS + ("dense",)
 # NndctGraphHolder.QUANTIZABLE_OPS (nndct_shared/nndct_graph/nndctgraph_holder.py), short names
-QUANTIZABLE = frozenset(CONV_OPS + CONV1D_OPS + (
+QUANTIZABLE = frozenset(CONV_OPS + CONV1D_OPS + CONV3D_OPS + (
     "dense", "batch_norm", "layer_norm", "instance_norm", "group_norm", "input", "maxpool", "avgpool",
     "adaptive_avg_pool2d", "concat", "elemwise_add", "elemwise_mul", "elemwise_div", "elementwise_sub", "rsub",
     "max", "min", "mean", "sum", "resize", "pad", "hswish", "hsigmoid", "matmul", "softmax", "prelu", "sqrt",
@@ -490,6 +494,8 @@ def capture(model: nn.Module, sample: torch.Tensor, *, relu6_as_relu: bool) -> G
                 removed += 1
             continue
         if kind == "prim::NumToTensor" or ns == "aten" and base in _REMOVED:
+            if base == "Int" and _float_int_into_pad(n) and _PAD_NOTE not in g.notes:
+                g.notes.append(_PAD_NOTE)
             step = Step(_schema_fn(n), [rid(v) for v in ins], [outs[0].unique()], kind)
             g.steps.append(step)
             producer[outs[0].unique()] = producer.get(rid(ins[0]), [])
@@ -628,6 +634,33 @@ def capture(model: nn.Module, sample: torch.Tensor, *, relu6_as_relu: bool) -> G
     _init_params(g)
     _group(g)
     return g
+
+
+_PAD_NOTE = ("vai_q_pytorch fails on this model: a pad width is computed from a float tensor (timm's Conv2dSame / "
+             "pad_same: (x / stride).ceil()); nndct drops the aten::Int cast, so F.pad gets 0-dim float tensors and "
+             "raises \"pad(): argument 'pad' (position 2) must be tuple of ints, not list\" in calibration. The "
+             "portable result has no vai_q_pytorch counterpart (a model built for a fixed input size with "
+             "static 'same' padding avoids this)")
+
+
+def _float_int_into_pad(n) -> bool:
+    """aten::Int of a floating tensor whose value reaches an aten::pad / constant_pad_nd through a list."""
+    t = n.inputsAt(0).type()
+    if t.kind() != "TensorType" or t.scalarType() not in ("Float", "Double", "Half", "BFloat16"):
+        return False
+    todo, seen = [n.output()], set()
+    while todo:
+        v = todo.pop()
+        for use in v.uses():
+            user = use.user
+            if user in seen:
+                continue
+            seen.add(user)
+            if user.kind() in ("aten::pad", "aten::constant_pad_nd"):
+                return True
+            if user.kind() in ("prim::ListConstruct", "prim::TupleConstruct"):
+                todo.extend(user.outputs())
+    return False
 
 
 def _dfs_order(graph, consts: List[Node]) -> List[Node]:
@@ -819,12 +852,14 @@ def _conv1d_name(n, base: str, arg_ids: List[int], g: Graph, param_of) -> str:
     """parse/op_dispatcher.py _convolution: a 3-d weight is TorchConv1d, NNDCT_OP.CONV1D unless depthwise
     (DEPTHWISE_CONV1D is not among the quantizable ops: not emulated, it runs in float under its aten name)."""
     w = g.consts.get(arg_ids[1])
-    if base != "_convolution" or not isinstance(w, torch.Tensor) or arg_ids[1] not in param_of or w.dim() != 3 or \
-            g.consts.get(arg_ids[6]):
+    if base != "_convolution" or not isinstance(w, torch.Tensor) or arg_ids[1] not in param_of or \
+            w.dim() not in (3, 5) or g.consts.get(arg_ids[6]):
         return n.kind()
     groups = int(g.consts.get(arg_ids[8], 1))
     cin = w.shape[1] * groups
-    return n.kind() if groups != 1 and groups == cin and w.shape[0] % cin == 0 else "conv1d"
+    if groups != 1 and groups == cin and w.shape[0] % cin == 0:
+        return n.kind()
+    return "conv1d" if w.dim() == 3 else "conv3d"
 
 
 def _bn_computed_affine(ins, arg_ids: List[int], param_of) -> bool:
@@ -839,7 +874,7 @@ def _bn_computed_affine(ins, arg_ids: List[int], param_of) -> bool:
 def _set_attrs(node: Node, n, base: str, a: List[int], g: Graph, param_of: Dict[int, str]) -> None:
     c = g.consts
     op = node.op
-    if op in CONV_OPS or op in CONV1D_OPS:
+    if op in CONV_OPS or op in CONV1D_OPS or op in CONV3D_OPS:
         if base == "_convolution":
             node.attrs.update(stride=_pair(c[a[3]]), padding=_pair(c[a[4]]), dilation=_pair(c[a[5]]),
                               output_padding=_pair(c[a[7]]), groups=int(c[a[8]]))
@@ -955,7 +990,7 @@ def _fold_bn_into(g: Graph, prods: List[Node], a: List[int], consumers: Dict[int
     if len(prods) != 1:
         return False
     shared = consumers.get(ins[0].unique(), 0) != 1
-    if shared and prods[0].op not in CONV_OPS:
+    if shared and prods[0].op not in CONV_OPS + CONV3D_OPS:
         return False  # a concat read by another op too is left alone (ConvBnHandler: concat_node.out_nodes)
     c = g.consts
     mean, var = c.get(a[3]), c.get(a[4])
@@ -966,7 +1001,7 @@ def _fold_bn_into(g: Graph, prods: List[Node], a: List[int], consumers: Dict[int
     beta = beta.detach() if isinstance(beta, torch.Tensor) else torch.zeros_like(var)
     scale = gamma / torch.sqrt(var.detach() + eps)
     offset = beta - mean.detach() * scale
-    if prods[0].op in CONV_OPS:
+    if prods[0].op in CONV_OPS + CONV3D_OPS:
         # [conv, bn] is folded whatever else reads the conv's output (ConvBnHandler does not look), and those
         # readers then get the normalised output too (another BatchNorm among them included)
         _fold_scale(prods[0], scale, offset)
@@ -983,7 +1018,7 @@ def _fold_bn_into(g: Graph, prods: List[Node], a: List[int], consumers: Dict[int
     if not parts or prods[0].attrs.get("cat_dim") not in (1, -3):
         return False
     convs = [p[0] if len(p) == 1 else None for p, _ in parts]
-    if any(cv is None or cv.op not in CONV_OPS or cv.attrs.get("bn_folded") for cv in convs) or \
+    if any(cv is None or cv.op not in CONV_OPS + CONV3D_OPS or cv.attrs.get("bn_folded") for cv in convs) or \
             len(set(map(id, convs))) != len(convs) or sum(size for _, size in parts) != scale.numel():
         return False
     begin = 0
@@ -1003,7 +1038,7 @@ def _fold_scale(conv: Node, scale: torch.Tensor, offset: torch.Tensor) -> None:
         s = scale.view(groups, 1, gsz, 1, 1)
         w = (w.view(groups, -1, gsz, *w.shape[2:]) * s).view_as(w)
     else:
-        w = w * scale.view(-1, 1, 1, 1)
+        w = w * scale.view(-1, *[1] * (w.dim() - 1))
     conv.weight, conv.bias = w, (offset if b is None else b * scale + offset)
     conv.attrs["bn_folded"] = True
 
@@ -1061,7 +1096,7 @@ def _unique(name: str, node: Node, seen: set) -> str:
     # nodes added before it, the graph's input and return nodes first): the node's index + 1 + the nodes removed
     # before it. Seen on a real run of timm coat_lite_tiny: `cpe1.proj.weight.-9223372036854775718` for
     # nndct_depthwise_conv2d_85, after three dropouts.
-    if name in seen and node.op in CONV_OPS + CONV1D_OPS:
+    if name in seen and node.op in CONV_OPS + CONV1D_OPS + CONV3D_OPS:
         name = "{}.{}".format(name, -sys.maxsize + node.idx + 1 + node.attrs.get("removed_before", 0))
     seen.add(name)
     return name
