@@ -11,11 +11,10 @@ For each, over the same batches: portable calibration and the portable test-mode
 same machine load; every phase is divided by the float forwards timed beside it. With --rounds N each batch
 keeps its best time over N rounds, on both sides alike. Then calibration + test run again in fresh processes for
 two sample counts and print their peak RSS, to show that memory does not grow with the number of samples.
-With --breakdown, calibration with quant_opt 3 runs twice more, to show where its time goes: once with every fix
-position taken from the tensor's range alone (one candidate, as for the network input: the min/max pass and the
-rounding, no search among five), and once with no quantization work at all (what is left is the ops themselves
-and bias correction's float reference convs and error statistics: the least any exact emulation of nndct's
-calibration costs). Neither variant's fix positions are nndct's; they only price the parts.
+With --breakdown, one more calibration with quant_opt 3 runs with its parts timed as they run (exclusive wall
+time of each, against the float forwards timed beside it): bias correction's float reference convs and error
+statistics, each tensor's min/max pass, the search among five fix positions (with the rounding it fuses), the
+rounding on its own, and the rest (the model's own ops on quantized values, and Python).
 
     python scripts/bench_payload.py                          # both models, about 6 minutes on 2 cores
     python scripts/bench_payload.py --model unet --batches 4 --no-rss
@@ -103,11 +102,12 @@ def run_once(args, quant_opt: int, batches, model):
                 q(b)
 
 
-def run_interleaved(args, quant_opt: int, batches, model):
-    """Per-batch (wall, cpu) times: the float forward beside calibration, calibration, the float forward
-    beside test mode, test mode. Calibration's one-time work (graph capture before the first batch, quant_info
-    after the last) is added to its last batch."""
-    f_cal, cal, f_test, test = [], [], [], []
+def calibrate_interleaved(args, quant_opt: int, batches, model, d: str, parts=None):
+    """Per-batch (wall, cpu) times of the float forward and of calibration, each batch's float forward right
+    before its calibration; calibration's one-time work (graph capture before the first batch, quant_info after
+    the last) is added to its last batch. With parts (a PartTimer), calibration's parts are timed too. Returns
+    the calibrated backend as well."""
+    f_cal, cal = [], []
 
     def feed():
         for b in batches:
@@ -117,11 +117,20 @@ def run_interleaved(args, quant_opt: int, batches, model):
             yield b
             cal.append(clock.read())  # the backend's work on b happens between the two next() calls
 
-    with tempfile.TemporaryDirectory() as d:
-        backend = PortableBackend(model, d, (3, args.size, args.size), quant_opt=quant_opt, warn=lambda m: None)
+    backend = PortableBackend(model, d, (3, args.size, args.size), quant_opt=quant_opt, warn=lambda m: None)
+    with timed_parts(parts) if parts is not None else contextlib.nullcontext():
         total = timed(lambda: backend.calibrate(feed(), count=len(batches)))
-        once = tuple(max(0.0, total[i] - sum(c[i] for c in cal) - sum(f[i] for f in f_cal)) for i in (0, 1))
-        cal[-1] = (cal[-1][0] + once[0], cal[-1][1] + once[1])
+    once = tuple(max(0.0, total[i] - sum(c[i] for c in cal) - sum(f[i] for f in f_cal)) for i in (0, 1))
+    cal[-1] = (cal[-1][0] + once[0], cal[-1][1] + once[1])
+    return f_cal, cal, backend
+
+
+def run_interleaved(args, quant_opt: int, batches, model):
+    """Per-batch (wall, cpu) times: the float forward beside calibration, calibration, the float forward
+    beside test mode, test mode."""
+    f_test, test = [], []
+    with tempfile.TemporaryDirectory() as d:
+        f_cal, cal, backend = calibrate_interleaved(args, quant_opt, batches, model, d)
         q = backend.quantized()
         for b in batches:
             with torch.no_grad():
@@ -130,27 +139,53 @@ def run_interleaved(args, quant_opt: int, batches, model):
     return f_cal, cal, f_test, test
 
 
+class PartTimer:
+    """Exclusive wall time per part: a timed call inside another timed call counts for the inner part only."""
+
+    def __init__(self) -> None:
+        self.spent = {}
+        self._stack = []  # [part, time spent in timed calls made inside it]
+
+    def wrap(self, part: str, fn):
+        def timed_call(*a, **kw):
+            self._stack.append([part, 0.0])
+            start = time.perf_counter()
+            try:
+                return fn(*a, **kw)
+            finally:
+                took = time.perf_counter() - start
+                _, inner = self._stack.pop()
+                self.spent[part] = self.spent.get(part, 0.0) + took - inner
+                if self._stack:
+                    self._stack[-1][1] += took
+        return timed_call
+
+
 @contextlib.contextmanager
-def calibration_variant(kind: str):
-    """Calibration with part of its work left out, for --breakdown: "range" takes every fix position from the
-    range alone (diffs with one candidate), "none" quantizes nothing (an activation fused into the quantizer
-    is still applied, and each tensor's history gets a position, so that quant_info.json can be written)."""
-    saved_scope, saved_quant = fxp.DIFFS_SCOPE, engine.Calibrator._quant
+def timed_parts(timer: PartTimer):
+    """Calibration's parts timed as they run (the functions are wrapped where the backend looks them up)."""
+    saved = [(fxp, "min_max_"), (fxp, "sse_candidates"), (fxp, "quantize_act_"), (engine, "error_stats"),
+             (engine.Calibrator, "_param_op")]
+    originals = [getattr(owner, name) for owner, name in saved]
+    param_op = engine.Calibrator._param_op
 
-    def no_quantization(self, node, val, act):
-        if act is not None:
-            act(val)
-        self.history.setdefault(node.name, []).append(0)
-        return val
+    def reference_or_quantized(self, node, x, w, b):
+        ref = node.name in self.float_params and w is self.float_params[node.name][0] and \
+            self.qweight.get(node.name) is not w
+        call = reference_op if ref else param_op
+        return call(self, node, x, w, b)
 
+    reference_op = timer.wrap("reference convs (bias correction)", param_op)
     try:
-        if kind == "range":
-            fxp.DIFFS_SCOPE = 1
-        elif kind == "none":
-            engine.Calibrator._quant = no_quantization
+        fxp.min_max_ = timer.wrap("min/max pass", fxp.min_max_)
+        fxp.sse_candidates = timer.wrap("fix-position search", fxp.sse_candidates)
+        fxp.quantize_act_ = timer.wrap("rounding", fxp.quantize_act_)
+        engine.error_stats = timer.wrap("error statistics (bias correction)", engine.error_stats)
+        engine.Calibrator._param_op = reference_or_quantized
         yield
     finally:
-        fxp.DIFFS_SCOPE, engine.Calibrator._quant = saved_scope, saved_quant
+        for (owner, name), fn in zip(saved, originals, strict=True):
+            setattr(owner, name, fn)
 
 
 def rss_child(args) -> None:
@@ -197,13 +232,15 @@ def bench_model(args, name: str) -> list:
             keep(("calibration", qo, "quant"), cal)
             keep(("test mode", qo, "float"), f_test)
             keep(("test mode", qo, "quant"), test)
+    parts = None
     if args.breakdown:
-        for _ in range(args.rounds):
-            for kind in ("range", "none"):
-                with calibration_variant(kind):
-                    f_cal, cal, _, _ = run_interleaved(args, 3, batches, model)
-                keep(("calibration", kind, "float"), f_cal)
-                keep(("calibration", kind, "quant"), cal)
+        timer = PartTimer()
+        with tempfile.TemporaryDirectory() as d:
+            f_cal, cal, _ = calibrate_interleaved(args, 3, batches, model, d, parts=timer)
+        fwall, wall = sum(w for w, _ in f_cal), sum(w for w, _ in cal)
+        parts = [(k, v / fwall) for k, v in sorted(timer.spent.items(), key=lambda kv: -kv[1])]
+        parts.append(("the rest: the ops themselves, Python", (wall - sum(timer.spent.values())) / fwall))
+        parts.insert(0, ("calibration, quant_opt=3, timed", wall / fwall))
     samples = args.batches * args.batch_size
     print("\n{}: {} samples of 3x{}x{} in {} batches of {}, torch {}, {} threads, best of {}, {} malloc, load average "
           "{}".format(
@@ -223,13 +260,10 @@ def bench_model(args, name: str) -> list:
             rows.append((name, label, wall / fwall, target))
             print("{:<28} {:>9.2f} {:>9.2f} {:>8.2f} {:>8} {:>8.2f}".format(
                 label, wall, fwall, wall / fwall, f"<= {target:.1f}" if qo == 3 else "", cpu / fcpu))
-    if args.breakdown:
-        for kind, label in (("range", "  fix positions from range"), ("none", "  no quantization (floor)")):
-            quant, flt = best[("calibration", kind, "quant")], best[("calibration", kind, "float")]
-            wall, fwall = sum(w for w, _ in quant), sum(w for w, _ in flt)
-            cpu, fcpu = sum(c for _, c in quant), sum(c for _, c in flt)
-            print("{:<28} {:>9.2f} {:>9.2f} {:>8.2f} {:>8} {:>8.2f}".format(label, wall, fwall, wall / fwall, "",
-                                                                        cpu / fcpu))
+    if parts:
+        print("calibration's parts (exclusive wall time, x float)")
+        for k, (label, ratio) in enumerate(parts):
+            print("  {:<40} {:>6.2f}".format(label if k == 0 else "  " + label, ratio))
     if not args.no_rss:
         print("{:<28} {:>9}".format("peak RSS, fresh process", "MB"))
         for n in (max(1, args.batches // 2), args.batches):
@@ -254,7 +288,7 @@ def main() -> None:
     p.add_argument("--rounds", type=int, default=1, help="repeat the timings, keep each batch's best")
     p.add_argument("--no-rss", action="store_true", help="skip the peak-memory runs")
     p.add_argument("--breakdown", action="store_true",
-                   help="also price calibration's parts: fix positions from the range alone, and no quantization")
+                   help="also time calibration's parts (quant_opt 3) as they run")
     p.add_argument("--threads", type=int, help="torch threads, set once at start (default: torch's own)")
     p.add_argument("--malloc", choices=("payload", "glibc"), default="payload",
                    help="payload: glibc's malloc keeps freed memory, as the payload sets it (default); glibc: its "
