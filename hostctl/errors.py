@@ -70,10 +70,11 @@ def io_error(exc: OSError, doing: str = "writing") -> RunFailed:
 class Interrupted(HostctlError):
     """A signal ended the run; cleanup already happened."""
 
-    def __init__(self, signum: int) -> None:
+    def __init__(self, signum: int, outcome: str = "the run was stopped and cleaned up, earlier results are intact"
+                 ) -> None:
         import signal
 
         name = signal.Signals(signum).name
-        super().__init__(f"interrupted by {name}; the run was stopped and cleaned up, earlier results are intact")
+        super().__init__(f"interrupted by {name}; {outcome}")
         self.signum = signum
         self.exit_code = EXIT_SIGNAL_BASE + signum

@@ -29,6 +29,9 @@ class SignalTrap:
     def _handle(self, signum: int, _frame: object) -> None:
         if self.signum is None:
             self.signum = signum
+            if _Deferral.depth:
+                _Deferral.pending = signum
+                return
             raise Interrupted(signum)
         for callback in list(self._hurry):
             callback()
@@ -47,3 +50,26 @@ def trap_signals() -> Iterator[SignalTrap]:
         # After an interruption the process is on its way out: a further signal must not cut that short.
         for sig, handler in previous.items():
             signal.signal(sig, signal.SIG_IGN if trap.signum is not None else handler)
+
+
+
+class _Deferral:
+    """Set while a step that must not stop half-way runs; the trap's handler then only records the signal."""
+
+    depth = 0
+    pending: int | None = None
+
+
+@contextlib.contextmanager
+def deferred() -> Iterator[None]:
+    """Hold back the Interrupted of a trapped SIGINT, SIGTERM or SIGHUP during the block (the move of a run's
+    results into place): a signal sent meanwhile raises it when the block ends, done or undone. (Blocking the
+    signals instead would not do: the kernel hands a process's signal to any thread that does not block it.)"""
+    _Deferral.depth += 1
+    try:
+        yield
+    finally:
+        _Deferral.depth -= 1
+        if not _Deferral.depth and _Deferral.pending is not None:
+            signum, _Deferral.pending = _Deferral.pending, None
+            raise Interrupted(signum)

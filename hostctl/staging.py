@@ -28,7 +28,9 @@ from collections.abc import Iterable
 from pathlib import Path
 from types import TracebackType
 
-from hostctl.errors import InputError, UsageError
+from hostctl.errors import InputError, Interrupted, RunFailed, UsageError
+from hostctl.journal import Move, recover
+from hostctl.signals import deferred
 
 MANIFEST = "run.json"
 RUN_LOG = "run.log"
@@ -38,12 +40,24 @@ LOCK_MARK = ".hostctl.lock"
 FAILED_MARK = ".failed-"
 # Files a failed run keeps when the disk is full: enough to see why, small enough to fit.
 FAILED_KEEP_ON_FULL_DISK = (RUN_LOG, MANIFEST, "result.json")
-# hostctl's own temporary names inside an output directory: a report being swapped in, metrics.json being written.
-_OWN_TEMP = re.compile(r"^\.(report\.[0-9a-f]{12}\.(tmp|old)|metrics\.json\.[0-9a-f]{32}\.tmp|.*\.hostctl-.*)$")
+# A run's id: staged_run's time.strftime("%Y%m%d-%H%M%S-") + 8 hex digits.
+RUN_ID = r"\d{8}-\d{6}-[0-9a-f]{8}"
+# hostctl's own temporary names inside an output directory, exactly as it generates them: a report being swapped
+# in (report.py), metrics.json being written (evaluate.py), run.json being extended (record_written).
+_OWN_INSIDE = re.compile(r"^\.(report\.[0-9a-f]{12}\.(tmp|old)|metrics\.json\.[0-9a-f]{32}\.tmp|"
+                         r"run\.json\.hostctl-tmp-\d+)$")
 
 
-def is_own_temp(name: str) -> bool:
-    return bool(_OWN_TEMP.match(name))
+def _own_beside(output_name: str) -> re.Pattern[str]:
+    """Names a run of output_name puts beside it (inside it when it is a mount point): staging, old results,
+    the commit's journal. The lock is not among them: only its holder removes it."""
+    name = re.escape(output_name)
+    return re.compile(rf"^\.{name}\.hostctl-(tmp|old)-{RUN_ID}$|^\.{name}\.hostctl-journal-{RUN_ID}\.json(\.tmp)?$")
+
+
+def is_own_temp(name: str, output_name: str | None = None) -> bool:
+    """Whether name is one hostctl generates inside an output directory (or beside output_name, when given)."""
+    return bool(_OWN_INSIDE.match(name) or (output_name is not None and _own_beside(output_name).match(name)))
 
 
 def is_mount_point(path: Path) -> bool:
@@ -85,31 +99,51 @@ def _safe_rel(path: str) -> bool:
 
 def foreign_entries(output_dir: Path) -> list[str]:
     """Relative paths in output_dir that no hostctl run wrote (hostctl's temporary names excepted)."""
+    return sorted(e for e, _ in _entries(output_dir))
+
+
+def links(output_dir: Path) -> list[str]:
+    """Relative paths of the symbolic links in output_dir: hostctl never writes one, nor through one."""
+    return sorted(e for e, is_link in _entries(output_dir) if is_link)
+
+
+def _entries(output_dir: Path) -> list[tuple[str, bool]]:
+    """(relative path, is a symbolic link) of every foreign entry; a link is foreign whatever its name."""
     if not output_dir.is_dir():
         return []
-    entries = []
-    for root, dirs, files in os.walk(output_dir):
+    entries, found_links = [], []
+    mount = is_mount_point(output_dir)
+    for root, dirs, files in os.walk(output_dir):  # never follows a link
         rel_root = os.path.relpath(root, output_dir)
         rel = "" if rel_root == "." else rel_root.replace(os.sep, "/") + "/"
         if not rel:
-            dirs[:] = [d for d in dirs if not is_own_temp(d)]
-            files = [f for f in files if not is_own_temp(f)]
-        entries.extend(rel + name for name in files)
+            own = (lambda n: is_own_temp(n, output_dir.name)) if mount else is_own_temp
+            dirs[:] = [d for d in dirs if not own(d)]
+            files = [f for f in files if not own(f)]
+        for name in files + dirs:
+            if os.path.islink(os.path.join(root, name)):
+                found_links.append(rel + name)
+        dirs[:] = [d for d in dirs if rel + d not in found_links]
+        entries.extend(rel + name for name in files if rel + name not in found_links)
         entries.extend(rel + name + "/" for name in dirs if not os.listdir(os.path.join(root, name)))
+    result = [(e, True) for e in found_links]
     if not entries:
-        return []
+        return result
     owned = owned_paths(output_dir)
     if owned is None:
-        return sorted(entries)
+        return result + [(e, False) for e in entries]
     files, top = owned
-    return sorted(e for e in entries if e.rstrip("/") not in files and e.split("/", 1)[0] not in top)
+    return result + [(e, False) for e in entries if e.rstrip("/") not in files and e.split("/", 1)[0] not in top]
 
 
 def check_output_dir(output_dir: Path, inputs: Iterable[Path] = (), needed_bytes: int = 0) -> None:
     """Refuse, before any work, an output directory that a run could not use without losing something."""
+    try:
+        resolved = output_dir.resolve(strict=False)
+    except (RuntimeError, OSError) as exc:  # a symlink loop (RuntimeError before Python 3.13, OSError after)
+        raise InputError(output_dir, f"cannot be resolved ({exc})", "Choose another --output-dir.") from None
     if output_dir.exists() and not output_dir.is_dir():
         raise InputError(output_dir, "output path exists and is not a directory", "Choose another --output-dir.")
-    resolved = output_dir.resolve()
     for item in inputs:
         inp = item.resolve()
         if resolved == inp or resolved in inp.parents or inp in resolved.parents:
@@ -121,6 +155,11 @@ def check_output_dir(output_dir: Path, inputs: Iterable[Path] = (), needed_bytes
             foreign = foreign_entries(output_dir)
         except OSError as exc:
             raise InputError(output_dir, f"cannot be read ({exc.strerror})", "Choose another --output-dir.") from exc
+        linked = links(output_dir)
+        if linked:
+            raise InputError(output_dir / linked[0], "is a symbolic link inside the output directory; hostctl writes "
+                             "only files it creates, never through a link", f"Remove the link (rm "
+                             f"'{output_dir / linked[0]}') or choose another --output-dir.")
         if foreign:
             shown = ", ".join(foreign[:3]) + (f" and {len(foreign) - 3} more" if len(foreign) > 3 else "")
             raise InputError(output_dir, f"output directory holds files that hostctl did not write ({shown})",
@@ -180,23 +219,40 @@ def written_files(directory: Path) -> list[str]:
 
 # -- leftovers of dead runs ---------------------------------------------------------------------------------------
 
-def sweep_leftovers(output_dir: Path) -> list[Path]:
-    """Remove staging, old-results and report temp directories of runs that are gone. Call with the lock held."""
-    removed = []
-    places = [(aside_dir(output_dir), f".{output_dir.name}.hostctl-")]
+def check_recovered(output_dir: Path) -> None:
+    """Finish or undo the move of a run that died during it (hostctl/journal.py); call with the lock held.
+
+    Refuses (exit 2) while earlier files cannot be put back: they stay where they are, and are named."""
+    stuck = recover(output_dir)
+    if stuck:
+        move, stranded = stuck[0]
+        raise UsageError(f"{output_dir}: a run that stopped while moving its results in left {len(stranded)} earlier "
+                         f"file(s) that cannot be put back ({', '.join(stranded[:3])}); they are kept in "
+                         f"{move.trash}", f"Move them back into {output_dir} by hand, remove {move.journal}, and "
+                         "run again; `hostctl clean --output-dir` retries putting them back.")
+
+
+def leftovers(output_dir: Path) -> list[Path]:
+    """hostctl's own temporary files and directories beside and inside output_dir (the lock excepted)."""
+    found = []
+    places = [(aside_dir(output_dir), output_dir.name)]
     if output_dir.is_dir():
-        places.append((output_dir, ""))
-    for place, prefix in places:
+        places.append((output_dir, None))
+    for place, beside in places:
         try:
-            names = os.listdir(place)
+            names = sorted(os.listdir(place))
         except OSError:
             continue
-        for name in names:
-            path = place / name
-            if not (name.startswith(prefix) and is_own_temp(name)) or name.endswith(LOCK_MARK):
-                continue
-            _remove(path)
-            removed.append(path)
+        found += [place / name for name in names if is_own_temp(name, beside) and (beside or name[:1] == ".")]
+    return found
+
+
+def sweep_leftovers(output_dir: Path) -> list[Path]:
+    """Remove staging, old-results and report temp directories of runs that are gone. Call with the lock held,
+    after check_recovered (a journal it could not resolve keeps what it names)."""
+    removed = leftovers(output_dir)
+    for path in removed:
+        _remove(path)
     return removed
 
 
@@ -338,10 +394,12 @@ class Staging:
         self.swept: list[Path] = []
         self._lock = OutputLock(self.output_dir)
         self._committed = False
+        self.commit_error: RunFailed | None = None  # what a failed move left, for a signal that arrived meanwhile
 
     def __enter__(self) -> Staging:
         self._lock.__enter__()
         try:
+            check_recovered(self.output_dir)
             self.swept = sweep_leftovers(self.output_dir)
             self.run_dir.mkdir(mode=0o755)
         except BaseException:
@@ -350,7 +408,22 @@ class Staging:
         return self
 
     def commit(self) -> None:
-        """Replace the previous run's files with this run's, one rename each, run.json last."""
+        """Replace the previous run's files with this run's, run.json last, recoverably (hostctl/journal.py).
+
+        Signals wait until the move is done or undone, so that it never stops half-way; one sent meanwhile
+        arrives right after, and its message then says which results are in place."""
+        try:
+            with deferred():
+                self._move_in()
+        except Interrupted as exc:
+            if self._committed:
+                raise Interrupted(exc.signum, "it arrived as the run finished: the new results are complete in "
+                                              f"{self.output_dir}") from exc
+            if self.commit_error is not None:
+                raise Interrupted(exc.signum, f"before it, {self.commit_error.message}") from exc
+            raise
+
+    def _move_in(self) -> None:
         out = self.output_dir
         if not out.exists():
             self.run_dir.rename(out)
@@ -358,27 +431,31 @@ class Staging:
             return
         foreign = set(foreign_entries(out))
         new = written_files(self.run_dir)
-        clash = [p for p in new if p in foreign or any(p.startswith(f.rstrip("/") + "/") for f in foreign)]
+        clash = sorted(f.rstrip("/") for f in foreign for p in new if p == f or p.startswith(f.rstrip("/") + "/"))
         if clash:
-            raise UsageError(f"{out}: {clash[0]} appeared in the output directory during the run; the new results "
-                             f"were not moved in", "Move it away and run again; the previous results are intact.")
+            what = " (a symbolic link)" if os.path.islink(out / clash[0]) else ""
+            raise UsageError(f"{out}: {clash[0]}{what} appeared in the output directory during the run; the new "
+                             "results were not moved in", "Move it away and run again; the previous results are "
+                             "intact.")
         owned = owned_paths(out) or (set(), set())
         trash = self.aside / f".{out.name}{OLD_MARK}{self.run_id}"
-        trash.mkdir()
-        old = [p for p in _owned_now(out, owned, foreign) if p != MANIFEST]
-        for rel in old:
-            (trash / rel).parent.mkdir(parents=True, exist_ok=True)
-            os.rename(out / rel, trash / rel)
-        _prune_empty_dirs(out, {str(Path(rel).parent) for rel in old})
-        for rel in new:
-            if rel == MANIFEST:
-                continue
-            (out / rel).parent.mkdir(parents=True, exist_ok=True)
-            os.rename(self.run_dir / rel, out / rel)
-        os.replace(self.run_dir / MANIFEST, out / MANIFEST)
+        move = Move(self.run_id, str(out), str(self.run_dir), str(trash),
+                    tuple(p for p in _owned_now(out, owned, foreign) if p != MANIFEST),
+                    tuple(p for p in new if p != MANIFEST))
+        try:
+            move.save()
+            move.apply()
+        except OSError as exc:
+            stranded = move.roll_back()
+            self.commit_error = _commit_failed(exc, move, stranded)
+            raise self.commit_error from exc
         self._committed = True
+        move.finish()
         shutil.rmtree(self.run_dir, ignore_errors=True)
-        shutil.rmtree(trash, ignore_errors=True)
+
+    @property
+    def committed(self) -> bool:
+        return self._committed
 
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
                  tb: TracebackType | None) -> None:
@@ -416,19 +493,20 @@ class Staging:
         self.failed_dir = target
 
 
+def _commit_failed(exc: OSError, move: Move, stranded: list[str]) -> RunFailed:
+    what = (exc.strerror or str(exc)).lower()
+    where = f" on {exc.filename}" if exc.filename else ""
+    if not stranded:
+        return RunFailed(f"{what}{where} while moving the results into {move.output_dir}; the move was undone: the "
+                         "earlier results are intact and the new ones are kept in the failed-run directory",
+                         "Check the disk, then run again.")
+    return RunFailed(f"{what}{where} while moving the results into {move.output_dir}; {len(stranded)} earlier "
+                     f"file(s) could not be put back ({', '.join(stranded[:3])}) and are kept in {move.trash}",
+                     f"Run `hostctl clean --output-dir {move.output_dir}` to retry putting them back, or move them "
+                     "back by hand.")
+
+
 def _owned_now(out: Path, owned: tuple[set[str], set[str]], foreign: set[str]) -> list[str]:
     files, top = owned
     present = [rel for rel in written_files(out) if not is_own_temp(rel.split("/", 1)[0])]
     return [rel for rel in present if rel not in foreign and (rel in files or rel.split("/", 1)[0] in top)]
-
-
-def _prune_empty_dirs(out: Path, rel_dirs: set[str]) -> None:
-    for rel in sorted(rel_dirs, key=lambda r: r.count("/"), reverse=True):
-        path = out / rel
-        while rel not in ("", ".") and path != out:
-            try:
-                path.rmdir()
-            except OSError:
-                break
-            path = path.parent
-            rel = str(Path(rel).parent)

@@ -30,16 +30,23 @@ def clean(
 ) -> None:
     """Remove containers hostctl left (kept or orphaned), requirement caches of images that are gone, and the
     temporary files of runs that died (beside output directories, and payload staging in the temp directory)."""
+    from hostctl.errors import EnvironmentProblem
     from hostctl.runtime.docker import clean as clean_up
 
-    removed = {"run leftovers": [str(p) for p in _sweep_files(output_dir or [DEFAULT_OUTPUT_DIR], dry_run)]}
-    removed.update(clean_up(dry_run))
-    if json_output:
-        print_json(removed)
+    removed: dict = {"run leftovers": [str(p) for p in _sweep_files(output_dir or [DEFAULT_OUTPUT_DIR], dry_run)]}
+    unchecked = None
+    try:
+        removed.update(clean_up(dry_run))
+    except EnvironmentProblem as exc:  # the files are swept all the same; containers need an engine to be seen
+        unchecked = exc.message
     reporter = Reporter()
+    if json_output:
+        print_json({**removed, **({"not_checked": {"containers": unchecked}} if unchecked else {})})
     verb = "would remove" if dry_run else "removed"
     for kind, items in removed.items():
         reporter.info(f"{verb} {len(items)} {kind}" + "".join(f"\n  {item}" for item in items))
+    if unchecked:
+        reporter.warn(f"containers and requirement caches not checked: {unchecked}")
 
 
 def _sweep_files(output_dirs: list[Path], dry_run: bool) -> list[Path]:
@@ -51,10 +58,9 @@ def _sweep_files(output_dirs: list[Path], dry_run: bool) -> list[Path]:
         if not staging.aside_dir(output_dir.resolve()).is_dir() or staging.locked_by_live_run(output_dir.resolve()):
             continue
         if dry_run:
-            aside = staging.aside_dir(output_dir.resolve())
-            prefix = f".{output_dir.resolve().name}.hostctl-"
-            found += [p for p in aside.glob(prefix + "*") if staging.is_own_temp(p.name)]
+            found += staging.leftovers(output_dir.resolve())
         else:
             with staging.OutputLock(output_dir):
+                staging.check_recovered(output_dir.resolve())
                 found += staging.sweep_leftovers(output_dir.resolve())
     return found + staging.sweep_payload_dirs(dry_run=dry_run)

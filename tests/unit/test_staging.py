@@ -141,7 +141,7 @@ def test_a_failed_run_keeps_its_files_beside_the_output_dir_and_only_the_log_on_
 
 def test_leftovers_of_dead_runs_are_swept_by_the_next_run(tmp_path):
     out = previous_run(tmp_path / "out", {"a.txt": "a"})
-    for name in (".out.hostctl-tmp-20250101-dead", ".out.hostctl-old-20250101-dead"):
+    for name in (".out.hostctl-tmp-20250101-000000-deadbeef", ".out.hostctl-old-20250101-000000-deadbeef"):
         (tmp_path / name).mkdir()
         (tmp_path / name / "partial.h5").write_text("x")
     (out / ".report.0123456789ab.old").mkdir()
@@ -149,7 +149,8 @@ def test_leftovers_of_dead_runs_are_swept_by_the_next_run(tmp_path):
     assert foreign_entries(out) == []  # hostctl's own temporary names are never the user's files
     with Staging(out, "r1") as stage:
         swept = sorted(p.name for p in stage.swept)
-    assert swept == [".out.hostctl-old-20250101-dead", ".out.hostctl-tmp-20250101-dead", ".report.0123456789ab.old"]
+    assert swept == [".out.hostctl-old-20250101-000000-deadbeef", ".out.hostctl-tmp-20250101-000000-deadbeef",
+                     ".report.0123456789ab.old"]
     assert sorted(p.name for p in tmp_path.iterdir()) == [".other.hostctl-tmp-1", "out"]
 
 
