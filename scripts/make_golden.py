@@ -9,6 +9,13 @@ worker process under that Python builds the model from the seed, calibrates with
 zoo.CALIB_BATCH, exports quant_info.json, runs test mode over the test samples and writes the reference: nndct's
 quant_info.json verbatim, argmax maps and the first logits of the quantized and float outputs, versions, seed.
 A fresh process per reference because nndct reads --nndct_quant_opt from sys.argv once, at import.
+
+Each reference records the float arithmetic it was made with under "arithmetic" (tests/golden/arithmetic.py:
+ATen's CPU capability, oneDNN's ISA, the thread count, the BLAS library): with bias correction, nndct's results
+are exact only on the same float kernels, and the golden tier runs its check capped to them. To make references
+for another ISA, cap it in the environment (e.g. `ATEN_CPU_CAPABILITY=default ONEDNN_MAX_CPU_ISA=AVX`). Where a
+reference existed, the script says what regenerating it changed: nothing but "arithmetic" and "seconds", or
+which fix positions and outputs moved, and by how much the float model itself moved (the cause).
 """
 
 from __future__ import annotations
@@ -25,7 +32,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 GOLDEN = ROOT / "tests" / "golden"
 REFS = GOLDEN / "refs"
-FORMAT = 1
+FORMAT = 2  # 2: "arithmetic"
+# What may change between two runs of the same reference without its results changing.
+INCIDENTAL = ("seconds", "arithmetic", "format")
 
 
 def main() -> int:
@@ -61,6 +70,7 @@ def main() -> int:
                           flush=True)
                     failed.append(f"{arch}-q{q}")
                     continue
+                before = json.loads(dest.read_text()) if dest.is_file() else None
                 os.replace(Path(work) / "ref.json", dest)
             ref = json.loads(dest.read_text())
             info = ref["quant_info"]
@@ -68,16 +78,65 @@ def main() -> int:
                   f"nndct calib {ref['seconds']['nndct_calib']:.1f}s test {ref['seconds']['nndct_test']:.1f}s "
                   f"(float {ref['seconds']['float']:.2f}s), {dest.stat().st_size // 1024} KB -> "
                   f"{dest.relative_to(ROOT) if dest.is_relative_to(ROOT) else dest}", flush=True)
+            if before is not None:
+                print(f"    {changes(before, ref)}", flush=True)
     if failed:
         print("failed: " + ", ".join(failed), file=sys.stderr)
         return 1
     return 0
 
 
+def changes(before: dict, after: dict) -> str:
+    """What regenerating a reference changed, in one line: its results, or only its incidental fields."""
+    import arithmetic
+
+    moved = sorted(k for k in set(before) | set(after) if k not in INCIDENTAL and before.get(k) != after.get(k))
+    old, new = before.get("arithmetic"), after.get("arithmetic")
+    where = (f" ({arithmetic.describe(old)} -> {arithmetic.describe(new)})" if old and old != new else
+             " (before: no arithmetic recorded)" if not old else "")
+    if not moved:
+        return f"unchanged but for {', '.join(k for k in INCIDENTAL if before.get(k) != after.get(k))}{where}"
+    parts = []
+    for section in ("param", "output", "input"):
+        a, b = before.get("quant_info", {}).get(section, {}), after["quant_info"].get(section, {})
+        n = sum(1 for k in set(a) | set(b) if a.get(k) != b.get(k))
+        if n:
+            parts.append(f"{n} {section} fix position{'s' if n != 1 else ''}")
+    for side in ("float", "quantized"):
+        if before.get(side) != after.get(side):
+            diff = max(abs(x - y) for x, y in zip(_flat(before[side]["logits"]), _flat(after[side]["logits"]),
+                                                  strict=False))
+            agree = _argmax_agreement(before[side]["argmax"], after[side]["argmax"])
+            parts.append(f"{side} outputs (argmax agreement {agree:.4f}, first logits max diff {diff:.3g})")
+    parts += [k for k in moved if k not in ("quant_info", "float", "quantized")]
+    float_moved = before.get("float") != after.get("float")
+    results_moved = any(before.get(k) != after.get(k) for k in ("quant_info", "quantized"))
+    if not results_moved:
+        why = "nndct's fix positions and quantized outputs are the same; only the float model's last bits moved"
+    elif float_moved:
+        why = "the float model itself computes differently with these kernels" + (
+            ", and bias correction carries that into the biases" if after.get("quant_opt") else "")
+    else:
+        why = "the float model is identical: look at nndct's log"
+    return f"CHANGED{where}: {', '.join(parts) or ', '.join(moved)}; {why}"
+
+
+def _argmax_agreement(a: str, b: str) -> float:
+    import zoo
+
+    x, y = zoo.unpack_argmax(a), zoo.unpack_argmax(b)
+    return float((x == y).mean()) if x.shape == y.shape else 0.0
+
+
+def _flat(values: list) -> list:
+    return [x for v in values for x in _flat(v)] if isinstance(values, list) else [values]
+
+
 def worker(arch: str, quant_opt: int, dest: str, threads: int) -> None:
     """Runs under the nndct Python, in a scratch directory."""
     sys.argv.append(f"--nndct_quant_opt={quant_opt}")  # nndct reads and strips it at import
     sys.path.insert(0, str(GOLDEN))
+    import arithmetic
     import numpy as np
     import pytorch_nndct
     import torch
@@ -85,6 +144,7 @@ def worker(arch: str, quant_opt: int, dest: str, threads: int) -> None:
     from pytorch_nndct.apis import torch_quantizer
 
     torch.set_num_threads(threads)
+    arith = arithmetic.current(torch)
     cpu = torch.device("cpu")
     calib, test = zoo.inputs(arch)
     test_x = torch.from_numpy(test)
@@ -133,6 +193,7 @@ def worker(arch: str, quant_opt: int, dest: str, threads: int) -> None:
         "calib_batch": zoo.CALIB_BATCH,
         "test_samples": len(test),
         "versions": versions,
+        "arithmetic": arith,
         "seconds": {"float": round(float_s, 3), "nndct_calib": round(calib_s, 2), "nndct_test": round(test_s, 2)},
         "quant_info": quant_info,
         "quantized": {"argmax": zoo.pack_argmax(quant_out), "logits": zoo.first_logits(quant_out)},
