@@ -10,11 +10,14 @@ PYTHON="${PYTHON:-python3}"
 scripts/lint.sh
 
 engine="$(scripts/docker-engine.sh start | tail -n1)"
-# A registry on loopback for the pull tests (Debian's docker-registry; no outside registry is reachable).
-if ! command -v docker-registry >/dev/null 2>&1 && [ "$(id -u)" = 0 ]; then
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -q docker-registry >/dev/null \
-        || { apt-get update -q >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -q docker-registry >/dev/null; }
-fi
+# A registry on loopback for the pull tests (Debian's docker-registry; no outside registry is reachable), and
+# strace for the fault injection of tests/e2e/test_commit_faults.py.
+for tool in docker-registry strace; do
+    if ! command -v "$tool" >/dev/null 2>&1 && [ "$(id -u)" = 0 ]; then
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -q "$tool" >/dev/null \
+            || { apt-get update -q >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -q "$tool" >/dev/null; }
+    fi
+done
 export DOCKER_HOST="${engine#DOCKER_HOST=}"
 HOSTCTL_TEST_IMAGE="$(scripts/build-stand-in-image.sh | tail -n1)"
 export HOSTCTL_TEST_IMAGE
