@@ -13,7 +13,7 @@ from container_payload.backends import BackendError, load
 from container_payload.backends.portable import PortableBackend
 from container_payload.backends.portable import fixpoint as fxp
 from container_payload.backends.portable.engine import Calibrator
-from container_payload.backends.portable.graph import capture
+from container_payload.backends.portable.groups import quantization_graph as capture
 from container_payload.models.unet import Unet
 
 

@@ -11,7 +11,7 @@ from torch import nn
 from container_payload.backends import BackendError
 from container_payload.backends.portable.engine import adjust
 from container_payload.backends.portable.equalize import equalize
-from container_payload.backends.portable.graph import capture
+from container_payload.backends.portable.groups import quantization_graph as capture
 from container_payload.models.unet import Unet
 
 

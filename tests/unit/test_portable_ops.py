@@ -11,7 +11,7 @@ from container_payload.backends import BackendError
 from container_payload.backends.portable import PortableBackend, engine
 from container_payload.backends.portable import fixpoint as fxp
 from container_payload.backends.portable.engine import Runner, adjust
-from container_payload.backends.portable.graph import capture
+from container_payload.backends.portable.groups import quantization_graph as capture
 
 
 class ViewShuffle(nn.Module):

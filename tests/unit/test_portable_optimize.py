@@ -8,7 +8,7 @@ from torch import nn
 from container_payload.backends.portable import fixpoint as fxp
 from container_payload.backends.portable.engine import CORR_RATE, Calibrator
 from container_payload.backends.portable.equalize import equalize
-from container_payload.backends.portable.graph import capture
+from container_payload.backends.portable.groups import quantization_graph as capture
 
 
 class _Fork(nn.Module):

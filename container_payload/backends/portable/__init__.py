@@ -13,11 +13,13 @@ from typing import Callable, Dict, Iterable, List, Optional, Sequence
 
 import torch
 
+from container_payload.graph.nndct import PARAM_OPS, Graph
+
 from .. import Backend, BackendError
 from . import fixpoint as fxp
 from .engine import Calibrator, TestModel, adjust, has_params, part_key
 from .equalize import equalize
-from .graph import PARAM_OPS, Graph, capture
+from .groups import quantization_graph
 
 VERSION = "hostctl-portable-1"
 QUANT_INFO = "quant_info.json"
@@ -49,7 +51,7 @@ class PortableBackend(Backend):
         if self.target:
             self.warn("portable quantizer: --target {} is not emulated (vai_q_pytorch's target-aware checks need "
                       "the vai backend); fix positions follow the generic DPU rules".format(self.target))
-        g = capture(model, sample[:1], relu6_as_relu=self._optimize)
+        g = quantization_graph(model, sample[:1], relu6_as_relu=self._optimize)
         for note in g.notes:
             self.warn("portable quantizer: " + note)
         if g.unsupported:

@@ -25,8 +25,10 @@ from typing import Callable, Dict, List, Optional
 import torch
 import torch.nn.functional as F
 
+from container_payload.graph.nndct import CONV3D_OPS, CONV_OPS, LEAKY_SLOPE, NORM_SLOTS, PARAM_OPS, Graph, Node, Step
+
 from . import fixpoint as fxp
-from .graph import CONV3D_OPS, CONV_OPS, LEAKY_SLOPE, NORM_SLOTS, PARAM_OPS, QUANTIZABLE, Graph, Node, Step
+from .groups import QUANTIZABLE
 
 CORR_RATE = 0.05  # nndct_param_corr_rate's default
 # ops whose result is a new tensor, which can then be quantized in place

@@ -27,7 +27,7 @@ from typing import List, Optional, Tuple
 import numpy as np
 import torch
 
-from .graph import CONV3D_OPS, CONV_OPS, Graph, Node
+from container_payload.graph.nndct import CONV3D_OPS, CONV_OPS, Graph, Node
 
 _ACT = ("relu",)
 _POOL = ("maxpool", "adaptive_avg_pool2d", "avgpool")

@@ -1,21 +1,8 @@
-"""The model as vai_q_pytorch sees it: traced with torch.jit, BatchNorm folded, nodes numbered and grouped.
+"""The second stage: nndct's graph of the traced model, BatchNorm folded, nodes named and numbered as nndct does.
 
-What nndct does and where it says so (Xilinx/Vitis-AI src/vai_quantizer/vai_q_pytorch):
-- Capture (pytorch_nndct/parse/trace_helper.py, pytorch_nndct/utils/jit_utils.py): torch.jit's tracer runs the
-  model once on a concrete sample, so Python control flow on sizes is simply executed; the graph is inlined,
-  tuples lowered, constants propagated, dead code removed, then canonicalized. While it traces, chunk and split
-  are done by slicing (parse/override_torch_function.py), and a chain of slices becomes one strided_slice node
-  (opt_pass.py slice_to_strided_slice). Graph inputs after the sample are
-  the model's state_dict entries, which name the parameters. Each remaining aten op becomes a node named after
-  its NNDCT_OP type (parse/op_dispatcher.py); an op the dispatcher does not know keeps its schema name
-  (`aten::feature_dropout_` -> `aten_feature_dropout__N`) and runs in float ("new op ... as a float
-  operator" in nndct's log). In-place forms count as their functional form only where the dispatcher has a
-  method for them. prim:: nodes (list and tuple packing, scalar constants) are not nodes of nndct's graph; tensor
-  constants, and the plain-number operand of add/sub/mul/div/rsub/remainder (parse/opt_pass.py
-  `transform_const_scalar_to_const_tensor`), are `const` nodes numbered before everything else, the input
-  included. Checked against vai_q_pytorch 3.5 on torch 1.13: its <Class>.py lists the same nodes in the same
-  order on torchvision LR-ASPP/DeepLabV3 (MobileNetV3), smp FPN (MobileNetV2), DeepLabV3+ and U-Net (ResNet-18)
-  and on the op zoo of tests/unit/test_portable_ops.py.
+Inspection (container_payload/inspector) reads it as it is; quantization groups its nodes
+(container_payload/backends/portable/groups.py). What nndct does and where it says so (Xilinx/Vitis-AI
+src/vai_quantizer/vai_q_pytorch):
 - BatchNorm after a conv or conv-transpose is folded into it, w' = w * s, b' = b * s + beta - mean * s with
   s = gamma / sqrt(var + eps) (nndct_shared/optimization/fuse_conv_bn.py); a conv without bias gains
   `<module>.bias`. A BatchNorm after a concat of convs (read by nothing else) is folded into each of them, with
@@ -24,19 +11,6 @@ What nndct does and where it says so (Xilinx/Vitis-AI src/vai_quantizer/vai_q_py
   (nndct_shared/optimization/optimizer.py), after the folding: a BatchNorm reading a dropout does not fold.
 - Node names are `nndct_<op>_<n>`, n the index in the BN-folded graph in execution order (DESIGN.md section 9,
   seen on real runs); op names are NNDCT_OP's values (nndct_shared/base/key_names.py).
-- Quantization groups (nndct_shared/quantization/commander.py, nndct_shared/nndct_graph/utils.py `group_up`):
-  relu, relu6, leaky_relu, flatten, transpose, permute, contiguous and the other SoftFuse* ops join their
-  parent's group when they are its only child and it theirs (and the parent is not a float custom op);
-  reshape always joins its parent's group. A group's quantized output (nndct_graph/nndctgraph_holder.py
-  `quant_output`) is its last member, or the concat that member solely feeds; MULTIPLE_OUTPUTS_OPS (reshape,
-  flatten, contiguous, permute, ...) hand it back to the member before them.
-- Which outputs are quantized (nndct_shared/quantization/quant_strategy.py `_get_default_quant_config`): the
-  group end of every quantizable node, then the group end of every parent of a quantizable node that is not
-  input or concat (so an unsupported op feeding a conv gets its output quantized too), provided that end puts
-  out a float tensor (a `shape` node's int output is skipped). The first rule has no such check: a quantizable
-  node with an int result (`h * w`, `8 - h % 8` of sizes) is configured and never quantized, and so is an
-  adaptive average pool whose output size does not divide its input's; quant_info.json gives both a null fix
-  position (seen on real runs: smp MAnet's `nndct_elemwise_mul_61`, PSPNet's and VGG's pools).
 - Shape arithmetic. nndct parses a torch.jit trace (pytorch_nndct/parse/trace_helper.py). The tracer emits one
   `aten::size(x, d)` per dimension, in order, where `x.shape` / `x.size()` is read (one where `x.size(d)` is);
   the unused ones are dropped (`_jit_pass_dce` in pytorch_nndct/utils/jit_utils.py `_optimize_graph_19`). Each
@@ -48,21 +22,19 @@ What nndct does and where it says so (Xilinx/Vitis-AI src/vai_quantizer/vai_q_py
   2, 3) at the point of the `.shape` read, then the resize. Sizes of parameters are folded to constants
   (`merge_weight_size_to_constant`), not numbered. A `view` whose output shape equals its input's is removed
   with the shape nodes only it used (opt_pass.py `remove_reduantant_view`).
-- Reshape joins the group of its first parent that is not a `shape` node (nndct_shared/quantization/
-  commander.py `SoftFuseReshape`); shape nodes count as children of the tensor they read (graph.children).
 - Numbering: n is the node's position in the optimized graph when the quantizable module is written
   (pytorch_nndct/qproc/utils.py `prepare_quantizable_module`: parse_module -> QuantOptimizer (BN folding,
   dropout removal) -> script writer, whose `_gen_module_name` sets node.idx); removed nodes leave no gap.
 """
 import sys
-import warnings
-from contextlib import contextmanager
-from typing import Any, Callable, Dict, Iterator, List, Optional, Set, Tuple
+from typing import Any, Callable, Dict, List, Optional, Set
 
 import torch
 from torch import nn
 
-from .. import BackendError
+from container_payload.backends import BackendError
+
+from .trace import batchnorms_made_affine, relu6_modules_as_relu, state_dict, trace
 
 LEAKY_SLOPE = 26.0 / 256.0  # 0.1015625: the DPU's leaky relu (pytorch_nndct/nn/modules/leaky_relu.py)
 
@@ -75,19 +47,6 @@ CONV1D_OPS = ("conv1d",)
 # are (commander.py's patterns and _CLE_TYPES); depthwise and transposed 3-d convs are not emulated (float ops)
 CONV3D_OPS = ("conv3d",)
 PARAM_OPS = CONV_OPS + CONV1D_OPS + CONV3D_OPS + ("dense",)
-# NndctGraphHolder.QUANTIZABLE_OPS (nndct_shared/nndct_graph/nndctgraph_holder.py), short names
-QUANTIZABLE = frozenset(CONV_OPS + CONV1D_OPS + CONV3D_OPS + (
-    "dense", "batch_norm", "layer_norm", "instance_norm", "group_norm", "input", "maxpool", "avgpool",
-    "adaptive_avg_pool2d", "concat", "elemwise_add", "elemwise_mul", "elemwise_div", "elementwise_sub", "rsub",
-    "max", "min", "mean", "sum", "resize", "pad", "hswish", "hsigmoid", "matmul", "softmax", "prelu", "sqrt",
-    "GELU", "mish"))
-# NndctGraphHolder.MULTIPLE_OUTPUTS_OPS: no quantized output of their own, they hand on their group's
-SHAPE_OPS = frozenset(("chunk", "strided_slice", "permute", "flatten", "reshape", "pixel_shuffle", "contiguous",
-                       "squeeze", "unsqueeze"))
-# QuantConfigerCommander's SoftFuse* group_up rules (nndct_shared/quantization/commander.py)
-SOFT_FUSED = frozenset(("hardtanh", "relu", "leaky_relu", "relu6", "reluk", "channel_scale", "flatten", "squeeze",
-                        "pixel_shuffle", "split", "strided_slice", "transpose", "tile", "up_sampling", "dropout",
-                        "contiguous", "chunk", "permute", "expand", "copy_", "repeat", "unsqueeze"))
 
 # aten op -> NNDCT_OP type without its `nndct_` prefix (parse/op_dispatcher.py, nndct_shared/base/key_names.py);
 # in-place variants (`relu_`) map like their functional form. Ops that need a look at their arguments (convs,
@@ -204,183 +163,6 @@ class Graph:
         return "{}::{}".format(self.prefix, name)
 
 
-def _state_dict(model: nn.Module) -> "Dict[str, torch.Tensor]":
-    # the tracer's parameter inputs, in its order (torch.jit._unique_state_dict: state_dict entries, each tensor
-    # once); nndct names them the same way (jit_utils.py rename_graph_param_name)
-    seen: Set[int] = set()
-    out: Dict[str, torch.Tensor] = {}
-    for k, v in model.state_dict(keep_vars=True).items():
-        if id(v) in seen:
-            continue
-        seen.add(id(v))
-        out[k] = v.detach()
-    return out
-
-
-@contextmanager
-def _relu6_modules_as_relu(model: nn.Module, on: bool) -> Iterator[None]:
-    """With equalization on, nndct swaps every nn.ReLU6 submodule for nn.ReLU before tracing
-    (pytorch_nndct/qproc/utils.py `parse_module`, `replace_relu6_with_relu`, nndct_relu6_replace "relu"). Only
-    modules: F.relu6 and nn.Hardtanh(0, 6) stay relu6 (seen on real runs: `nndct_relu6_N`, groups closed there).
-    nndct keeps the swap; here the user's model gets its modules back."""
-    swapped = []
-    if on:
-        for parent in list(model.modules()):
-            for name, child in list(parent._modules.items()):
-                if isinstance(child, nn.ReLU6):
-                    parent._modules[name] = nn.ReLU(child.inplace)
-                    swapped.append((parent, name, child))
-    try:
-        yield
-    finally:
-        for parent, name, child in reversed(swapped):
-            parent._modules[name] = child
-
-
-_BATCHNORMS = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d)
-
-
-@contextmanager
-def _batchnorms_made_affine(model: nn.Module) -> Iterator[List[Tuple[str, nn.Module, nn.Module]]]:
-    """nndct replaces every BatchNorm submodule with affine=False by a new one of the same class with affine=True
-    (weight 1, bias 0) and the same running statistics before tracing (pytorch_nndct/qproc/utils.py
-    replace_batchnorm_affine_false_with_true; it matches subclasses too). The new module is in training mode,
-    so the traced graph also counts the batch in num_batches_tracked: an integer add of a const 1 that nndct
-    numbers and configures with the other nodes. Yields (path, the user's module, its stand-in); the user's
-    modules come back afterwards (nndct keeps the swap)."""
-    swapped = []
-    for path, parent in list(model.named_modules()):
-        for name, child in list(parent._modules.items()):
-            if not isinstance(child, _BATCHNORMS) or child.affine or child.running_mean is None:
-                continue
-            kind = next(k for k in _BATCHNORMS if isinstance(child, k))
-            new = kind(child.num_features, eps=child.eps, momentum=child.momentum, affine=True,
-                       track_running_stats=child.track_running_stats)
-            with torch.no_grad():
-                new.running_mean.copy_(child.running_mean)
-                new.running_var.copy_(child.running_var)
-            new.to(child.running_mean.device)
-            parent._modules[name] = new
-            swapped.append((parent, name, child, new, (path + "." if path else "") + name))
-    try:
-        yield [(full, child, new) for _, _, child, new, full in swapped]
-    finally:
-        for parent, name, child, _, _ in reversed(swapped):
-            parent._modules[name] = child
-
-
-def _trace(model: nn.Module, sample: torch.Tensor):
-    prefix = type(model).__name__
-    try:
-        with torch.no_grad():
-            out = model(sample)
-    except Exception as e:  # noqa: BLE001 - the model's own failure, reported with its cause
-        raise BackendError("the model failed on a sample of shape {}: {}: {}".format(
-            tuple(sample.shape), type(e).__name__, _first_line(e))) from e
-    if not isinstance(out, torch.Tensor):
-        what = ("a dict with keys {}".format(", ".join(repr(k) for k in out)) if isinstance(out, dict)
-                else "a {}".format(type(out).__name__))
-        raise BackendError("{}.forward returns {}; the quantizer needs one tensor: wrap the model so that forward "
-                           "returns it (e.g. model(x)['out'])".format(prefix, what))
-    get = getattr(torch.jit, "_get_trace_graph", None) or torch.jit._trace._get_trace_graph
-    try:
-        with torch.no_grad(), warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # TracerWarnings: control flow on sizes is traced for this shape
-            graph, _ = get(model, (sample.as_subclass(_SlicedSplits),))
-    except Exception as e:  # noqa: BLE001 - any tracing failure is reported with its cause
-        raise BackendError("the portable quantizer could not trace {} with torch.jit: {}: {}".format(
-            prefix, type(e).__name__, _first_line(e))) from e
-    # pytorch_nndct/utils/jit_utils.py optimize_graph (torch >= 1.9)
-    C = torch._C
-    C._jit_pass_inline(graph)
-    C._jit_pass_inline_fork_wait(graph)
-    C._jit_pass_lower_all_tuples(graph)
-    C._jit_pass_constant_propagation(graph)
-    # a constant list holding tensors (`x[:, idxs]` with a buffer outside the state_dict: List[Optional[Tensor]])
-    # is split into a ListConstruct of one constant per tensor, as _optimize_graph_19 does
-    _split_tensor_list_constants(graph)
-    C._jit_pass_dce(graph)
-    C._jit_pass_canonicalize_graph_fuser_ops(graph)
-    C._jit_pass_peephole(graph, True)
-    C._jit_pass_fuse_addmm(graph)
-    graph = C._jit_pass_canonicalize(graph)
-    return graph
-
-
-def _split_tensor_list_constants(graph) -> None:
-    """torch.onnx.utils._split_tensor_list_constants (torch 1.13), which pytorch_nndct/utils/jit_utils.py
-    _optimize_graph_19 runs right after constant propagation: every prim::Constant whose value is a list of
-    tensors (or of optional tensors) becomes a prim::ListConstruct of one prim::Constant per element. Unlike
-    torch's, the list keeps its type: typed List[Tensor], `x[:, idxs]` (aten::index with [None, idxs]) would
-    resolve to the overload index.Tensor_hacked_twin, which refuses the None."""
-    for node in list(graph.nodes()):
-        if node.kind() != "prim::Constant":
-            continue
-        t = node.output().type()
-        if not (t.isSubtypeOf(torch._C.ListType.ofTensors()) or
-                t.isSubtypeOf(torch._C.ListType(torch._C.OptionalType.ofTensor()))):
-            continue
-        inputs = []
-        for val in node.output().toIValue():
-            v = graph.insertConstant(val)
-            v.node().moveBefore(node)
-            v.node().copyMetadata(node)
-            inputs.append(v)
-        lc = graph.create("prim::ListConstruct", inputs).insertBefore(node).output().setType(t)
-        lc.node().copyMetadata(node)
-        node.output().replaceAllUsesWith(lc)
-
-
-class _SlicedSplits(torch.Tensor):
-    """The sample while nndct traces: chunk and split are done by slicing, the last piece ending at the traced
-    size of the dimension (pytorch_nndct/parse/override_torch_function.py, TraceTensorMode); every other torch
-    function runs as usual (its results stay of this class, so the whole forward is covered)."""
-
-    @classmethod
-    def __torch_function__(cls, func, types, args=(), kwargs=None):
-        kwargs = kwargs or {}
-        if func in (torch.chunk, torch.Tensor.chunk):
-            return _chunk_by_slices(*args, **kwargs)
-        if func in (torch.split, torch.Tensor.split):
-            return _split_by_slices(*args, **kwargs)
-        return super().__torch_function__(func, types, args, kwargs)
-
-
-def _slices(x: torch.Tensor, dim: int, bounds: List[Tuple[int, Optional[int]]]) -> Tuple[torch.Tensor, ...]:
-    dim = dim % x.dim()
-    pieces = []
-    for start, end in bounds:
-        index = [slice(None, None)] * x.dim()
-        index[dim] = slice(start, x.shape[dim] if end is None else end)
-        pieces.append(x[tuple(index)])
-    return tuple(pieces)
-
-
-def _chunk_by_slices(x: torch.Tensor, chunks: int, dim: int = 0) -> Tuple[torch.Tensor, ...]:
-    n = int(x.shape[dim])
-    size = -(-n // chunks)
-    count = -(-n // size) if size else chunks
-    return _slices(x, dim, [(k * size, None if k == count - 1 else (k + 1) * size) for k in range(count)])
-
-
-def _split_by_slices(x: torch.Tensor, split_size_or_sections, dim: int = 0) -> Tuple[torch.Tensor, ...]:
-    if isinstance(split_size_or_sections, int):
-        n = int(x.shape[dim])
-        size = split_size_or_sections
-        count = max(1, -(-n // size))
-        return _slices(x, dim, [(k * size, None if k == count - 1 else (k + 1) * size) for k in range(count)])
-    bounds, start = [], 0
-    for size in split_size_or_sections:
-        bounds.append((start, start + int(size)))
-        start += int(size)
-    return _slices(x, dim, bounds)
-
-
-def _first_line(e: BaseException) -> str:
-    lines = str(e).strip().splitlines()
-    return lines[0] if lines else ""
-
-
 def _schema_fn(n) -> Callable:
     """The operator a traced node calls, resolved once to its overload."""
     kind = n.kind()
@@ -422,10 +204,10 @@ def _is_float_tensor(v) -> bool:
 
 
 def capture(model: nn.Module, sample: torch.Tensor, *, relu6_as_relu: bool) -> Graph:
-    """Trace model, fold BatchNorm, number and group the nodes the way nndct does."""
+    """Trace model, fold BatchNorm, name and number the nodes the way nndct does (groups: portable/groups.py)."""
     prefix = type(model).__name__
-    with _relu6_modules_as_relu(model, relu6_as_relu), _batchnorms_made_affine(model) as made_affine:
-        graph = _trace(model, sample)
+    with relu6_modules_as_relu(model, relu6_as_relu), batchnorms_made_affine(model) as made_affine:
+        graph = trace(model, sample)
         for _, old, new in made_affine:
             # the tracing pass, in training mode, moved the stand-in's running statistics toward the sample's;
             # nndct keeps them so moved, which makes its result depend on the input it was traced with (hostctl's
@@ -433,7 +215,7 @@ def capture(model: nn.Module, sample: torch.Tensor, *, relu6_as_relu: bool) -> G
             with torch.no_grad():
                 new.running_mean.copy_(old.running_mean)
                 new.running_var.copy_(old.running_var)
-        params = _state_dict(model)
+        params = state_dict(model)
     g = Graph(prefix)
     for path, _, _ in made_affine:
         g.notes.append("BatchNorm {} has affine=False: as vai_q_pytorch does, it is quantized as an affine "
@@ -632,7 +414,6 @@ def capture(model: nn.Module, sample: torch.Tensor, *, relu6_as_relu: bool) -> G
             if node not in p.children:
                 p.children.append(node)
     _init_params(g)
-    _group(g)
     return g
 
 
@@ -1100,87 +881,3 @@ def _unique(name: str, node: Node, seen: set) -> str:
         name = "{}.{}".format(name, -sys.maxsize + node.idx + 1 + node.attrs.get("removed_before", 0))
     seen.add(name)
     return name
-
-
-def _group(g: Graph) -> None:
-    groups: Dict[str, List[Node]] = {n.name: [n] for n in g.nodes}
-
-    def glue(start: Node, n: Node) -> None:
-        members = groups[start.name]
-        for m in groups[n.name]:
-            if m not in members:
-                members.append(m)
-        for m in members:
-            groups[m.name] = members
-
-    def reshape_parent(p: Node) -> bool:
-        # commander.py SoftFuseReshape: not a shape node, nor a mul of shape values
-        if p.op == "shape":
-            return False
-        if p.op == "elemwise_mul" and p.parents:
-            return reshape_parent(p.parents[0])
-        return True
-
-    changed = True
-    while changed:
-        changed = False
-        for n in g.nodes:
-            if groups[n.name][0] is not n:
-                continue
-            if n.op in SOFT_FUSED and len(n.parents) == 1 and len(n.parents[0].children) == 1 and \
-                    not n.parents[0].custom:
-                glue(groups[n.parents[0].name][0], n)
-                changed = True
-            elif n.op == "reshape":
-                p = next((p for p in n.parents if reshape_parent(p)), None)
-                if p is not None:
-                    glue(groups[p.name][0], n)
-                    changed = True
-    for k in groups:
-        groups[k] = sorted(groups[k], key=lambda m: m.idx)
-    g.groups = groups
-
-    def quant_output(n: Node) -> Node:
-        members = groups[n.name]
-        end = members[-1]
-        if len(end.children) == 1 and end.children[0].op == "concat":
-            return end.children[0]
-        i = len(members) - 1
-        while end.op in SHAPE_OPS and i > 0:
-            i -= 1
-            end = members[i]
-        while end.op in SHAPE_OPS and end.parents:
-            end = end.parents[0]
-        return end
-
-    g.quant_out = {n.name: quant_output(n) for n in g.nodes}
-    keys: List[str] = []
-    for n in g.nodes:
-        end = g.quant_out[n.name]
-        if n.op in QUANTIZABLE and end.name not in keys:
-            # every quantizable node's group end is configured, whatever its dtype (torch_qstrategy.py
-            # TorchNndctQstrategy.create_quant_config checks the dtype for the parents' ends only): an int end, as
-            # `h * w` of sizes, is never quantized and quant_info.json lists it with a null fix position
-            keys.append(end.name)
-            if not end.float_out:
-                end.attrs["skip_quant"] = True
-    for n in g.nodes:
-        if n.op in QUANTIZABLE and n.op not in ("input", "concat"):
-            for p in n.parents:
-                end = g.quant_out[p.name]
-                if end.name not in keys and end.op != "shape" and end.float_out:  # int output: not quantized
-                    keys.append(end.name)
-    for n in g.nodes:
-        # torch_qstrategy.py: an input whose only child is a float custom op is not quantized (its entry deleted)
-        if n.op == "input" and len(n.children) == 1 and n.children[0].custom and g.quant_out[n.name].name in keys:
-            keys.remove(g.quant_out[n.name].name)
-    g.output_keys = keys
-    seen = {n.weight_name for n in g.nodes} | {n.bias_name for n in g.nodes}
-    g.null_params = []
-    for n in g.nodes:
-        if n.op in QUANTIZABLE and not (n.weight is not None and n.weight_name):
-            for key in n.attrs.get("free_params", ()):
-                name = g.full(key)
-                if name not in seen:
-                    seen.add(name)
-                    g.null_params.append(name)
