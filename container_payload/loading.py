@@ -58,17 +58,22 @@ def build_model(spec: str, model_path: Optional[str] = None, kwargs: Optional[Ma
     with _on_path(model_path):
         try:
             module = importlib.import_module(module_name)
+        except SystemExit as exc:  # user code that exits must not end the process that checks it
+            raise ModelError("importing module {!r} called sys.exit({!r})".format(module_name, exc.code),
+                             "Keep the module's script code under `if __name__ == '__main__':`") from None
         except Exception as exc:  # noqa: BLE001 - any failure while importing user code is the user's to fix
             raise ModelError("cannot import module {!r}: {}: {}".format(module_name, type(exc).__name__, exc)) from exc
         cls = getattr(module, class_name, None)
         if cls is None:
             raise ModelError("module {!r} has no attribute {!r}".format(module_name, class_name))
+        call = "{}({})".format(class_name, ", ".join("{}={!r}".format(k, v) for k, v in kwargs.items()))
         try:
             model = cls(**kwargs)
+        except SystemExit as exc:
+            raise ModelError("{} called sys.exit({!r})".format(call, exc.code),
+                             "Raise an exception in the constructor rather than exit") from None
         except Exception as exc:  # noqa: BLE001
-            raise ModelError("{}({}) failed: {}: {}".format(
-                class_name, ", ".join("{}={!r}".format(k, v) for k, v in kwargs.items()), type(exc).__name__, exc)
-            ) from exc
+            raise ModelError("{} failed: {}: {}".format(call, type(exc).__name__, exc)) from exc
     if not isinstance(model, torch.nn.Module):
         raise ModelError("{} is not a torch.nn.Module".format(spec))
     return model
@@ -96,6 +101,11 @@ def read_state_dict(path: str) -> Dict[str, torch.Tensor]:
     if not isinstance(state, Mapping):
         raise ModelError("does not hold a state_dict (a mapping of names to tensors) but a {}".format(
             type(state).__name__), "Save it with torch.save(model.state_dict(), path)")
+    keys = [k for k in state if not isinstance(k, str)]
+    if keys:
+        raise ModelError("is not a state_dict: its key {!r} ({}) is not a parameter name ({} such key{})".format(
+            keys[0], type(keys[0]).__name__, len(keys), "s" if len(keys) > 1 else ""),
+            "Save it with torch.save(model.state_dict(), path), whose keys are names like 'conv.weight'")
     return dict(state)
 
 
@@ -112,7 +122,7 @@ def load_weights(model: torch.nn.Module, state: Mapping[str, torch.Tensor]) -> N
     """Load strictly, with a message that lists what is missing, unexpected or mis-shaped."""
     own = model.state_dict()
     missing = [k for k in own if k not in state]
-    unexpected = [k for k in state if k not in own]
+    unexpected = [str(k) for k in state if k not in own]  # str: a key of another type is listed, not a crash
     mismatched = ["{} {} vs model {}".format(k, tuple(state[k].shape), tuple(own[k].shape))
                   for k in own if k in state and state[k].shape != own[k].shape]
     problems = []

@@ -131,10 +131,7 @@ def evaluate(samples: Path, float_preds: Path, quant_preds: Path, num_classes: i
         names = list(quant.keys())
         if not names:
             raise InputError(quant_preds, "holds no predictions", "Run `hostctl quantize` again to produce them.")
-        missing = [n for n in names if n not in flt]
-        if missing:
-            raise InputError(float_preds, f"lacks predictions for {_some(missing)} found in {quant_preds.name}",
-                             "Both prediction files must come from the same run.")
+        _check_names(names, list(flt.keys()), smp.get(TEST_GROUP), quant_preds, float_preds, samples)
         labels = smp.get(LABELS_GROUP)
         if labels is not None:
             unlabelled = [n for n in names if n not in labels]
@@ -192,6 +189,32 @@ def evaluate(samples: Path, float_preds: Path, quant_preds: Path, num_classes: i
         sqnr_db=_sqnr_db(signal, noise),
         most_disagreeing=tuple(name for _, name in sorted(worst, reverse=True)),
     )
+
+
+def _check_names(quant: list[str], flt: list[str], test: Any, quant_preds: Path, float_preds: Path,
+                 samples: Path) -> None:
+    """Both files predict the same samples, and those are the first test samples of the samples file (a run with
+    --test-samples-limit N predicts the first N): metrics over fewer samples than the run had are refused, the
+    sample named, as much as over samples it never had."""
+    for path, lacks, other, has in ((float_preds, set(flt), quant_preds, quant),
+                                    (quant_preds, set(quant), float_preds, flt)):
+        missing = [n for n in has if n not in lacks]
+        if missing:
+            raise InputError(path, f"lacks predictions for {_some(missing)} found in {other.name}",
+                             "Both prediction files must come from the same run: run `hostctl quantize` again.")
+    if not isinstance(test, h5py.Group):
+        return
+    test_names = list(test.keys())
+    unknown = [n for n in quant if n not in test]
+    if unknown:
+        raise InputError(quant_preds, f"holds predictions for {_some(unknown)}, which {samples.name} has no test "
+                         "sample of", "Evaluate with the samples file the run used (--input-dir).")
+    predicted = set(quant)
+    skipped = [n for n in test_names[:len(quant)] if n not in predicted]
+    if skipped:
+        raise InputError(quant_preds, f"lacks predictions for test sample{'s' * (len(skipped) > 1)} "
+                         f"{_some(skipped)} of {samples.name} ({len(quant)} of {len(test_names)} predicted)",
+                         "Run `hostctl quantize` again to predict every test sample.")
 
 
 def write_metrics(metrics: Metrics, path: Path) -> None:

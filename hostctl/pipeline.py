@@ -14,7 +14,7 @@ import h5py
 
 from container_payload.job import FLOAT_PREDS, JOB, QUANT_INFO, QUANT_PREDS, RESULT, Result, SchemaError
 from hostctl import runtime
-from hostctl.errors import EXIT_ENV, EnvironmentProblem, RunFailed
+from hostctl.errors import EXIT_ENV, EnvironmentProblem, RunFailed, UsageError
 from hostctl.options import QuantizeOptions, compiled_dir
 from hostctl.staged_run import PayloadOutput, run_job, staged_run, tail_hint
 from hostctl.staging import RUN_LOG, sweep_payload_dirs
@@ -140,7 +140,12 @@ def _evaluate(opts: QuantizeOptions, inputs: Inputs, run_dir: Path, reporter: Re
     from hostctl.evaluate import render_metrics
     from hostctl.report import evaluate_run
 
-    evaluation = evaluate_run(inputs.samples, run_dir, opts.num_classes, reporter)
+    try:
+        evaluation = evaluate_run(inputs.samples, run_dir, opts.num_classes, reporter)
+    except UsageError as exc:  # after the run, a problem of its predictions: not bad usage found before any work
+        raise RunFailed(f"the predictions cannot be evaluated: {exc.message.replace(str(run_dir) + '/', '')}",
+                        "The run's files are kept in the failed-run directory; --no-evaluate skips this step."
+                        ) from exc
     reporter.close()
     render_metrics(evaluation.metrics, reporter)
     return evaluation.metrics.to_dict()

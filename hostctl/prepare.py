@@ -33,6 +33,7 @@ from container_payload.loading import ModelError, _on_path, build_model, check_f
 from hostctl.errors import InputError, UsageError
 from hostctl.options import DEFAULT_INPUT_DIR
 from hostctl.staging import check_free_space, check_replaceable, owned_paths
+from hostctl.ui import stdout_to_stderr
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
 MASK_SUFFIXES = (".png",)
@@ -431,6 +432,12 @@ def load_checkpoint(path: Path, options: PrepareOptions,
     """The checkpoint's weights as the model's state_dict, after proving they load and the model runs."""
     if not path.is_file():
         raise InputError(path, "does not exist", "Pass --checkpoint FILE, the trained weights.")
+    with stdout_to_stderr():  # the model's code runs here: what it prints must not land in --json's stdout
+        return _load_checkpoint(path, options, reporter)
+
+
+def _load_checkpoint(path: Path, options: PrepareOptions,
+                     reporter) -> tuple[dict[str, torch.Tensor], str]:  # noqa: ANN001
     model_path = str(options.model_path) if options.model_path else None
     try:
         model = build_model(options.model, model_path, options.model_args, options.num_classes)
@@ -439,6 +446,10 @@ def load_checkpoint(path: Path, options: PrepareOptions,
     with _on_path(model_path):  # a pickled module needs its class importable
         obj = _torch_load(path, reporter)
     state, form = find_state_dict(obj, path)
+    keys = [k for k in state if not isinstance(k, str)]
+    if keys:
+        raise InputError(path, f"its {form} has key {keys[0]!r}, a {type(keys[0]).__name__}, not a parameter name",
+                         "Save model.state_dict(), whose keys are names like 'conv.weight'.")
     state, stripped = strip_prefixes(state, set(model.state_dict()))
     if stripped:
         form += f", prefix {' + '.join(repr(p) for p in stripped)} stripped"
@@ -514,7 +525,7 @@ def _check_forward(model: torch.nn.Module, options: PrepareOptions) -> None:
     try:
         with torch.no_grad():
             output = model(torch.zeros(1, channels, height, width))
-    except Exception as exc:  # noqa: BLE001 - any failure in user code means this input size does not fit
+    except (Exception, SystemExit) as exc:  # noqa: BLE001 - any failure in user code: this input does not fit
         raise UsageError(f"--model {options.model} fails on a 1x{channels}x{height}x{width} input: "
                          f"{type(exc).__name__}: {exc}", "Check --input-size.") from exc
     expected = (1, options.num_classes, height, width)

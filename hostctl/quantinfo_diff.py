@@ -15,6 +15,9 @@ from pathlib import Path
 from typing import Any
 
 SECTIONS = ("param", "output", "input")
+# nndct's documents are 4 levels deep ({"param": {name: [[bits, fp]]}}); comparing, printing and --json's output
+# of anything much deeper would recurse to Python's limit.
+MAX_DEPTH = 32
 Doc = dict[str, Any]
 
 
@@ -85,8 +88,27 @@ def load(path: str | Path) -> Doc:
         raise QuantInfoError(f"cannot read {p}: {e.strerror or e}") from e
     except ValueError as e:
         raise QuantInfoError(f"{p} is not JSON: {e}") from e
+    except RecursionError:
+        raise QuantInfoError(f"{p}: nested too deeply to be a quant_info.json document") from None
+    depth = _depth(doc, MAX_DEPTH)
+    if depth > MAX_DEPTH:
+        raise QuantInfoError(f"{p}: nested more than {MAX_DEPTH} levels deep, where a quant_info.json "
+                             "document is nested 4")
     _check(doc, str(p))
     return doc
+
+
+def _depth(doc: Any, limit: int) -> int:
+    """Nesting depth of a parsed JSON document, without recursion, counted up to limit + 1."""
+    deepest, stack = 0, [(doc, 1)]
+    while stack:
+        value, depth = stack.pop()
+        deepest = max(deepest, depth)
+        if deepest > limit:
+            break
+        children = value.values() if isinstance(value, dict) else value if isinstance(value, list) else ()
+        stack.extend((child, depth + 1) for child in children)
+    return deepest
 
 
 def _check(doc: Any, where: str) -> None:

@@ -9,11 +9,14 @@ which kill at once instead of waiting out a grace period.
 from __future__ import annotations
 
 import contextlib
+import json
+import os
 import signal
+import sys
 import threading
 from collections.abc import Callable, Iterator
 
-from hostctl.errors import Interrupted
+from hostctl.errors import EXIT_SIGNAL_BASE, Interrupted
 
 HANDLED = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 
@@ -73,3 +76,66 @@ def deferred() -> Iterator[None]:
         if not _Deferral.depth and _Deferral.pending is not None:
             signum, _Deferral.pending = _Deferral.pending, None
             raise Interrupted(signum)
+
+
+# -- outside a run ---------------------------------------------------------------------------------------------
+
+class Stop(BaseException):
+    """A signal that arrived outside a run (while validating, in `evaluate`, `prepare`, `clean`). A BaseException,
+    like KeyboardInterrupt, so that no `except Exception` on the way (around a model's import or forward, in
+    click) takes it for an ordinary failure; the CLI's handler turns it into Interrupted."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signum)
+        self.signum = signum
+
+
+@contextlib.contextmanager
+def stop_on_signals() -> Iterator[None]:
+    """For a whole command: the first SIGINT, SIGTERM or SIGHUP raises Stop, so that `finally` blocks run and the
+    command ends with one line and its exit code; a second one exits at once. A run replaces this with its own
+    trap (trap_signals) while it lasts."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    stopped: list[int] = []
+
+    def handle(signum: int, _frame: object) -> None:
+        if stopped:
+            os._exit(EXIT_SIGNAL_BASE + signum)
+        stopped.append(signum)
+        raise Stop(signum)
+
+    previous = {sig: signal.signal(sig, handle) for sig in HANDLED}
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+def exit_while_starting() -> Callable[[], None]:
+    """Until the returned function is called: a SIGINT, SIGTERM or SIGHUP ends the process at once with one
+    `error:` line (and the JSON summary when --json is among the arguments) and its exit code. For the imports
+    at start-up (typer, rich, the verbs), which take a second and touch no file: without it Ctrl-C there prints
+    a KeyboardInterrupt traceback and SIGTERM kills without a word."""
+    if threading.current_thread() is not threading.main_thread():
+        return lambda: None
+
+    def handle(signum: int, _frame: object) -> None:
+        code = EXIT_SIGNAL_BASE + signum
+        message = f"interrupted by {signal.Signals(signum).name} while hostctl was starting; nothing was done"
+        with contextlib.suppress(OSError):  # os.write: no buffered stream to re-enter from a signal handler
+            os.write(2, f"error: {message}\n".encode())
+            if "--json" in sys.argv[1:]:
+                summary = {"status": "interrupted", "error": message, "hint": None, "exit_code": code}
+                os.write(1, (json.dumps(summary, indent=2, sort_keys=True) + "\n").encode())
+        os._exit(code)
+
+    previous = {sig: signal.signal(sig, handle) for sig in HANDLED}
+
+    def restore() -> None:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+    return restore

@@ -7,7 +7,9 @@ Core code talks to a Reporter; tests pass a Reporter writing to a buffer, or use
 from __future__ import annotations
 
 import contextlib
+import io
 import json
+import os
 import sys
 from collections.abc import Iterator, Sequence
 from typing import Any, TextIO
@@ -179,3 +181,25 @@ class Reporter:
 def print_json(data: Any) -> None:
     sys.stdout.write(json.dumps(data, indent=2, ensure_ascii=False, sort_keys=True) + "\n")
     sys.stdout.flush()
+
+
+@contextlib.contextmanager
+def stdout_to_stderr() -> Iterator[None]:
+    """Send what runs in the block (a user's model, imported and run on the host to check it) to stderr, the human
+    output, both print() and writes to file descriptor 1 (a C extension, a subprocess): stdout is kept for the
+    --json summary."""
+    saved = None
+    try:
+        sys.stdout.flush()
+        if sys.stdout.fileno() == 1:
+            saved = os.dup(1)
+            os.dup2(2, 1)
+    except (OSError, ValueError, AttributeError, io.UnsupportedOperation):  # stdout replaced (tests) or closed
+        pass
+    try:
+        with contextlib.redirect_stdout(sys.stderr):
+            yield
+    finally:
+        if saved is not None:
+            os.dup2(saved, 1)
+            os.close(saved)

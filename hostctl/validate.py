@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -10,9 +12,10 @@ import h5py
 import numpy as np
 
 from container_payload.job import SAMPLES, STATE_DICT
+from hostctl import staging
 from hostctl.errors import InputError, UsageError
+from hostctl.journal import JOURNAL_MARK
 from hostctl.options import QuantizeOptions
-from hostctl.staging import check_output_dir
 
 PREPARE_HINT = "Create it with `hostctl prepare` or point --input-dir at the right directory."
 
@@ -40,12 +43,76 @@ def validate_quantize(opts: QuantizeOptions, *, check_model: bool = True) -> Inp
     counts, has_labels = check_samples(samples, opts.input_size, opts.num_classes,
                                        {"calibration": opts.calib_limit, "test": opts.test_limit})
     if check_model:
-        check_model_and_weights(opts, state_dict)
+        check_model_and_weights(opts, state_dict, has_labels)
     num_test = min(counts["test"], opts.test_limit or counts["test"])
     inputs = [input_dir, state_dict, samples] + [p for p in (opts.model_path, opts.requirements) if p is not None]
     check_output_dir(opts.output_dir, inputs, estimate_output_bytes(opts, num_test, state_dict))
     return Inputs(state_dict, samples, min(counts["calibration"], opts.calib_limit or counts["calibration"]),
                   num_test, has_labels)
+
+
+def check_output_dir(output_dir: Path, inputs: Iterable[Path] = (), needed_bytes: int = 0) -> None:
+    """staging.check_output_dir, after checking that the names hostctl puts beside the directory fit."""
+    check_output_path_lengths(output_dir)
+    staging.check_output_dir(output_dir, inputs, needed_bytes)
+
+
+# A run id as staged_run makes them (staging.RUN_ID), and the longest path a run writes inside its staging or
+# output directory (`.report.<12 hex>.tmp/per_class_iou.png`, `compiled_<board>/<Class>.xmodel`, with room for a
+# long class name).
+_RUN_ID = "20000101-000000-00000000"
+_INNER_BYTES = 96
+
+
+def check_output_path_lengths(output_dir: Path) -> None:
+    """Refuse, before any work, an output directory whose own name or path leaves no room for the names a run
+    puts beside and inside it (`.<name>.hostctl-journal-<id>.json.tmp` is the longest), against this file
+    system's NAME_MAX and PATH_MAX: past them the run would fail half-way with ENAMETOOLONG."""
+    try:
+        resolved = output_dir.resolve(strict=False)
+    except (RuntimeError, OSError):
+        return  # a symlink loop: staging.check_output_dir names it
+    existing = resolved
+    while True:
+        try:
+            if existing.exists() or existing == existing.parent:
+                break
+        except OSError:  # ENAMETOOLONG on the way down from a path that is too long
+            pass
+        existing = existing.parent
+    name_max, path_max = _limit(existing, "PC_NAME_MAX", 255), _limit(existing, "PC_PATH_MAX", 4096)
+    name = resolved.name
+    beside = [name, f".{name}{staging.TMP_MARK}{_RUN_ID}", f".{name}{staging.OLD_MARK}{_RUN_ID}",
+              f".{name}{JOURNAL_MARK}{_RUN_ID}.json.tmp", f".{name}{staging.LOCK_MARK}",
+              f"{name}{staging.FAILED_MARK}{_RUN_ID[:15]}-99"]
+    longest = max(beside, key=lambda n: len(os.fsencode(n)))
+    if len(os.fsencode(longest)) > name_max:
+        raise InputError(_shown(output_dir), f"output directory name is {len(os.fsencode(name))} bytes long: the names "
+                         f"hostctl puts beside it (such as '{longest[:24]}...{longest[-40:]}') would pass this file "
+                         f"system's limit of {name_max} bytes per name",
+                         f"Choose an --output-dir whose last part is at most "
+                         f"{name_max - len(os.fsencode(longest)) + len(os.fsencode(name))} bytes long.")
+    aside = resolved if existing == resolved and resolved.is_dir() and os.path.ismount(resolved) else resolved.parent
+    deepest = len(os.fsencode(str(aside / longest))) + 1 + _INNER_BYTES
+    if deepest >= path_max:
+        room = path_max - 1 - (deepest - len(os.fsencode(str(resolved))))
+        raise InputError(_shown(output_dir), f"output path is {len(os.fsencode(str(resolved)))} bytes "
+                         f"long: with the names a run writes beside and inside it, paths would pass this system's "
+                         f"limit of {path_max} bytes", f"Choose an --output-dir whose full path is at most {room} "
+                         "bytes long.")
+
+
+def _shown(path: Path) -> str:
+    """A path of thousands of characters, shortened for a one-line message."""
+    text = str(path)
+    return text if len(text) <= 120 else f"{text[:40]}...{text[-70:]}"
+
+
+def _limit(path: Path, name: str, default: int) -> int:
+    try:
+        return int(os.pathconf(path, name))
+    except (OSError, ValueError):
+        return default
 
 
 def estimate_output_bytes(opts: QuantizeOptions, num_test: int, state_dict: Path) -> int:
@@ -103,7 +170,7 @@ def check_samples(path: Path, input_size: tuple[int, int, int], num_classes: int
                 if item.dtype.kind != "f":
                     raise InputError(path, f"{where} has dtype {item.dtype}, expected a float type",
                                      "Store preprocessed float32 samples.")
-                if not np.isfinite(item[()]).all():
+                if not np.isfinite(_read(path, item, where)).all():
                     raise InputError(path, f"{where} contains NaN or Inf", "Fix the preprocessing that produced it.")
             counts[group_name] = len(names)
         labels = h5.get("labels")
@@ -128,7 +195,36 @@ def _dataset(path: Path, group: h5py.Group, group_name: str, name: str) -> h5py.
         raise InputError(path, f"{where} is a group, not a dataset", "Store each sample as a dataset.")
     if item.shape is None or item.size == 0:
         raise InputError(path, f"{where} is an empty dataset", "Store the sample's data, or remove the entry.")
+    _check_filters(path, item, where)
     return item
+
+
+# The registered ids of filters that come as plugins (https://github.com/HDFGroup/hdf5_plugins), for the message.
+_PLUGIN_FILTERS = {307: "bzip2", 32001: "blosc", 32004: "lz4", 32008: "bitshuffle", 32013: "zfp",
+                   32015: "zstd", 32017: "sz", 32026: "blosc2"}
+
+
+def _check_filters(path: Path, item: h5py.Dataset, where: str) -> None:
+    """A dataset compressed with a filter that this HDF5 cannot load (blosc, lz4, zstd... from a plugin) reads as
+    an error naming a plugin directory: name the file, the dataset and the filter instead."""
+    plist = item.id.get_create_plist()
+    for index in range(plist.get_nfilters()):
+        code, _flags, _values, raw_name = plist.get_filter(index)
+        if not h5py.h5z.filter_avail(code):
+            label = raw_name.decode(errors="replace").strip() if isinstance(raw_name, bytes) else str(raw_name)
+            label = label or _PLUGIN_FILTERS.get(code, "")
+            raise InputError(path, f"{where} is stored with HDF5 filter {code}{f' ({label})' if label else ''}, "
+                             "which is not available here", "Write the file again without it (h5repack -f NONE, "
+                             "or gzip compression, which every h5py reads), or make the plugin available "
+                             "(HDF5_PLUGIN_PATH).")
+
+
+def _read(path: Path, item: h5py.Dataset, where: str) -> np.ndarray:
+    try:
+        return item[()]
+    except OSError as exc:
+        raise InputError(path, f"{where} cannot be read ({exc})", "Write the file again, e.g. with `hostctl "
+                         "prepare`.") from exc
 
 
 def _check_labels(path: Path, labels: h5py.Group, test_names: list[str], input_size: tuple[int, int, int],
@@ -144,7 +240,7 @@ def _check_labels(path: Path, labels: h5py.Group, test_names: list[str], input_s
         if tuple(item.shape) != tuple(input_size[1:]) or item.dtype.kind not in "ui":
             raise InputError(path, f"label 'labels/{name}' has shape {list(item.shape)} and dtype {item.dtype}, "
                              f"expected {list(input_size[1:])} integers", "Store uint8 class maps [H,W].")
-        data = item[()]
+        data = _read(path, item, f"label 'labels/{name}'")
         low, high = int(data.min()), int(data.max())
         if low < 0:
             raise InputError(path, f"label 'labels/{name}' holds negative class {low}",
@@ -154,17 +250,17 @@ def _check_labels(path: Path, labels: h5py.Group, test_names: list[str], input_s
                              "Pass the right --num-classes, or fix the label maps.")
 
 
-def check_model_and_weights(opts: QuantizeOptions, state_dict: Path) -> None:
+def check_model_and_weights(opts: QuantizeOptions, state_dict: Path, has_labels: bool = False) -> None:
     """Build the model, load the weights, run one forward at --input-size; remembered while nothing changed.
 
     Importing torch and a first forward cost seconds on the host, so a check that passed is recorded under a
     key made of everything it depends on (model spec and arguments, input size, the state_dict's size and
     mtime, the model code's files), and a re-run with the same inputs skips it.
     """
-    marker = _validated_marker(opts, state_dict)
+    marker = _validated_marker(opts, state_dict, has_labels)
     if marker is not None and marker.is_file():
         return
-    _check_model_and_weights(opts, state_dict)
+    _check_model_and_weights(opts, state_dict, has_labels)
     if marker is not None:
         try:
             marker.parent.mkdir(parents=True, exist_ok=True)
@@ -173,7 +269,11 @@ def check_model_and_weights(opts: QuantizeOptions, state_dict: Path) -> None:
             pass  # a cache that cannot be written only costs time
 
 
-def _validated_marker(opts: QuantizeOptions, state_dict: Path) -> Path | None:
+# Part of the marker's key: raise it when the check below checks more, so that a model validated before is again.
+_CHECKS_VERSION = 2
+
+
+def _validated_marker(opts: QuantizeOptions, state_dict: Path, has_labels: bool) -> Path | None:
     import hashlib
     import json
 
@@ -194,12 +294,22 @@ def _validated_marker(opts: QuantizeOptions, state_dict: Path) -> Path | None:
         code = [stamp(Path(container_payload.__file__).parent / "models" / "unet.py")]
     else:
         return None  # code we cannot fingerprint: check every time
-    key = json.dumps([__version__, opts.model, opts.model_args, opts.num_classes, list(opts.input_size),
-                      stamp(state_dict), code], sort_keys=True, default=str)
+    key = json.dumps([__version__, _CHECKS_VERSION, opts.model, opts.model_args, opts.num_classes,
+                      list(opts.input_size), opts.evaluate, has_labels, stamp(state_dict), code], sort_keys=True,
+                     default=str)
     return cache_root() / "validated" / hashlib.sha256(key.encode()).hexdigest()[:32]
 
 
-def _check_model_and_weights(opts: QuantizeOptions, state_dict: Path) -> None:
+def _check_model_and_weights(opts: QuantizeOptions, state_dict: Path, has_labels: bool) -> None:
+    """The model's code runs here, on the host: what it prints goes to stderr, so that stdout stays --json's."""
+    from hostctl.ui import stdout_to_stderr
+
+    with stdout_to_stderr():
+        output = _probe_model(opts, state_dict)
+    _check_output_shape(opts, tuple(output.shape), has_labels)
+
+
+def _probe_model(opts: QuantizeOptions, state_dict: Path):  # noqa: ANN202 - a torch.Tensor; torch loads lazily
     import torch
 
     from container_payload.loading import ModelError, build_model, check_finite, load_weights, read_state_dict
@@ -208,7 +318,8 @@ def _check_model_and_weights(opts: QuantizeOptions, state_dict: Path) -> None:
         model = build_model(opts.model, str(opts.model_path) if opts.model_path else None, opts.model_args,
                             opts.num_classes)
     except ModelError as exc:
-        raise UsageError(f"--model {opts.model}: {exc}", "Check --model, --model-path and --model-arg.") from exc
+        raise UsageError(f"--model {opts.model}: {exc}", f"{exc.hint}." if exc.hint else
+                         "Check --model, --model-path and --model-arg.") from exc
     try:
         state = read_state_dict(str(state_dict))
         check_finite(state)
@@ -220,9 +331,28 @@ def _check_model_and_weights(opts: QuantizeOptions, state_dict: Path) -> None:
     try:
         with torch.no_grad():
             output = model(torch.zeros((1, *opts.input_size)))
-    except Exception as exc:  # noqa: BLE001 - any failure of user code on the declared input is a usage error
+    except (Exception, SystemExit) as exc:  # noqa: BLE001 - any failure of user code on the declared input
         raise UsageError(f"--model {opts.model} fails on an input of shape {[1, *opts.input_size]}: "
                          f"{type(exc).__name__}: {exc}", "Check --input-size against what the model expects.") from exc
     if not isinstance(output, torch.Tensor):
         raise UsageError(f"--model {opts.model} returns {type(output).__name__}, not a tensor",
                          "Quantization needs a model with a single tensor output.")
+    return output
+
+
+def _check_output_shape(opts: QuantizeOptions, shape: tuple[int, ...], has_labels: bool) -> None:
+    """The prediction files hold [1,classes,H,W] per sample (DESIGN.md section 4); the metrics compare the
+    classes with --num-classes and the score maps with the [H,W] labels. Found here, not after the run."""
+    probe = [1, *opts.input_size]
+    where = f"--model {opts.model} returns shape {list(shape)} for an input of shape {probe}"
+    if len(shape) != 4 or shape[0] != 1:
+        raise UsageError(f"{where}, expected [1, classes, H, W] (one score map per class, batch first)",
+                         "Return the batch dimension from forward, e.g. without squeeze(0).")
+    if not opts.evaluate:
+        return
+    if shape[1] != opts.num_classes:
+        raise UsageError(f"{where}: {shape[1]} classes, but --num-classes is {opts.num_classes}",
+                         "Pass the model's class count with --num-classes, or --no-evaluate.")
+    if has_labels and list(shape[2:]) != list(opts.input_size[1:]):
+        raise UsageError(f"{where}: score maps of {list(shape[2:])}, but the labels are {list(opts.input_size[1:])}",
+                         "Return score maps at the input's size, or --no-evaluate.")

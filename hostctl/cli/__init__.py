@@ -10,10 +10,16 @@ import sys
 from pathlib import Path
 from typing import Any
 
-import typer
+from hostctl import signals
 
-from hostctl import __version__
-from hostctl.errors import HostctlError
+# Before the imports that take time (typer, rich, the verbs): a Ctrl-C or SIGTERM during them ends hostctl with
+# one line and its exit code, not a traceback or a silent death. main() installs the handler for the command.
+_restore_signals = signals.exit_while_starting()
+
+import typer  # noqa: E402 - after the start-up signal handler, on purpose
+
+from hostctl import __version__  # noqa: E402 - likewise
+from hostctl.errors import HostctlError, UsageError  # noqa: E402 - likewise
 
 app = typer.Typer(
     name="hostctl",
@@ -49,17 +55,34 @@ from hostctl.cli import (  # noqa: E402,F401 - registers the verbs
     quantize,
 )
 
+_restore_signals()
+
+# HOSTCTL_DEBUG's values, as click reads a boolean option's variable (less its one-letter forms).
+DEBUG_VAR = "HOSTCTL_DEBUG"
+TRUE_WORDS = ("1", "true", "yes", "on")
+FALSE_WORDS = ("", "0", "false", "no", "off")
+
 
 def main(argv: list[str] | None = None) -> None:
     """Console-script entry point: one error handler for every verb."""
+    args = sys.argv[1:] if argv is None else argv
+    with signals.stop_on_signals():
+        _main(args)
+
+
+def _main(args: list[str]) -> None:
     from hostctl.config import load_default_map
 
-    args = sys.argv[1:] if argv is None else argv
-    debug = os.environ.get("HOSTCTL_DEBUG", "") not in ("", "0") or "--debug" in args
+    debug = "--debug" in args
     try:
+        debug = _debug_from_env() or debug
         default_map = load_default_map(_check_config_key)
         code = app(args=args, prog_name="hostctl", default_map=default_map, standalone_mode=False)
-    except typer.Abort:  # Ctrl-C before a run's own signal handling starts (validation, a prompt)
+    except signals.Stop as exc:  # a signal outside a run (validation, evaluate, a model's import)
+        from hostctl.errors import Interrupted
+
+        _fail(Interrupted(exc.signum), args, debug)
+    except typer.Abort:  # end of input at a prompt
         from hostctl.errors import Interrupted
 
         _fail(Interrupted(signal.SIGINT), args, debug)
@@ -69,21 +92,43 @@ def main(argv: list[str] | None = None) -> None:
         from hostctl.errors import io_error
 
         _fail(io_error(exc), args, debug)
-    except Exception as exc:  # click's usage errors, raised as such because standalone_mode is off
+    except Exception as exc:  # noqa: BLE001 - click's usage errors, and the last resort against a traceback
         if not hasattr(exc, "format_message") or not hasattr(exc, "exit_code"):
-            raise
-        if not exc.format_message().strip():  # no_args_is_help: the help is the message
+            _fail(_unexpected(exc), args, debug)
+        elif not exc.format_message().strip():  # no_args_is_help: the help is the message
             sys.exit(exc.exit_code)
-        _fail(_usage_error(exc), args, debug)
+        else:  # click's usage errors, raised as such because standalone_mode is off
+            _fail(_usage_error(exc), args, debug)
     else:
         if isinstance(code, int) and code:
             sys.exit(code)
 
 
+def _debug_from_env() -> bool:
+    """HOSTCTL_DEBUG as a boolean: a value that is neither (`maybe`, `2`) is refused rather than taken as true."""
+    raw = os.environ.get(DEBUG_VAR)
+    value = (raw or "").strip().lower()
+    if value in TRUE_WORDS:
+        return True
+    if value in FALSE_WORDS:
+        return False
+    raise UsageError(f"{DEBUG_VAR}={raw!r} is neither true nor false",
+                     f"Set it to one of {', '.join(TRUE_WORDS)} to show tracebacks, to one of 0, false, no, off, "
+                     "or leave it empty or unset.")
+
+
+def _unexpected(exc: Exception) -> HostctlError:
+    """An exception no step expected: still one line and exit 1; the traceback is --debug's."""
+    from hostctl.errors import RunFailed
+
+    text = " ".join(str(exc).split())
+    text = text[:300] + ("..." if len(text) > 300 else "")
+    return RunFailed(f"unexpected {type(exc).__name__}{': ' + text if text else ''}",
+                     f"This is a bug in hostctl: run again with --debug ({DEBUG_VAR}=1) and report the traceback.")
+
+
 def _usage_error(exc: Exception) -> HostctlError:
     """click's message as one `error:` line; an `(env var: X)` note only when X is really set."""
-    from hostctl.errors import UsageError
-
     message = exc.format_message()  # type: ignore[attr-defined]
     message = re.sub(r" \(env var: '([A-Z_]+)'\)", lambda m: m.group(0) if os.environ.get(m.group(1)) else "",
                      message)

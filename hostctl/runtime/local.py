@@ -23,6 +23,14 @@ from hostctl.ui import Reporter
 
 GRACE_SECONDS = 5.0
 PAYLOAD_DIR = Path(container_payload.__file__).resolve().parent
+# What the payload imports besides the standard library, and the oldest Python it runs on.
+PAYLOAD_NEEDS = ("torch", "numpy", "h5py")
+PAYLOAD_MIN_PYTHON = (3, 8)
+PROBE_SECONDS = 60.0
+# Asks an interpreter for its version and which of PAYLOAD_NEEDS it cannot find, without importing them (torch
+# takes seconds to import); any Python 3 runs it.
+_PROBE = ("import sys, importlib.util as u; print(sys.version_info[0], sys.version_info[1], "
+          "*[m for m in sys.argv[1:] if u.find_spec(m) is None])")
 
 
 class LocalRuntime:
@@ -39,6 +47,8 @@ class LocalRuntime:
             raise EnvironmentProblem(f"--python {self.python}: no such interpreter",
                                      "Pass the path of a Python with torch, numpy and h5py.")
         self.python = resolved
+        if self.opts.python is not None:  # this interpreter runs hostctl, which imports them all
+            check_interpreter(self.python, self.opts.python)
 
     def view(self, path: Path) -> str:
         return str(path.resolve())
@@ -60,6 +70,32 @@ class LocalRuntime:
                 return _pump(process, on_line)
             finally:
                 _stop(process, self.trap)
+
+
+def check_interpreter(python: str, shown: str) -> None:
+    """Before the payload starts: the interpreter runs, is recent enough and finds what the payload imports.
+    Otherwise the payload would die at its first import, with a ModuleNotFoundError traceback in its log."""
+    hint = "Pass the Python of an environment with torch, numpy and h5py (e.g. a Vitis AI conda env's)."
+    try:
+        probe = subprocess.run([python, "-c", _PROBE, *PAYLOAD_NEEDS], stdin=subprocess.DEVNULL,
+                               capture_output=True, text=True, timeout=PROBE_SECONDS)
+    except subprocess.TimeoutExpired:
+        raise EnvironmentProblem(f"--python {shown} did not answer within {PROBE_SECONDS:.0f} s", hint) from None
+    except OSError as exc:
+        raise EnvironmentProblem(f"--python {shown} cannot be run ({exc.strerror or exc})", hint) from None
+    words = probe.stdout.split()
+    if probe.returncode != 0 or len(words) < 2 or not all(w.isdigit() for w in words[:2]):
+        last = (probe.stderr.strip().splitlines() or ["no output"])[-1]
+        raise EnvironmentProblem(f"--python {shown} is not a Python {'.'.join(map(str, PAYLOAD_MIN_PYTHON))} or "
+                                 f"later interpreter ({last})", hint)
+    version, missing = (int(words[0]), int(words[1])), words[2:]
+    if version < PAYLOAD_MIN_PYTHON:
+        raise EnvironmentProblem(f"--python {shown} is Python {version[0]}.{version[1]}; the payload needs "
+                                 f"{'.'.join(map(str, PAYLOAD_MIN_PYTHON))} or later", hint)
+    if missing:
+        raise EnvironmentProblem(f"--python {shown} cannot import {', '.join(missing)}, which the payload needs",
+                                 f"Install {' '.join(missing)} into that environment (pip install "
+                                 f"{' '.join(missing)}), or pass another --python.")
 
 
 def _pump(process: subprocess.Popen, on_line: LineSink) -> int:

@@ -217,6 +217,22 @@ def test_checkpoint_forms(tmp_path, form):
     assert ("stripped" in result.checkpoint_form) == ("prefix" in form)
 
 
+@pytest.mark.parametrize("key", [7, ("conv", 1)], ids=["int key", "tuple key"])
+def test_checkpoint_with_a_key_that_is_not_a_name_is_refused(tmp_path, capsys, key):
+    """Issue 24, case 5, through prepare: torch.load(weights_only=True) accepts int and tuple keys."""
+    make_dataset(tmp_path / "data", n=4)
+    torch.save({**tiny_unet().state_dict(), key: torch.zeros(1)}, tmp_path / "ckpt.pt")
+    code, out, err = hostctl_inprocess(
+        ["prepare", "--dataset", str(tmp_path / "data"), "--output-dir", str(tmp_path / "out"), "--input-size",
+         *map(str, SIZE), "--num-classes", "3", "--checkpoint", str(tmp_path / "ckpt.pt"), "--model-arg=width=4",
+         "--model-arg=depth=2", "--json"], capsys)
+    errors = [line for line in err.splitlines() if line.startswith("error:")]
+    assert code == 2, err
+    assert len(errors) == 1 and "ckpt.pt" in errors[0] and f"has key {key!r}" in errors[0], err
+    assert "Traceback" not in err and json.loads(out)["exit_code"] == 2
+    assert not (tmp_path / "out").exists()
+
+
 # -- bad inputs: exit 2, one line naming the file and the problem, the output directory untouched ----------------
 
 def _break(kind: str, data: Path, tmp_path: Path) -> list[str]:
