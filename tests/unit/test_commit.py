@@ -322,3 +322,17 @@ def test_clean_sweeps_leftovers_and_recovers_a_move_without_a_docker_engine(tmp_
     assert "containers and requirement caches not checked" in proc.stderr
     assert tree_snapshot(out) == before
     assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".")) == []
+
+
+@pytest.mark.parametrize("loop", ["self", "pair"])
+def test_an_output_path_that_is_a_symlink_loop_is_one_line_exit_2(tmp_path, loop):
+    out = tmp_path / "out"
+    if loop == "self":
+        out.symlink_to(out)  # ln -s out out
+    else:
+        (tmp_path / "b").symlink_to(out)  # a -> b -> a
+        out.symlink_to(tmp_path / "b")
+    with pytest.raises(UsageError) as error:
+        check_output_dir(out)
+    assert error.value.exit_code == 2 and "cannot be resolved" in error.value.message
+    assert "\n" not in error.value.message
