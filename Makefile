@@ -24,7 +24,7 @@ test-fast: setup
 
 # The golden tier alone: the portable backend against vai_q_pytorch's references (tests/golden).
 test-golden: setup
-	HOSTCTL_GOLDEN_PYTHON="$$(scripts/golden-env.sh | tail -n1)" HOSTCTL_REQUIRE_GOLDEN=1 $(PYTHON) -m pytest -m golden tests/golden -q
+	HOSTCTL_GOLDEN_PYTHON="$$(scripts/golden-env.sh | tail -n1)" HOSTCTL_REQUIRE_GOLDEN=1 $(PYTHON) -m pytest -m golden tests/golden tests/inspect_golden -q
 
 lint:
 	PYTHON=$(PYTHON) scripts/lint.sh

@@ -17,6 +17,8 @@ if __name__ == "__main__":
         task = "quantize"  # run.main reports the unreadable job
     if task == "compile":
         from container_payload.compiler import main_job  # no torch: the compiler needs none
+    elif task == "inspect":
+        from container_payload.inspector.run import main as main_job
     else:
         from container_payload.run import main as main_job
     sys.exit(main_job(args.job))

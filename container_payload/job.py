@@ -27,6 +27,7 @@ JOB = "job.json"
 SAMPLES = "quantization_samples.h5"
 STATE_DICT = "state_dict.pt"
 COMPILE_REPORT = "compile.json"
+INSPECT_REPORT = "inspect.json"
 COMPILER = "vai_c_xir"
 ARCH_ROOT = "/opt/vitis_ai/compiler/arch"
 # --board -> the arch.json directory under ARCH_ROOT in the Vitis AI image (DPU family/board).
@@ -78,8 +79,38 @@ class CompileJob:
         return cls(**data)
 
 
+@dataclass(frozen=True)
+class InspectJob:
+    """hostctl inspect: where each op of the model would run on a DPU target, before any quantization."""
+
+    run_dir: str
+    target: str  # a target name, a fingerprint "0x...", or an arch.json as the payload sees it
+    input_size: Tuple[int, int, int] = (3, 512, 512)
+    num_classes: int = 7
+    model: str = BUILTIN_MODEL
+    model_path: Optional[str] = None
+    model_args: Dict[str, Any] = field(default_factory=dict)
+    task: str = "inspect"
+    version: int = SCHEMA_VERSION
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), indent=2, ensure_ascii=False, sort_keys=True)
+
+    @classmethod
+    def from_json(cls, text: str) -> "InspectJob":
+        data = _load_versioned(text, "job")
+        _refuse_unknown(cls, data, "inspect job")
+        data["input_size"] = tuple(data.get("input_size", (3, 512, 512)))
+        job = cls(**data)
+        if len(job.input_size) != 3 or any(int(d) <= 0 for d in job.input_size):
+            raise SchemaError("input_size must be three positive integers, got {}".format(job.input_size))
+        if ":" not in job.model:
+            raise SchemaError("model must be MODULE:CLASS, got {!r}".format(job.model))
+        return job
+
+
 def job_task(text: str) -> str:
-    """Which kind of job a job.json holds: "quantize" (Job) or "compile" (CompileJob)."""
+    """Which kind of job a job.json holds: "quantize" (Job), "compile" (CompileJob) or "inspect" (InspectJob)."""
     try:
         data = json.loads(text)
     except ValueError:

@@ -26,6 +26,7 @@ src/vai_quantizer/vai_q_pytorch):
   (pytorch_nndct/qproc/utils.py `prepare_quantizable_module`: parse_module -> QuantOptimizer (BN folding,
   dropout removal) -> script writer, whose `_gen_module_name` sets node.idx); removed nodes leave no gap.
 """
+import re
 import sys
 from typing import Any, Callable, Dict, List, Optional, Set
 
@@ -134,6 +135,9 @@ class Node:
         self.custom = "::" in op or op in CUSTOM_NNDCT  # nndct's float ops: never fused into a group
         self.float_out = True  # puts out a float tensor (shape arithmetic does not)
         self.attrs: Dict[str, Any] = {}
+        # nndct's name of the node in its graph (`ResNet::ResNet/Conv2d[conv1]/ret.3`): the scope and debug name
+        # of its first output as nndct's trace gives them; nndct's own only when captured with nndct_names
+        self.nndct_name = ""
 
     def __repr__(self) -> str:
         return self.name
@@ -158,6 +162,10 @@ class Graph:
         # parameters a quantizable op without parameters of its own reads (ViT's pos_embed in an add): nndct
         # configures them (torch_qstrategy.py: every param of a quantizable node) and never quantizes them
         self.null_params: List[str] = []
+        # the traced shape of every value (None where it is not a tensor of known shape) and, for a value that
+        # holds a list (chunk, unbind), its kind: the deployable graph's stage reads them (inspector/deploy.py)
+        self.shapes: Dict[int, Optional[List[int]]] = {}
+        self.list_values: Set[int] = set()
 
     def full(self, name: str) -> str:
         return "{}::{}".format(self.prefix, name)
@@ -203,11 +211,13 @@ def _is_float_tensor(v) -> bool:
     return st is None or st in ("Float", "Double", "Half", "BFloat16")
 
 
-def capture(model: nn.Module, sample: torch.Tensor, *, relu6_as_relu: bool) -> Graph:
-    """Trace model, fold BatchNorm, name and number the nodes the way nndct does (groups: portable/groups.py)."""
+def capture(model: nn.Module, sample: torch.Tensor, *, relu6_as_relu: bool, nndct_names: bool = False) -> Graph:
+    """Trace model, fold BatchNorm, name and number the nodes the way nndct does (groups: portable/groups.py).
+    nndct_names: trace the way nndct does, so that each node's nndct_name is the name nndct's graph gives it (the
+    same nodes either way; inspection reports these names)."""
     prefix = type(model).__name__
     with relu6_modules_as_relu(model, relu6_as_relu), batchnorms_made_affine(model) as made_affine:
-        graph = trace(model, sample)
+        graph = trace(model, sample, nndct_names)
         for _, old, new in made_affine:
             # the tracing pass, in training mode, moved the stand-in's running statistics toward the sample's;
             # nndct keeps them so moved, which makes its result depend on the input it was traced with (hostctl's
@@ -227,6 +237,7 @@ def capture(model: nn.Module, sample: torch.Tensor, *, relu6_as_relu: bool) -> G
         raise BackendError("the portable quantizer supports models with one input; {}.forward takes {}".format(
             prefix, n_user))
     g.input_id = inputs[0].unique()
+    _record_shapes(g, graph)
     param_of: Dict[int, str] = {}
     for v, (key, t) in zip(inputs[1:], params.items()):
         g.consts[v.unique()] = t
@@ -256,6 +267,7 @@ def capture(model: nn.Module, sample: torch.Tensor, *, relu6_as_relu: bool) -> G
     idx = 0
     removed = 0  # nodes of nndct's parsed graph its optimizer removes later (dropout, a folded BatchNorm)
     inp = Node(idx, "input", None)
+    inp.nndct_name = "{}::input_0".format(prefix)
     g.nodes.append(inp)
     producer[g.input_id] = [inp]
     idx += 1
@@ -287,6 +299,10 @@ def capture(model: nn.Module, sample: torch.Tensor, *, relu6_as_relu: bool) -> G
                 fn = _list if base == "ListConstruct" else _tuple
             elif base in ("ListUnpack", "TupleUnpack"):
                 fn = _unpack
+                made = producer.get(rid(ins[0]), [])
+                if len(made) == 1 and made[0].step is not None and made[0].step.outs == [rid(ins[0])] and outs:
+                    # nndct's node puts out the unpacked values (unbind's q, k, v) and is named after the first
+                    made[0].nndct_name = _nndct_name(prefix, outs[0])
             elif base == "TupleIndex":
                 fn = _index
             else:
@@ -302,6 +318,7 @@ def capture(model: nn.Module, sample: torch.Tensor, *, relu6_as_relu: bool) -> G
                             isinstance(g.consts.get(list_ids[i]), torch.Tensor):
                         if list_ids[i] not in const_of:
                             const_of[list_ids[i]] = _const_node(g, g.consts[list_ids[i]], tensor_consts, producer)
+                            tensor_consts[-1].nndct_name = _nndct_name(prefix, v)
                         list_ids[i] = const_of[list_ids[i]]
             step = Step(fn, list_ids, [o.unique() for o in outs], kind)
             g.steps.append(step)
@@ -349,15 +366,20 @@ def capture(model: nn.Module, sample: torch.Tensor, *, relu6_as_relu: bool) -> G
                 dtype = _DTYPES.get(ins[0].type().scalarType() or "Float", torch.float32)
                 arg_ids[1] = _const_node(g, torch.tensor(value, dtype=dtype), scalar_consts, producer)
                 scalar_consts[-1].attrs["made_for"] = (base, n)
+                # (opt_pass.py transform_const_scalar_to_const_tensor names it after the number's value alone)
+                scalar_consts[-1].nndct_name = "{}::{}".format(prefix, _recovered(v.debugName()))
                 fn = _BINARY[base]
             elif vk == "TensorType" and value is not None:
                 if arg_ids[i] not in const_of:
                     # (a wrapped number comes back as a Python scalar)
                     t = value if isinstance(value, torch.Tensor) else torch.tensor(value)
                     const_of[arg_ids[i]] = _const_node(g, t, tensor_consts, producer)
+                    tensor_consts[-1].nndct_name = _nndct_name(prefix, v)
                 arg_ids[i] = const_of[arg_ids[i]]
         step = Step(fn, arg_ids, [o.unique() for o in outs], kind)
         node = Node(idx, op, step)
+        if outs:
+            node.nndct_name = _nndct_name(prefix, outs[0])
         idx += 1
         step.node = node
         node.attrs["removed_before"] = removed
@@ -415,6 +437,40 @@ def capture(model: nn.Module, sample: torch.Tensor, *, relu6_as_relu: bool) -> G
                 p.children.append(node)
     _init_params(g)
     return g
+
+
+_NNDCT_WRAPPER = re.compile(r"FlattenInOutModelForTrace/(.*)?\[nndct_st_[\w_]+_ed\]")
+_NNDCT_ATTR = re.compile(r"nndct_st_[\w_]+_ed\.")
+
+
+def _recovered(name: str) -> str:
+    return _NNDCT_ATTR.sub("", name)
+
+
+def _nndct_name(prefix: str, value) -> str:
+    """nndct's name of the node putting out value: `<graph>::<scope>/<debug name>`, the scope as its trace
+    records it with its wrapper's part taken out (parse/torch_graph.py TorchNode.name, jit_utils.py
+    get_node_scope_name, rich_in_out_helper.py FlattenInOutModelForTrace.recovery_*)."""
+    scope = value.node().scopeName()
+    found = _NNDCT_WRAPPER.findall(scope)
+    if found:
+        scope = _NNDCT_WRAPPER.sub(found[0], scope)
+    if scope.startswith("__"):
+        scope = scope.split("/")[-1]
+    name = "{}/{}".format(scope, value.debugName()) if scope else value.debugName()
+    return _recovered("{}::{}".format(prefix, name))
+
+
+def _record_shapes(g: Graph, graph) -> None:
+    """The traced shape of every value (the trace ran on the sample, so tensor types are complete)."""
+    values = list(graph.inputs()) + [v for n in graph.nodes() for v in n.outputs()]
+    for v in values:
+        t = v.type()
+        if t.kind() == "TensorType":
+            sizes = t.sizes()
+            g.shapes[v.unique()] = list(sizes) if sizes is not None else None
+        elif t.kind() == "ListType":
+            g.list_values.add(v.unique())
 
 
 _PAD_NOTE = ("vai_q_pytorch fails on this model: a pad width is computed from a float tensor (timm's Conv2dSame / "

@@ -17,6 +17,7 @@ What nndct does and where it says so (Xilinx/Vitis-AI src/vai_quantizer/vai_q_py
   order on torchvision LR-ASPP/DeepLabV3 (MobileNetV3), smp FPN (MobileNetV2), DeepLabV3+ and U-Net (ResNet-18)
   and on the op zoo of tests/unit/test_portable_ops.py.
 """
+import math
 import warnings
 from contextlib import contextmanager
 from typing import Dict, Iterator, List, Optional, Set, Tuple
@@ -92,7 +93,10 @@ def batchnorms_made_affine(model: nn.Module) -> Iterator[List[Tuple[str, nn.Modu
             parent._modules[name] = child
 
 
-def trace(model: nn.Module, sample: torch.Tensor):
+def trace(model: nn.Module, sample: torch.Tensor, nndct_names: bool = False):
+    """torch.jit's graph of the model on the sample, after nndct's passes. With nndct_names the trace is run the
+    way nndct runs it (see _trace_as_nndct): the same ops, but the values' debug names and the nodes' scopes are
+    nndct's, so that its node names can be read off the graph (inspection reports them)."""
     prefix = type(model).__name__
     try:
         with torch.no_grad():
@@ -109,7 +113,10 @@ def trace(model: nn.Module, sample: torch.Tensor):
     try:
         with torch.no_grad(), warnings.catch_warnings():
             warnings.simplefilter("ignore")  # TracerWarnings: control flow on sizes is traced for this shape
-            graph, _ = get(model, (sample.as_subclass(_SlicedSplits),))
+            if nndct_names:
+                graph = _trace_as_nndct(model, sample)
+            else:
+                graph, _ = get(model, (sample.as_subclass(_SlicedSplits),))
     except Exception as e:  # noqa: BLE001 - any tracing failure is reported with its cause
         raise BackendError("the portable quantizer could not trace {} with torch.jit: {}: {}".format(
             prefix, type(e).__name__, _first_line(e))) from e
@@ -126,8 +133,186 @@ def trace(model: nn.Module, sample: torch.Tensor):
     C._jit_pass_canonicalize_graph_fuser_ops(graph)
     C._jit_pass_peephole(graph, True)
     C._jit_pass_fuse_addmm(graph)
-    graph = C._jit_pass_canonicalize(graph)
+    canonical = C._jit_pass_canonicalize(graph)
+    # nndct's optimize_graph drops the canonical copy and goes on with the graph itself, whose values keep the
+    # numbers the tracer gave them: its node names are made of those
+    return graph if nndct_names else canonical
+
+
+class FlattenInOutModelForTrace(nn.Module):
+    """The wrapper nndct traces the model in (pytorch_nndct/parse/rich_in_out_helper.py): its class name and the
+    attribute `nndct_st_<Class>_ed` appear in the traced scopes, which nndct rewrites back to the model's."""
+
+    def __init__(self, inner: nn.Module) -> None:
+        super().__init__()
+        self.module_name = "nndct_st_" + inner._get_name() + "_ed"
+        setattr(self, self.module_name, inner)
+        self.training = inner.training
+
+    def forward(self, *flatten_input):
+        output = getattr(self, self.module_name)(*flatten_input)
+        return (output,)
+
+
+def _trace_as_nndct(model: nn.Module, sample: torch.Tensor):
+    """torch.jit's trace as nndct takes it (pytorch_nndct/parse/trace_helper.py, utils/jit_utils.py
+    trace_and_get_graph_from_model): the model in FlattenInOutModelForTrace, every module's scope recorded as
+    `Class[attribute]` through forward hooks (torch.jit._trace._trace_module_map), the sample a tensor subclass
+    whose chunk, split, pools and mean run nndct's overrides (parse/override_torch_function.py). The traced ops
+    are the same as the plain trace's; what differs is how many values the tracer makes on the way, hence the
+    numbers in the debug names, and the scopes."""
+    wrapper = FlattenInOutModelForTrace(model)
+    stack: List[nn.Module] = []
+    module_map: Dict[nn.Module, str] = {}
+
+    def pre(module, inputs):
+        name = _scope_name(stack[-1], module) if stack else None
+        module_map[module] = "{}[{}]".format(module._get_name(), name) if name else module._get_name()
+        stack.append(module)
+
+    def post(module, inputs, outputs):
+        stack.pop()
+
+    hooks = []
+    for module in wrapper.modules():
+        hooks.append(module.register_forward_pre_hook(pre))
+        hooks.append(module.register_forward_hook(post))
+    state = torch.jit._trace
+    old = getattr(state, "_trace_module_map", None)
+    state._trace_module_map = module_map
+    try:
+        graph, _ = state._get_trace_graph(wrapper, (sample.as_subclass(_NndctTraceTensor),))
+    finally:
+        state._trace_module_map = old
+        for h in hooks:
+            h.remove()
     return graph
+
+
+def _scope_name(parent: nn.Module, module: nn.Module) -> Optional[str]:
+    """jit_utils.py _tracing_name: the module's path below the module running it, `a]/Class[b` between levels,
+    a ModuleList's items as `ModuleList[i`."""
+    todo: List[Tuple[str, nn.Module]] = [("", parent)]
+    while todo:
+        prefix, m = todo.pop(0)
+        if m is module:
+            return prefix
+        if isinstance(m, nn.ModuleList):
+            children = [("{}]/ModuleList[{}".format(prefix, i) if prefix else "ModuleList[{}".format(i), c)
+                        for i, c in enumerate(m)]
+        else:
+            children = [("{}]/{}[{}".format(prefix, c._get_name(), n) if prefix else n, c)
+                        for n, c in m.named_children()]
+        todo[0:0] = children
+    return None
+
+
+_NNDCT_OVERRIDES: Dict = {}
+
+
+class _NndctTraceTensor(torch.Tensor):
+    """parse/override_torch_function.py's TraceTensor: a few torch functions run nndct's versions while it
+    traces, the rest as usual."""
+
+    @classmethod
+    def __torch_function__(cls, func, types, args=(), kwargs=None):
+        if kwargs is None:
+            kwargs = {}
+        if func not in _NNDCT_OVERRIDES:
+            return super().__torch_function__(func, types, args, kwargs)
+        return _NNDCT_OVERRIDES[func](*args, **kwargs)
+
+
+def _nndct_split(tensor, split_size_or_sections, dim=0):
+    # the same reads of the shape, in the same order, as nndct's split (each read is a traced size)
+    pieces = []
+    if isinstance(split_size_or_sections, (list, tuple)):
+        total = 0
+        for x in split_size_or_sections:
+            total = total + x
+        assert total == tensor.shape[dim]
+        last_end_index = 0
+        for k in range(len(split_size_or_sections)):
+            tmp = [slice(None, None) for x in tensor.shape]
+            start = last_end_index
+            end = start + split_size_or_sections[k]
+            last_end_index = end
+            tmp[dim] = slice(start, end)
+            pieces.append(tensor[tmp])
+        return tuple(pieces)
+    group_num = math.ceil(tensor.shape[dim] / split_size_or_sections)
+    if group_num == 0:
+        group_num = 1
+    for k in range(group_num):
+        tmp = [slice(None, None) for x in tensor.shape]
+        start = k * split_size_or_sections
+        end = tensor.shape[dim] if k == group_num - 1 else (k + 1) * split_size_or_sections
+        tmp[dim] = slice(start, end)
+        pieces.append(tensor[tmp])
+    return tuple(pieces)
+
+
+def _nndct_chunk(input, chunks, dim=0):
+    split_size = math.ceil(input.shape[dim] / chunks)
+    if split_size != 0:
+        chunks = math.ceil(input.shape[dim] / split_size)
+    pieces = []
+    for k in range(chunks):
+        tmp = [slice(None, None) for x in input.shape]
+        start = k * split_size
+        end = input.shape[dim] if k == chunks - 1 else (k + 1) * split_size
+        tmp[dim] = slice(start, end)
+        pieces.append(input[tmp])
+    return tuple(pieces)
+
+
+def _plain(fn):
+    """nndct's pool and mean overrides: the op on the tensor as a plain tensor, the result back in the subclass
+    (two aliases in the trace). nndct splits big pools only with an option that is off by default."""
+    def run(input, *args, **kwargs):
+        normal_data = input.as_subclass(torch.Tensor)
+        normal_data = fn(normal_data, *args, **kwargs)
+        return normal_data.as_subclass(_NndctTraceTensor)
+    return run
+
+
+def _nndct_adaptive(fn):
+    def run(input, output_size, *args, **kwargs):
+        if output_size == 1:
+            kernel_size = [int(input.shape[-2]), int(input.shape[-1])]  # nndct reads the kernel it would split
+            del kernel_size
+        normal_data = input.as_subclass(torch.Tensor)
+        normal_data = fn(normal_data, output_size, *args, **kwargs)
+        return normal_data.as_subclass(_NndctTraceTensor)
+    return run
+
+
+def _nndct_mean(input, dim=None, keepdim=False, *, dtype=None, out=None):
+    if dim is None:  # nndct's override requires dim (it fails without); the plain mean here
+        normal_data = input.as_subclass(torch.Tensor)
+        return torch.mean(normal_data, dtype=dtype).as_subclass(_NndctTraceTensor)
+    if isinstance(dim, (list, tuple)) and len(dim) == 2:
+        dim = [k + input.dim() if k < 0 else k for k in dim]
+        if (input.dim() == 3 and tuple(dim) == (1, 2)) or (input.dim() == 4 and tuple(dim) == (2, 3)):
+            kernel_size = [int(input.shape[-2]), int(input.shape[-1])]  # the kernel nndct would split
+            del kernel_size
+    normal_data = input.as_subclass(torch.Tensor)
+    normal_data = torch.mean(normal_data, dim, keepdim=keepdim, dtype=dtype, out=out)
+    return normal_data.as_subclass(_NndctTraceTensor)
+
+
+def _register_nndct_overrides() -> None:
+    F = torch.nn.functional
+    for fn, impl in ((torch.split, _nndct_split), (torch.Tensor.split, _nndct_split),
+                     (torch.chunk, _nndct_chunk), (torch.Tensor.chunk, _nndct_chunk),
+                     (F.avg_pool2d, _plain(F.avg_pool2d)), (F.max_pool2d, _plain(F.max_pool2d)),
+                     (F.adaptive_avg_pool2d, _nndct_adaptive(F.adaptive_avg_pool2d)),
+                     (F.adaptive_max_pool2d, _nndct_adaptive(F.adaptive_max_pool2d)),
+                     (torch.mean, _nndct_mean), (torch.Tensor.mean, _nndct_mean)):
+        _NNDCT_OVERRIDES[fn] = impl
+
+
+_register_nndct_overrides()
 
 
 def _split_tensor_list_constants(graph) -> None:

@@ -314,7 +314,9 @@ def filter_pool(node: DevNode, target: Target) -> Verdict:
 
 def filter_eltwise(node: DevNode, target: Target) -> Verdict:
     msg = ""
-    const = node.parents[1] if len(node.parents) > 1 else None
+    # the producer of the second input tensor (None for a parameter), as nndct reads it; parents where not given
+    inputs = node.attr("input_nodes") or node.parents
+    const = inputs[1] if len(inputs) > 1 else None
     if node.op == MULTIPLY and const is not None and const.op in (CONST, TENSOR):
         prefix = "Try to convert mul to DepthwiseConv2d failed."
         ok, check = _mul_as_dwconv(node)
@@ -343,7 +345,7 @@ def filter_eltwise(node: DevNode, target: Target) -> Verdict:
 def _mul_as_dwconv(node: DevNode) -> Verdict:
     """nndct's check_dim_of_inputs_of_mul: a mul by a constant vector along channels is a 1x1 depthwise conv."""
     shape = node.in_shapes[0]
-    data = node.parents[1].attr("data")
+    data = (node.attr("input_nodes") or node.parents)[1].attr("data")
     const_shape = _shape_of(data if isinstance(data, list) else [data])
     if not (len(shape) <= 4 and len(const_shape) == 1 and (shape[-1] == const_shape[0] or const_shape[0] == 1)):
         return False, ("mul's input  has the tensor dimension {} and weights has the tensor dimenstion {}.".format(

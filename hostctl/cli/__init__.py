@@ -51,6 +51,7 @@ from hostctl.cli import (  # noqa: E402,F401 - registers the verbs
     diff,
     doctor,
     evaluate,
+    inspect,
     prepare,
     quantize,
 )

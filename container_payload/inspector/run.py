@@ -1,0 +1,134 @@
+"""The payload's inspect job: nndct's graph of the model -> its deployable graph -> the device of every op ->
+inspect.json and inspect_<target>.txt in the run directory (DESIGN.md section 11, issue 20).
+
+No weights are needed: where each op runs depends on the model's structure and shapes alone.
+"""
+
+import json
+import os
+from typing import Any, Dict, List
+
+import torch
+
+from container_payload.events import Phase, run_job_file
+from container_payload.job import INSPECT_REPORT, InspectJob
+from container_payload.loading import build_model
+
+from . import targets
+from .filters import DevNode
+from .partition import CPU, DPU, RETURN, allocate, subgraphs
+
+SCHEMA = 1
+SEPARATOR = "=" * 160
+
+
+def execute(job: InspectJob) -> Dict[str, Any]:
+    from container_payload.graph.nndct import capture
+
+    from .deploy import deployable_graph
+
+    target = targets.resolve(job.target)
+    with Phase("inspect", 1, unit="models") as phase:
+        model = build_model(job.model, job.model_path, job.model_args, job.num_classes).eval()
+        torch.manual_seed(0)
+        sample = torch.randn((1,) + tuple(int(d) for d in job.input_size))
+        with torch.no_grad():
+            # as the Inspector parses: equalization on (ReLU6 modules as ReLU), traced as nndct traces, for its names
+            g = capture(model, sample, relu6_as_relu=True, nndct_names=True)
+        nodes = deployable_graph(g)
+        allocate(nodes, target)
+        phase.advance(1)
+    report = to_report(nodes, target)
+    write_json(os.path.join(job.run_dir, INSPECT_REPORT), report)
+    txt = "inspect_{}.txt".format(target.name)
+    with open(os.path.join(job.run_dir, txt), "w", encoding="utf-8") as f:
+        f.write(nndct_text(nodes, target, g.prefix))
+    return {"status": "succeeded", "files": [INSPECT_REPORT, txt], "summary": report["summary"]}
+
+
+def to_report(nodes: List[DevNode], target: targets.Target) -> Dict[str, Any]:
+    """inspect.json: the target, every node in nndct's order, the DPU and CPU subgraphs, a summary."""
+    shown = [n for n in nodes if n.op != RETURN]
+    groups = subgraphs(nodes)
+    cpu_ops = [n.name for n in shown if n.device == CPU and n.op != "nndct_input"]
+    return {
+        "schema": SCHEMA,
+        "target": {"name": target.name, "type": target.type, "isa_version": target.isa_version,
+                   "fingerprint": target.fingerprint_hex},
+        "nodes": [{"name": n.name, "op": n.op, "shape": n.out_shapes, "device": n.device,
+                   "constraint": n.constraint, "messages": list(n.messages), "source": n.attr("source")}
+                  for n in shown],
+        "subgraphs": [{"device": device, "nodes": [n.name for n in group]}
+                      for device in (DPU, CPU) for group in groups[device]],
+        "summary": {"dpu_subgraphs": len(groups[DPU]), "cpu_subgraphs": len(groups[CPU]), "cpu_ops": cpu_ops},
+    }
+
+
+def write_json(path: str, data: Dict[str, Any]) -> None:
+    with open(path, "w", encoding="utf-8") as f:
+        json.dump(data, f, indent=1, ensure_ascii=False)
+        f.write("\n")
+
+
+def nndct_text(nodes: List[DevNode], target: targets.Target, graph_name: str) -> str:
+    """inspect_<target>.txt as vai_q_pytorch's Inspector writes it (pytorch_nndct/hardware/inspector.py
+    _dump_comment and _dump_body); the target info is target_factory's definition (nndct prints vai_utf's
+    rendering of the same message, which is not public)."""
+    out = [_COMMENT, SEPARATOR, "target info:", SEPARATOR, json.dumps(target.to_dict(), indent=2), "", SEPARATOR,
+           "inspection summary:", SEPARATOR]
+    cpu = [[n.name, n.op, n.constraint or ""] for n in nodes if n.op != RETURN and n.device == CPU]
+    if cpu:
+        out += ["The operators assigned to the CPU are as follows:", simple_table(
+            ["node name", "op Type", "hardware constraints"], cpu)]
+    else:
+        out.append("All the operators are assigned to the DPU.")
+    out += [SEPARATOR, "graph name: {}".format(graph_name)]
+    for n in nodes:
+        if n.op == RETURN:
+            continue
+        out += [SEPARATOR, "node name: {}".format(n.name),
+                "input nodes: {}".format([p.name for p in n.parents]),
+                "output nodes: {}".format([c.name for c in n.children]),
+                "op type: {}".format(n.op), "outputs shape: {}".format(n.out_shapes), "op attributes:"]
+        out += ["  {}: {}".format(k, v) for k, v in sorted(n.attrs.get("xir", {}).items())]
+        if n.device:
+            out.append("assigned device: {}".format(n.device.upper()))
+            if n.constraint:
+                out.append("hardware constraints: {}".format(n.constraint))
+        if n.messages:
+            out += ["node messages:"] + ["  {}".format(m) for m in n.messages]
+        if n.attr("source"):
+            out += ["source range:", str(n.attr("source"))]
+    return "\n".join(out) + "\n"
+
+
+def simple_table(headers: List[str], rows: List[List[str]]) -> str:
+    """tabulate's default ("simple") format, which nndct uses: columns padded, dashes under the headers."""
+    widths = [max(len(str(c)) for c in col) for col in zip(headers, *rows)]
+    line = lambda cells: "  ".join(str(c).ljust(w) for c, w in zip(cells, widths)).rstrip()  # noqa: E731
+    return "\n".join([line(headers), "  ".join("-" * w for w in widths)] + [line(r) for r in rows])
+
+
+_COMMENT = """# The 'inspect.txt' file is used to show all the details of each operation in NN model.
+# Field Description:
+# target info: target device information.
+# inspection summary: summary report of inspection# graph name: The name of graph representing of the NN model.
+# node name: The name of node in graph.
+# input nodes: The parents of the node.
+# output nodes: The children of node.
+# op type: The type of operation.
+# output shape: The shape of node output tensor(Data layout follows XIR requirements).
+# op attributes: The attributes of operation.(The description is consistent with that of XIR)
+# assigend device: The device type on which the operation execute.
+# hardware constrains: If the operation is assigned to cpu. This filed will give some hits about why the DPU \
+does not support this operation.
+# node messages: This filed will give some extra information about the node.(For example, if quantizer need to \
+insert a permute operation to convert data layout from 'NCHW' to 'NHWC' or from 'NCHW' to 'NHWC' for deployment. \
+This message will be add to node_messages.)
+# source range: points to a source which is a stack track and helps to find the exact location of this operation \
+in source code.
+"""
+
+
+def main(job_path: str) -> int:
+    return run_job_file(job_path, InspectJob.from_json, execute)

@@ -1,0 +1,170 @@
+"""hostctl inspect: will the model run on this DPU? In seconds, before quantizing, without the Vitis AI image.
+
+    resolve the target (name, --board, --fingerprint, --arch) -> job.json -> the payload's inspect job (local
+    runtime: nndct's graph, the deployable graph, the rule-based filters) -> inspect.json, inspect_<target>.txt
+    -> the verdict line, the ops left to the CPU, a warning when the model would compile into several DPU
+    subgraphs
+
+The target is resolved on the host (container_payload/inspector/targets.py, standard library only) so that a
+wrong name is a one-line exit 2 before anything starts, with the names that come close.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from container_payload.inspector import targets
+from container_payload.job import BUILTIN_MODEL, INSPECT_REPORT, JOB, InspectJob
+from hostctl.errors import InputError, RunFailed, UsageError
+from hostctl.options import QuantizeOptions
+from hostctl.staged_run import PayloadOutput, run_job, staged_run, tail_hint
+from hostctl.staging import check_output_dir
+from hostctl.ui import Reporter
+
+DEFAULT_ARTIFACTS = Path("deployment/deployment_artifacts")
+
+
+@dataclass(frozen=True)
+class InspectOptions:
+    target: str | None = None
+    board: str | None = None
+    fingerprint: str | None = None
+    arch: Path | None = None
+    output_dir: Path | None = None  # default: deployment/deployment_artifacts/inspection_<target>
+    input_size: tuple[int, int, int] = (3, 512, 512)
+    num_classes: int = 7
+    model: str = BUILTIN_MODEL
+    model_path: Path | None = None
+    model_args: dict[str, Any] = field(default_factory=dict)
+    python: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {k: (str(v) if isinstance(v, Path) else v) for k, v in dataclasses.asdict(self).items()}
+
+
+@dataclass(frozen=True)
+class InspectSummary:
+    status: str
+    output_dir: Path
+    run_id: str
+    target: dict[str, Any]
+    summary: dict[str, Any]
+    cpu_nodes: list[dict[str, Any]]
+    files: list[str]
+
+    def to_dict(self) -> dict[str, Any]:
+        data = dataclasses.asdict(self)
+        data["output_dir"] = str(self.output_dir)
+        return data
+
+
+def resolve_target(opts: InspectOptions) -> targets.Target:
+    given = [(flag, value) for flag, value in (("--target", opts.target), ("--board", opts.board),
+                                               ("--fingerprint", opts.fingerprint), ("--arch", opts.arch))
+             if value is not None]
+    if len(given) > 1:
+        raise UsageError(f"{' and '.join(f for f, _ in given)} both name the DPU",
+                         "Pass only one of --target, --board, --fingerprint, --arch.")
+    if not given:
+        raise UsageError("no DPU target given", "Pass --board kv260 (or zcu102, zcu104, vck190, vek280, v70), "
+                                                "--target NAME, --fingerprint 0x... or --arch FILE.")
+    flag, value = given[0]
+    try:
+        if flag == "--board":
+            if str(value).lower() not in targets.BOARDS:
+                raise ValueError(f"{value!r} is not one of: {', '.join(targets.BOARDS)}")
+            return targets.by_name(targets.BOARDS[str(value).lower()])
+        if flag == "--fingerprint":
+            return targets.by_fingerprint(str(value))
+        if flag == "--arch":
+            path = Path(value)
+            if not path.is_file():
+                raise InputError(path, "arch file not found", "Pass your board's arch.json, or --board NAME.")
+            return targets.from_arch_json(str(path))
+        return targets.by_name(str(value))
+    except ValueError as exc:
+        raise UsageError(f"{flag} {value}: {exc}", "`hostctl inspect --list-targets` lists every target.") from None
+
+
+def inspect_model(opts: InspectOptions, reporter: Reporter) -> InspectSummary:
+    target = resolve_target(opts)
+    output_dir = opts.output_dir or DEFAULT_ARTIFACTS / f"inspection_{target.name}"
+    check_output_dir(output_dir, [opts.model_path] if opts.model_path else [])
+    carrier = QuantizeOptions(runtime="local", python=opts.python, model=opts.model, model_path=opts.model_path,
+                              model_args=dict(opts.model_args), input_size=opts.input_size,
+                              num_classes=opts.num_classes)
+    fields = {"verb": "inspect", "options": opts.to_dict(), "target": target.name}
+    from hostctl import runtime
+
+    with staged_run(output_dir, fields, reporter) as run:
+        rt = runtime.create(carrier, run.run_dir, reporter, run.trap)
+        rt.prepare()
+        run.manifest["runtime"] = rt.describe()
+        run.stage.payload_started = True
+        job = InspectJob(run_dir=rt.view(run.run_dir), target=target.name, input_size=tuple(opts.input_size),
+                         num_classes=opts.num_classes, model=opts.model,
+                         model_path=rt.view(opts.model_path) if opts.model_path else None,
+                         model_args=dict(opts.model_args))
+        (run.run_dir / JOB).write_text(job.to_json(), encoding="utf-8")
+        reporter.info(f"inspecting {opts.model.split(':')[-1]} for {target.name}")
+        t0 = time.perf_counter()
+        code, output = run_job(rt, run.run_dir, reporter)
+        run.timings["inspect"] = round(time.perf_counter() - t0, 3)
+        report = verify_inspection(run.run_dir, code, output)
+        run.succeed(inspect=report["summary"])
+    cpu_nodes = [n for n in report["nodes"] if n["device"] == "cpu" and n["op"] != "nndct_input"]
+    return InspectSummary(status="succeeded", output_dir=run.stage.output_dir, run_id=run.run_id,
+                          target=report["target"], summary=report["summary"], cpu_nodes=cpu_nodes,
+                          files=run.manifest["files"])
+
+
+def verify_inspection(run_dir: Path, code: int, output: PayloadOutput) -> dict[str, Any]:
+    """Trust files: inspect.json with the fields the contract names."""
+    if output.error is not None:
+        raise RunFailed(f"the inspection failed: {output.error.get('kind', 'error')}: {output.error.get('message')}",
+                        "See run.log in the failed-run directory.")
+    if code != 0:
+        raise RunFailed(f"the inspect payload exited with status {code}", tail_hint(list(output.tail)))
+    try:
+        report = json.loads((run_dir / INSPECT_REPORT).read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise RunFailed(f"the inspection ran but {INSPECT_REPORT} cannot be read ({exc})") from exc
+    if not isinstance(report, dict) or not all(k in report for k in ("target", "nodes", "subgraphs", "summary")):
+        raise RunFailed(f"{INSPECT_REPORT} lacks target, nodes, subgraphs or summary")
+    return report
+
+
+def verdict(summary: InspectSummary) -> str:
+    s = summary.summary
+    cpu = len(s["cpu_ops"])
+    if not cpu and s["dpu_subgraphs"] <= 1:
+        return f"All ops run on {summary.target['name']}'s DPU, in one DPU subgraph."
+    return (f"{cpu} op(s) on the CPU; the model compiles into {s['dpu_subgraphs']} DPU subgraph(s) on "
+            f"{summary.target['name']}.")
+
+
+def render(summary: InspectSummary, reporter: Reporter) -> None:
+    """The verdict, the ops left to the CPU with the reason and the user's line, the subgraph warning."""
+    if summary.cpu_nodes:
+        with_source = any(n.get("source") for n in summary.cpu_nodes)
+        rows = [(_module_path(n["name"]), n["op"].replace("nndct_", ""), n.get("constraint") or "")
+                + ((n.get("source") or "",) if with_source else ()) for n in summary.cpu_nodes]
+        columns = ("module", "op", "why on the CPU") + (("your code",) if with_source else ())
+        reporter.table(verdict(summary), columns, rows, text=True)
+    else:
+        reporter.info(verdict(summary))
+    if summary.summary["dpu_subgraphs"] > 1:
+        reporter.warn(f"{summary.summary['dpu_subgraphs']} DPU subgraphs: the board runners most people start from "
+                      "(VART samples, Vitis AI Library) take one. Move the ops above off the DPU's path, or run "
+                      "the graph with a runner that handles several subgraphs.")
+
+
+def _module_path(name: str) -> str:
+    """`Net::Net/Sequential[enc]/Conv2d[0]/ret.3` -> `Net/Sequential[enc]/Conv2d[0]`: the module that made the op."""
+    scope = name.split("::", 1)[-1]
+    return scope.rsplit("/", 1)[0] if "/" in scope else scope
