@@ -72,10 +72,10 @@ def main(argv: list[str] | None = None) -> None:
 
 
 def _main(args: list[str]) -> None:
-    from hostctl.config import load_default_map
-
     debug = "--debug" in args
-    try:
+    try:  # the config module's import too: a signal during it is a Stop like any other
+        from hostctl.config import load_default_map
+
         debug = _debug_from_env() or debug
         default_map = load_default_map(_check_config_key)
         code = app(args=args, prog_name="hostctl", default_map=default_map, standalone_mode=False)
