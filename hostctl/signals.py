@@ -40,8 +40,24 @@ class SignalTrap:
             callback()
 
 
+class _Swallowed:
+    """A Stop raised where Python only prints it (a weakref callback or __del__ running when the signal came,
+    "Exception ignored in ..."): the signal is not lost, the next run's trap or the CLI's end raises it."""
+
+    signum: int | None = None
+
+
+def pending_stop() -> int | None:
+    """The signal whose Stop never reached the CLI's handler, if any (and forget it)."""
+    signum, _Swallowed.signum = _Swallowed.signum, None
+    return signum
+
+
 @contextlib.contextmanager
 def trap_signals() -> Iterator[SignalTrap]:
+    swallowed = pending_stop()
+    if swallowed is not None:
+        raise Interrupted(swallowed)
     trap = SignalTrap()
     if threading.current_thread() is not threading.main_thread():
         yield trap
@@ -104,12 +120,20 @@ def stop_on_signals() -> Iterator[None]:
         if stopped:
             os._exit(EXIT_SIGNAL_BASE + signum)
         stopped.append(signum)
+        _Swallowed.signum = signum  # cleared by the CLI when the Stop reaches it
         raise Stop(signum)
 
+    def unraisable(info: object) -> None:  # a Stop lost in a callback is kept in _Swallowed, not printed
+        if not isinstance(getattr(info, "exc_value", None), Stop):
+            default_hook(info)
+
+    default_hook = sys.unraisablehook
     previous = {sig: signal.signal(sig, handle) for sig in HANDLED}
+    sys.unraisablehook = unraisable
     try:
         yield
     finally:
+        sys.unraisablehook = default_hook
         for sig, handler in previous.items():
             signal.signal(sig, handler)
 

@@ -69,6 +69,11 @@ def main(argv: list[str] | None = None) -> None:
     args = sys.argv[1:] if argv is None else argv
     with signals.stop_on_signals():
         _main(args)
+        swallowed = signals.pending_stop()
+        if swallowed is not None:  # its Stop was lost in a callback: the command still ends as interrupted
+            from hostctl.errors import Interrupted
+
+            _fail(Interrupted(swallowed), args, "--debug" in args)
 
 
 def _main(args: list[str]) -> None:
@@ -82,6 +87,7 @@ def _main(args: list[str]) -> None:
     except signals.Stop as exc:  # a signal outside a run (validation, evaluate, a model's import)
         from hostctl.errors import Interrupted
 
+        signals.pending_stop()
         _fail(Interrupted(exc.signum), args, debug)
     except typer.Abort:  # end of input at a prompt
         from hostctl.errors import Interrupted
