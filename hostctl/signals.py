@@ -32,12 +32,19 @@ class SignalTrap:
     def _handle(self, signum: int, _frame: object) -> None:
         if self.signum is None:
             self.signum = signum
+            _Received.first = _Received.first or signum
             if _Deferral.depth:
                 _Deferral.pending = signum
                 return
             raise Interrupted(signum)
         for callback in list(self._hurry):
             callback()
+
+
+class _Received:
+    """The first signal the command received (a run's trap or the command's own handler), if any."""
+
+    first: int | None = None
 
 
 class _Swallowed:
@@ -107,19 +114,27 @@ class Stop(BaseException):
 
 
 @contextlib.contextmanager
-def stop_on_signals() -> Iterator[None]:
+def stop_on_signals(process_exit: bool = False) -> Iterator[None]:
     """For a whole command: the first SIGINT, SIGTERM or SIGHUP raises Stop, so that `finally` blocks run and the
     command ends with one line and its exit code; a second one exits at once. A run replaces this with its own
-    trap (trap_signals) while it lasts."""
+    trap (trap_signals) while it lasts.
+
+    With `process_exit` (the console script, whose process ends with the command), a command that was
+    interrupted ignores further signals past this block: its error line is out, and the interpreter's shutdown
+    (torch's, the threads') takes a moment, in which Python's own handlers (KeyboardInterrupt, then the default
+    action it restores late in finalization) would end the process by the signal instead of with the first
+    signal's exit code. CI saw exactly that once: exit -2 instead of 130 for a second Ctrl-C."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
     stopped: list[int] = []
+    _Received.first = None
 
     def handle(signum: int, _frame: object) -> None:
         if stopped:
-            os._exit(EXIT_SIGNAL_BASE + signum)
+            os._exit(EXIT_SIGNAL_BASE + stopped[0])
         stopped.append(signum)
+        _Received.first = _Received.first or signum
         _Swallowed.signum = signum  # cleared by the CLI when the Stop reaches it
         raise Stop(signum)
 
@@ -134,8 +149,18 @@ def stop_on_signals() -> Iterator[None]:
         yield
     finally:
         sys.unraisablehook = default_hook
+        ending = process_exit and _Received.first is not None
         for sig, handler in previous.items():
-            signal.signal(sig, handler)
+            signal.signal(sig, signal.SIG_IGN if ending else handler)
+
+
+def ignore_further() -> None:
+    """The command was interrupted and its cleanup is done: what is left is its error line and JSON summary, which
+    a further signal must not cut off (stop_on_signals gives the handlers back, or keeps this for the process's
+    end)."""
+    if threading.current_thread() is threading.main_thread():
+        for sig in HANDLED:
+            signal.signal(sig, signal.SIG_IGN)
 
 
 def exit_while_starting() -> Callable[[], None]:

@@ -67,7 +67,7 @@ FALSE_WORDS = ("", "0", "false", "no", "off")
 def main(argv: list[str] | None = None) -> None:
     """Console-script entry point: one error handler for every verb."""
     args = sys.argv[1:] if argv is None else argv
-    with signals.stop_on_signals():
+    with signals.stop_on_signals(process_exit=argv is None):
         _main(args)
         swallowed = signals.pending_stop()
         if swallowed is not None:  # its Stop was lost in a callback: the command still ends as interrupted
@@ -150,6 +150,8 @@ def _fail(exc: HostctlError, args: list[str], debug: bool) -> None:
     from hostctl.errors import Interrupted
     from hostctl.ui import Reporter, print_json
 
+    if isinstance(exc, Interrupted):
+        signals.ignore_further()
     if debug:
         import traceback
 

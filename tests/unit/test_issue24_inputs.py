@@ -7,7 +7,9 @@ from __future__ import annotations
 import json
 import os
 import signal
+import subprocess
 import sys
+import textwrap
 import venv
 from pathlib import Path
 
@@ -407,3 +409,37 @@ def test_a_stop_lost_in_a_callback_still_ends_the_command_as_interrupted(capsys)
                 pass
     assert interrupted.value.exit_code == 143
     assert signals.pending_stop() is None
+
+
+@pytest.mark.parametrize("first,code", [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
+def test_signals_while_the_interpreter_shuts_down_keep_the_first_exit_code(tmp_path, first, code):
+    """CI once saw exit -2 for "a second Ctrl-C exits at once": the first Ctrl-C's cleanup had finished and the
+    second came after the command's handlers were gone, where Python's own ended the process by SIGINT. Here
+    SIGINTs keep coming, every 2 ms, from the command's error line to the process's end."""
+    script = textwrap.dedent(f"""
+        import os, signal, sys, threading, time
+        import hostctl.cli
+        def keep_interrupting():
+            time.sleep(0.2)
+            while True:
+                os.kill(os.getpid(), signal.SIGINT)
+                time.sleep(0.002)
+        def stopped(**_kwargs):
+            threading.Thread(target=keep_interrupting, daemon=True).start()
+            os.kill(os.getpid(), {int(first)})
+            time.sleep(5)
+        hostctl.cli.app = stopped
+        import hostctl.ui
+        error = hostctl.ui.Reporter.error
+        def slow_error(self, *args):
+            error(self, *args)
+            time.sleep(0.5)
+        hostctl.ui.Reporter.error = slow_error
+        sys.argv = ["hostctl", "--json", "clean"]
+        hostctl.cli.main()
+    """)
+    for _ in range(3):
+        proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
+        assert proc.returncode == code, proc.stderr
+        assert proc.stderr.count("error: interrupted by") == 1, proc.stderr
+        assert json.loads(proc.stdout)["exit_code"] == code
