@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import re
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -141,27 +142,53 @@ def verify_inspection(run_dir: Path, code: int, output: PayloadOutput) -> dict[s
 
 def verdict(summary: InspectSummary) -> str:
     s = summary.summary
-    cpu = len(s["cpu_ops"])
-    if not cpu and s["dpu_subgraphs"] <= 1:
+    inserted = sum(1 for name in s["cpu_ops"] if _inserted(name))
+    cpu = len(s["cpu_ops"]) - inserted
+    if not s["cpu_ops"] and s["dpu_subgraphs"] <= 1:
         return f"All ops run on {summary.target['name']}'s DPU, in one DPU subgraph."
-    return (f"{cpu} op(s) on the CPU; the model compiles into {s['dpu_subgraphs']} DPU subgraph(s) on "
+    also = f" (and {inserted} layout permute(s) nndct inserts)" if inserted else ""
+    return (f"{cpu} op(s) of the model on the CPU{also}; it compiles into {s['dpu_subgraphs']} DPU subgraph(s) on "
             f"{summary.target['name']}.")
 
 
 def render(summary: InspectSummary, reporter: Reporter) -> None:
-    """The verdict, the ops left to the CPU with the reason and the user's line, the subgraph warning."""
-    if summary.cpu_nodes:
-        with_source = any(n.get("source") for n in summary.cpu_nodes)
-        rows = [(_module_path(n["name"]), n["op"].replace("nndct_", ""), n.get("constraint") or "")
-                + ((n.get("source") or "",) if with_source else ()) for n in summary.cpu_nodes]
-        columns = ("module", "op", "why on the CPU") + (("your code",) if with_source else ())
-        reporter.table(verdict(summary), columns, rows, text=True)
-    else:
-        reporter.info(verdict(summary))
+    """The verdict; each op left to the CPU with the user's line that made it, the op and its module, and nndct's
+    reason below (a list, not a table: it reads at 80 columns and the file:line is never broken); the permutes
+    nndct inserts beside them counted, not listed; the warning on several DPU subgraphs."""
+    reporter.info(verdict(summary))
+    inserted = [n for n in summary.cpu_nodes if _inserted(n["name"])]
+    for node in summary.cpu_nodes:
+        if _inserted(node["name"]):
+            continue
+        where = _short_source(node.get("source")) or "(no line of yours)"
+        op = node["op"].replace("nndct_", "").replace("aten::", "")
+        reporter.info(f"  {where}  {op}  in {_module_path(node['name'])}")
+        if node.get("constraint"):
+            reporter.info(f"      {' '.join(str(node['constraint']).split())}")
+    if inserted:
+        reporter.info(f"  and {len(inserted)} layout permute(s) nndct inserts beside them (NCHW <-> NHWC), on the "
+                      f"CPU with them: see {INSPECT_REPORT}")
     if summary.summary["dpu_subgraphs"] > 1:
         reporter.warn(f"{summary.summary['dpu_subgraphs']} DPU subgraphs: the board runners most people start from "
                       "(VART samples, Vitis AI Library) take one. Move the ops above off the DPU's path, or run "
                       "the graph with a runner that handles several subgraphs.")
+
+
+def _inserted(name: str) -> bool:
+    """A permute nndct's layout transform inserts (`<node>_sink_transpose_0`, `<node>_swim_transpose_0`)."""
+    return bool(re.search(r"_(sink|swim)_transpose_\d+$", name))
+
+
+def _short_source(source: str | None) -> str | None:
+    """`/home/me/src/net.py:42` -> `net.py:42`, or relative to the current directory when it lies below it."""
+    if not source:
+        return None
+    path, _, line = source.rpartition(":")
+    try:
+        shown = str(Path(path).resolve().relative_to(Path.cwd().resolve()))
+    except (ValueError, OSError):
+        shown = Path(path).name
+    return f"{shown}:{line}"
 
 
 def _module_path(name: str) -> str:

@@ -35,7 +35,7 @@ from torch import nn
 
 from container_payload.backends import BackendError
 
-from .trace import batchnorms_made_affine, relu6_modules_as_relu, state_dict, trace
+from .trace import batchnorms_made_affine, relu6_modules_as_relu, state_dict, trace, user_frame
 
 LEAKY_SLOPE = 26.0 / 256.0  # 0.1015625: the DPU's leaky relu (pytorch_nndct/nn/modules/leaky_relu.py)
 
@@ -138,6 +138,7 @@ class Node:
         # nndct's name of the node in its graph (`ResNet::ResNet/Conv2d[conv1]/ret.3`): the scope and debug name
         # of its first output as nndct's trace gives them; nndct's own only when captured with nndct_names
         self.nndct_name = ""
+        self.source: Optional[str] = None  # `path:line` of the user's code that made the op (trace.user_frame)
 
     def __repr__(self) -> str:
         return self.name
@@ -378,6 +379,7 @@ def capture(model: nn.Module, sample: torch.Tensor, *, relu6_as_relu: bool, nndc
                 arg_ids[i] = const_of[arg_ids[i]]
         step = Step(fn, arg_ids, [o.unique() for o in outs], kind)
         node = Node(idx, op, step)
+        node.source = user_frame(n)
         if outs:
             node.nndct_name = _nndct_name(prefix, outs[0])
         idx += 1

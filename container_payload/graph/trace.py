@@ -18,6 +18,9 @@ What nndct does and where it says so (Xilinx/Vitis-AI src/vai_quantizer/vai_q_py
   and on the op zoo of tests/unit/test_portable_ops.py.
 """
 import math
+import os
+import re
+import sysconfig
 import warnings
 from contextlib import contextmanager
 from typing import Dict, Iterator, List, Optional, Set, Tuple
@@ -137,6 +140,42 @@ def trace(model: nn.Module, sample: torch.Tensor, nndct_names: bool = False):
     # nndct's optimize_graph drops the canonical copy and goes on with the graph itself, whose values keep the
     # numbers the tracer gave them: its node names are made of those
     return graph if nndct_names else canonical
+
+
+_FRAME = re.compile(r"^(.+)\((\d+)\): (\S+)$")  # a frame of a traced node's stack: `path(line): function`
+
+
+def _not_user_dirs() -> Tuple[Tuple[str, ...], Tuple[str, ...]]:
+    """Where frames are torch's, the standard library's or the payload's own (its built-in models excepted), and
+    the site-packages inside the standard library's directory that are not."""
+    payload = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    paths = sysconfig.get_paths()
+    skip = [os.path.dirname(os.path.abspath(torch.__file__)), payload, paths["stdlib"], paths["platstdlib"]]
+    keep = [os.path.join(payload, "models"), paths["purelib"], paths["platlib"]]
+    return (tuple(os.path.join(d, "") for d in skip), tuple(os.path.join(d, "") for d in keep))
+
+
+_SKIP, _KEEP = _not_user_dirs()
+
+
+def user_frame(node) -> Optional[str]:
+    """`path:line` of the first frame of a traced node's Python stack that lies in the user's code, not in torch,
+    the standard library or this payload (the tracer records the stack in the node's source range)."""
+    try:
+        text = node.sourceRange()
+    except Exception:  # noqa: BLE001 - an old torch or a node without a range: no line to show
+        return None
+    for line in text.splitlines():
+        m = _FRAME.match(line.strip())
+        if not m or m.group(1).startswith("<"):
+            continue
+        path = os.path.abspath(m.group(1))
+        torch_or_ours = path.startswith(_SKIP[:2])
+        if torch_or_ours and not path.startswith(_KEEP[0]) or \
+                path.startswith(_SKIP[2:]) and not path.startswith(_KEEP[1:]):
+            continue
+        return "{}:{}".format(path, m.group(2))
+    return None
 
 
 class FlattenInOutModelForTrace(nn.Module):

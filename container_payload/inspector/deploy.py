@@ -828,6 +828,9 @@ def _dev_nodes(graph: _Graph) -> List[DevNode]:
     for node in graph.nodes:
         d = dev[id(node)]
         d.parents = [dev[id(p)] for p in node.parents()]
+        # the user's line that made the op; a node nndct inserts (a layout permute) takes its neighbour's
+        made_by = [node] if node.src is not None else node.parents() + node.children()
+        d.attrs["source"] = next((m.src.source for m in made_by if m.src is not None and m.src.source), None)
         d.children = [dev[id(c)] for c in node.children()]
         d.attrs["input_nodes"] = [dev[id(t.node)] if t.node is not None else None for t in node.ins]
     return out

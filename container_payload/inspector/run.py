@@ -56,7 +56,8 @@ def to_report(nodes: List[DevNode], target: targets.Target) -> Dict[str, Any]:
         "target": {"name": target.name, "type": target.type, "isa_version": target.isa_version,
                    "fingerprint": target.fingerprint_hex},
         "nodes": [{"name": n.name, "op": n.op, "shape": n.out_shapes, "device": n.device,
-                   "constraint": n.constraint, "messages": list(n.messages), "source": n.attr("source")}
+                   "constraint": n.constraint, "messages": list(n.messages), "source": n.attr("source"),
+                   "inputs": [p.name for p in n.parents if p.op != RETURN]}
                   for n in shown],
         "subgraphs": [{"device": device, "nodes": [n.name for n in group]}
                       for device in (DPU, CPU) for group in groups[device]],

@@ -52,8 +52,16 @@ def test_cpu_islands_are_named_with_the_reason_and_counted(tmp_path, model_dir):
     assert reasons == {"nndct_leaky_relu": "Its alpa is 0.1, but DPU only support 0.1015625.",
                        "nndct_sigmoid": "DPU does not support nndct_sigmoid"}
     assert summary["summary"]["dpu_subgraphs"] == 3
-    assert "2 op(s) on the CPU; the model compiles into 3 DPU subgraph(s)" in err
+    assert "2 op(s) of the model on the CPU; it compiles into 3 DPU subgraph(s)" in err
     assert "warning: 3 DPU subgraphs" in err
+    # each CPU op with the user's own line that made it (net.py's forward, not torch's modules), whole at 80 columns
+    lines = NET.splitlines()
+    act, gate = (i + 1 for i, line in enumerate(lines) if "self.act(" in line or "sigmoid(" in line)
+    sources = {n["op"]: n["source"] for n in summary["cpu_nodes"]}
+    assert sources == {"nndct_leaky_relu": f"{model_dir / 'net.py'}:{act}",
+                       "nndct_sigmoid": f"{model_dir / 'net.py'}:{gate}"}
+    assert f"net.py:{act}  leaky_relu  in Net/LeakyReLU[act]" in err
+    assert f"net.py:{gate}  sigmoid  in Net" in err
     report = json.loads((out / "inspect.json").read_text())
     assert report["schema"] == 1 and report["summary"] == summary["summary"]
     assert [n["device"] for n in report["nodes"]].count("cpu") == 2
