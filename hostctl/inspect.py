@@ -92,6 +92,90 @@ def resolve_target(opts: InspectOptions) -> targets.Target:
         raise UsageError(f"{flag} {value}: {exc}", "`hostctl inspect --list-targets` lists every target.") from None
 
 
+def quantize_target(opts: QuantizeOptions) -> targets.Target | None:
+    """The DPU a quantize run names (--target, --board, or --compile's board), or None; a name that is no target,
+    or two options naming different DPUs, is a usage error before any work."""
+    found: list[tuple[str, str, targets.Target]] = []
+    for flag, value in (("--target", opts.target), ("--board", opts.board), ("--compile", opts.compile_board)):
+        if value is None:
+            continue
+        try:
+            if flag == "--target":
+                target = targets.by_fingerprint(value) if value.lower().startswith("0x") else targets.by_name(value)
+            elif value.lower() in targets.BOARDS:
+                target = targets.by_name(targets.BOARDS[value.lower()])
+            else:
+                raise ValueError(f"{value!r} is not one of: {', '.join(targets.BOARDS)}")
+        except ValueError as exc:
+            raise UsageError(f"{flag} {value}: {exc}", "`hostctl inspect --list-targets` lists every target and "
+                                                       "board.") from None
+        found.append((flag, value, target))
+    if len({t.name for _, _, t in found}) > 1:
+        named = " and ".join(f"{flag} {value} ({t.name})" for flag, value, t in found)
+        raise UsageError(f"{named} name different DPUs", "Pass the options for one DPU only.")
+    return found[0][2] if found else None
+
+
+@dataclass(frozen=True)
+class PreInspection:
+    """quantize's inspection before any calibration: inspect.json's content and inspect_<target>.txt's text."""
+
+    target: targets.Target
+    report: dict[str, Any]
+    text: str
+    seconds: float
+
+    def record(self) -> dict[str, Any]:
+        """What run.json and the report keep: the target, the summary, the ops on the CPU with their lines."""
+        return {"target": self.report["target"], "summary": self.report["summary"], "seconds": self.seconds,
+                "cpu_nodes": [{k: n.get(k) for k in ("name", "op", "constraint", "source")}
+                              for n in self.report["nodes"] if n["device"] == "cpu" and n["op"] != "nndct_input"],
+                "files": [INSPECT_REPORT, self.text_name]}
+
+    @property
+    def text_name(self) -> str:
+        return f"inspect_{self.target.name}.txt"
+
+    def write(self, run_dir: Path) -> None:
+        (run_dir / INSPECT_REPORT).write_text(json.dumps(self.report, indent=1, ensure_ascii=False) + "\n",
+                                              encoding="utf-8")
+        (run_dir / self.text_name).write_text(self.text, encoding="utf-8")
+
+
+def inspect_before_quantizing(opts: QuantizeOptions, target: targets.Target, reporter: Reporter) -> PreInspection:
+    """The rule-based inspection of the model for target, here on the host, in seconds (the model was imported
+    here already to check it): its verdict is shown, and with --dpu-strict more than one DPU subgraph is exit 2
+    before any container starts or calibration runs."""
+    from container_payload.backends import BackendError
+    from container_payload.inspector.run import inspect
+    from container_payload.loading import ModelError, build_model
+    from hostctl.ui import stdout_to_stderr
+
+    reporter.info(f"inspecting {opts.model.split(':')[-1]} for {target.name} before quantizing")
+    t0 = time.perf_counter()
+    try:
+        with stdout_to_stderr():
+            model = build_model(opts.model, str(opts.model_path) if opts.model_path else None, opts.model_args,
+                                opts.num_classes).eval()
+            report, text = inspect(model, opts.input_size, target)
+    except (ModelError, BackendError) as exc:
+        raise UsageError(f"--model {opts.model} cannot be inspected for {target.name}: {exc}",
+                         "Check --model, --model-path, --model-arg and --input-size (`hostctl inspect` takes the "
+                         "same options).") from exc
+    found = PreInspection(target, report, text, round(time.perf_counter() - t0, 3))
+    cpu_nodes = [n for n in report["nodes"] if n["device"] == "cpu" and n["op"] != "nndct_input"]
+    summary = InspectSummary(status="succeeded", output_dir=opts.output_dir, run_id="", target=report["target"],
+                             summary=report["summary"], files=[], cpu_nodes=cpu_nodes)
+    render(summary, reporter)
+    subgraphs = report["summary"]["dpu_subgraphs"]
+    if opts.dpu_strict and subgraphs > 1:
+        raise UsageError(f"--dpu-strict: the model compiles into {subgraphs} DPU subgraphs on {target.name}, not "
+                         "one; nothing was quantized",
+                         f"Move the ops listed above off the DPU's path, or drop --dpu-strict. `hostctl inspect "
+                         f"--target {target.name}` with the same model options writes inspect.json and the graph.")
+    return found
+
+
 def inspect_model(opts: InspectOptions, reporter: Reporter) -> InspectSummary:
     target = resolve_target(opts)
     output_dir = opts.output_dir or DEFAULT_ARTIFACTS / f"inspection_{target.name}"

@@ -43,6 +43,8 @@ class QuantizeOptions:
     quant_opt: int = 3
     evaluate: bool = True
     compile_board: str | None = None  # then compile the exported xmodel into <output-dir>/compiled_<board>
+    board: str | None = None  # the DPU by its board: inspected first, and nndct's export target
+    dpu_strict: bool = False  # more than one DPU subgraph on the named DPU is exit 2 before calibration
 
     def to_dict(self) -> dict[str, Any]:
         return {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(self).items()}
@@ -52,8 +54,16 @@ class QuantizeOptions:
         return Job(state_dict=state_dict, samples=samples, run_dir=run_dir, input_size=tuple(self.input_size),
                    num_classes=self.num_classes, calib_batch_size=self.calib_batch_size, eval_batch_size=EVAL_BATCH,
                    calib_limit=self.calib_limit, test_limit=self.test_limit, model=self.model, model_path=model_path,
-                   model_args=dict(self.model_args), quantizer=self.quantizer, target=self.target,
+                   model_args=dict(self.model_args), quantizer=self.quantizer, target=self.export_target(),
                    exports=self.exports, quant_opt=self.quant_opt, compile=self.compile_step(run_dir))
+
+    def export_target(self) -> str | None:
+        """nndct's target: --target, else --board's DPU."""
+        if self.target is not None or self.board is None:
+            return self.target
+        from container_payload.inspector.targets import BOARDS as BOARD_TARGETS
+
+        return BOARD_TARGETS.get(self.board.lower(), self.target)
 
     def compile_step(self, run_dir: str) -> CompileStep | None:
         if self.compile_board is None:

@@ -15,6 +15,7 @@ import h5py
 from container_payload.job import FLOAT_PREDS, JOB, QUANT_INFO, QUANT_PREDS, RESULT, Result, SchemaError
 from hostctl import runtime
 from hostctl.errors import EXIT_ENV, EnvironmentProblem, RunFailed, UsageError
+from hostctl.inspect import inspect_before_quantizing, quantize_target
 from hostctl.options import QuantizeOptions, compiled_dir
 from hostctl.staged_run import PayloadOutput, run_job, staged_run, tail_hint
 from hostctl.staging import RUN_LOG, sweep_payload_dirs
@@ -34,6 +35,7 @@ class RunSummary:
     warnings: list[str] = field(default_factory=list)
     check: dict[str, Any] | None = None  # --quantizer hybrid: nndct's test mode against the portable outputs
     compile: dict[str, Any] | None = None
+    inspect: dict[str, Any] | None = None  # --target/--board: the inspection before calibration
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
@@ -43,11 +45,21 @@ class RunSummary:
 
 def quantize(opts: QuantizeOptions, reporter: Reporter) -> RunSummary:
     inputs = validate_quantize(opts)
+    inspection = None
+    target = quantize_target(opts)
+    if target is not None:
+        inspection = inspect_before_quantizing(opts, target, reporter)
+    elif opts.dpu_strict:
+        raise UsageError("--dpu-strict needs the DPU to check against", "Add --board kv260 (or zcu102, zcu104, "
+                         "vck190, vek280, v70) or --target NAME.")
     sweep_payload_dirs()
     fields = {"options": opts.to_dict(),
               "inputs": {"samples": str(inputs.samples), "state_dict": str(inputs.state_dict),
                          "num_calibration": inputs.num_calibration, "num_test": inputs.num_test}}
     with staged_run(opts.output_dir, fields, reporter) as run:
+        if inspection is not None:
+            inspection.write(run.run_dir)
+            run.manifest["inspect"] = inspection.record()
         rt = runtime.create(opts, run.run_dir, reporter, run.trap)
         rt.prepare()
         run.manifest["runtime"] = rt.describe()
@@ -65,7 +77,8 @@ def quantize(opts: QuantizeOptions, reporter: Reporter) -> RunSummary:
         run.succeed()
     return RunSummary(status="succeeded", output_dir=run.stage.output_dir, run_id=run.run_id,
                       backend=result.backend, files=run.manifest["files"], timings=run.timings, metrics=metrics,
-                      warnings=list(result.warnings), check=result.check, compile=result.compile)
+                      warnings=list(result.warnings), check=result.check, compile=result.compile,
+                      inspect=inspection.record() if inspection is not None else None)
 
 
 def _run_payload(opts: QuantizeOptions, inputs: Inputs, rt: runtime.Runtime, run_dir: Path, reporter: Reporter,

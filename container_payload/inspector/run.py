@@ -6,7 +6,7 @@ No weights are needed: where each op runs depends on the model's structure and s
 
 import json
 import os
-from typing import Any, Dict, List
+from typing import Any, Dict, List, Sequence, Tuple
 
 import torch
 
@@ -23,27 +23,36 @@ SEPARATOR = "=" * 160
 
 
 def execute(job: InspectJob) -> Dict[str, Any]:
+    target = targets.resolve(job.target)
+    with Phase("inspect", 1, unit="models") as phase:
+        model = build_model(job.model, job.model_path, job.model_args, job.num_classes).eval()
+        report, text = inspect(model, job.input_size, target)
+        phase.advance(1)
+    write_json(os.path.join(job.run_dir, INSPECT_REPORT), report)
+    txt = text_name(target)
+    with open(os.path.join(job.run_dir, txt), "w", encoding="utf-8") as f:
+        f.write(text)
+    return {"status": "succeeded", "files": [INSPECT_REPORT, txt], "summary": report["summary"]}
+
+
+def inspect(model: torch.nn.Module, input_size: Sequence[int], target: targets.Target) -> Tuple[Dict[str, Any], str]:
+    """inspect.json's content and inspect_<target>.txt's text for the model on an input of input_size (C, H, W)."""
     from container_payload.graph.nndct import capture
 
     from .deploy import deployable_graph
 
-    target = targets.resolve(job.target)
-    with Phase("inspect", 1, unit="models") as phase:
-        model = build_model(job.model, job.model_path, job.model_args, job.num_classes).eval()
-        torch.manual_seed(0)
-        sample = torch.randn((1,) + tuple(int(d) for d in job.input_size))
-        with torch.no_grad():
-            # as the Inspector parses: equalization on (ReLU6 modules as ReLU), traced as nndct traces, for its names
-            g = capture(model, sample, relu6_as_relu=True, nndct_names=True)
-        nodes = deployable_graph(g)
-        allocate(nodes, target)
-        phase.advance(1)
-    report = to_report(nodes, target)
-    write_json(os.path.join(job.run_dir, INSPECT_REPORT), report)
-    txt = "inspect_{}.txt".format(target.name)
-    with open(os.path.join(job.run_dir, txt), "w", encoding="utf-8") as f:
-        f.write(nndct_text(nodes, target, g.prefix))
-    return {"status": "succeeded", "files": [INSPECT_REPORT, txt], "summary": report["summary"]}
+    torch.manual_seed(0)
+    sample = torch.randn((1,) + tuple(int(d) for d in input_size))
+    with torch.no_grad():
+        # as the Inspector parses: equalization on (ReLU6 modules as ReLU), traced as nndct traces, for its names
+        g = capture(model, sample, relu6_as_relu=True, nndct_names=True)
+    nodes = deployable_graph(g)
+    allocate(nodes, target)
+    return to_report(nodes, target), nndct_text(nodes, target, g.prefix)
+
+
+def text_name(target: targets.Target) -> str:
+    return "inspect_{}.txt".format(target.name)
 
 
 def to_report(nodes: List[DevNode], target: targets.Target) -> Dict[str, Any]:

@@ -43,6 +43,7 @@ EXAMPLES = """
   hostctl quantize --model mynet:Net --model-path ./src --model-arg width=16
   hostctl quantize --print-docker-cmd                [dim]# the equivalent docker run line[/]
   hostctl quantize --compile kv260                   [dim]# then vai_c_xir, in the same container[/]
+  hostctl quantize --board kv260 --dpu-strict        [dim]# inspect first: one DPU subgraph or stop[/]
 """
 
 
@@ -90,7 +91,14 @@ def quantize(
                                                 "no nndct), hybrid (portable calibration checked and exported by "
                                                 "nndct; falls back to vai if they disagree).")] = "auto",
     target: Annotated[str | None, typer.Option(envvar="HOSTCTL_TARGET", rich_help_panel=QUANT,
-                                                  help="DPU target, e.g. DPUCZDX8G_ISA1_B4096 (KV260).")] = None,
+                                                  help="DPU target, e.g. DPUCZDX8G_ISA1_B4096 (KV260): "
+                                                       "inspected first, and the xmodel's target.")] = None,
+    board: Annotated[str | None, typer.Option(envvar="HOSTCTL_BOARD", rich_help_panel=QUANT,
+                                              help="The DPU by its board (kv260, zcu102, zcu104, vck190, vek280, "
+                                                   "v70), as --target.")] = None,
+    dpu_strict: Annotated[bool, typer.Option("--dpu-strict", envvar="HOSTCTL_DPU_STRICT", rich_help_panel=QUANT,
+                                             help="Stop with exit 2 before calibrating when the model would "
+                                                  "compile into more than one DPU subgraph.")] = False,
     export: Annotated[list[str] | None, typer.Option(
         rich_help_panel=QUANT, help="xmodel, onnx, torchscript or none; repeatable. Default: xmodel for vai "
                                     "and hybrid, nothing for portable.")] = None,
@@ -134,6 +142,7 @@ def quantize(
         keep_container=keep_container, memory=memory, python=python, exports=_exports(export), quant_opt=quant_opt,
         evaluate=not no_evaluate,
         compile_board=_choice(compile_board, tuple(BOARDS), "--compile") if compile_board else None,
+        board=_choice(board.lower(), tuple(BOARDS), "--board") if board else None, dpu_strict=dpu_strict,
     )
     if opts.compile_board and (opts.quantizer == "portable" or (opts.exports is not None and
                                                                  "xmodel" not in opts.exports)):
