@@ -16,6 +16,9 @@ EVENT_PREFIX = "@@hostctl "
 BUILTIN_MODEL = "container_payload.models.unet:Unet"
 QUANTIZERS = ("auto", "vai", "portable", "hybrid")
 EXPORT_FORMATS = ("xmodel", "onnx", "torchscript")
+# What each quantizer can export (its backend's supported_exports); the host checks --export against it before
+# any work. auto is hybrid or portable, depending on whether pytorch_nndct imports where the payload runs.
+SUPPORTED_EXPORTS = {"vai": EXPORT_FORMATS, "hybrid": EXPORT_FORMATS, "portable": ("torchscript",)}
 
 # Names of the files a run produces inside its run directory (DESIGN.md section 4).
 QUANT_INFO = "quant_info.json"
@@ -90,6 +93,9 @@ class InspectJob:
     model: str = BUILTIN_MODEL
     model_path: Optional[str] = None
     model_args: Dict[str, Any] = field(default_factory=dict)
+    # "rules": hostctl's emulation of vai_q_pytorch's rule-based Inspector; "nndct": vai_q_pytorch's own default
+    # (compiler-backed) Inspector, in the Vitis AI image
+    engine: str = "rules"
     task: str = "inspect"
     version: int = SCHEMA_VERSION
 
@@ -106,6 +112,8 @@ class InspectJob:
             raise SchemaError("input_size must be three positive integers, got {}".format(job.input_size))
         if ":" not in job.model:
             raise SchemaError("model must be MODULE:CLASS, got {!r}".format(job.model))
+        if job.engine not in ("rules", "nndct"):
+            raise SchemaError("engine must be rules or nndct, got {!r}".format(job.engine))
         return job
 
 

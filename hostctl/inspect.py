@@ -21,8 +21,8 @@ from typing import Any
 
 from container_payload.inspector import targets
 from container_payload.job import BUILTIN_MODEL, INSPECT_REPORT, JOB, InspectJob
-from hostctl.errors import InputError, RunFailed, UsageError
-from hostctl.options import QuantizeOptions
+from hostctl.errors import EXIT_ENV, EnvironmentProblem, InputError, RunFailed, UsageError
+from hostctl.options import DEFAULT_CONDA_ENV, DEFAULT_IMAGE, QuantizeOptions
 from hostctl.staged_run import PayloadOutput, run_job, staged_run, tail_hint
 from hostctl.staging import check_output_dir
 from hostctl.ui import Reporter
@@ -43,6 +43,12 @@ class InspectOptions:
     model_path: Path | None = None
     model_args: dict[str, Any] = field(default_factory=dict)
     python: str | None = None
+    # --runtime docker: vai_q_pytorch's own (compiler-backed) Inspector in the image, instead of the emulation
+    runtime: str = "local"
+    image: str = DEFAULT_IMAGE
+    conda_env: str = DEFAULT_CONDA_ENV
+    pull: str = "missing"
+    requirements: Path | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {k: (str(v) if isinstance(v, Path) else v) for k, v in dataclasses.asdict(self).items()}
@@ -178,15 +184,23 @@ def inspect_before_quantizing(opts: QuantizeOptions, target: targets.Target, rep
 
 def inspect_model(opts: InspectOptions, reporter: Reporter) -> InspectSummary:
     target = resolve_target(opts)
+    if opts.python is not None and opts.runtime != "local":
+        raise UsageError("--python applies to --runtime local only", "Drop --python or --runtime docker.")
+    if opts.requirements is not None and not opts.requirements.is_file():
+        raise InputError(opts.requirements, "requirements file not found", "Fix the --requirements path.")
     output_dir = opts.output_dir or DEFAULT_ARTIFACTS / f"inspection_{target.name}"
     check_output_dir(output_dir, [opts.model_path] if opts.model_path else [])
-    carrier = QuantizeOptions(runtime="local", python=opts.python, model=opts.model, model_path=opts.model_path,
-                              model_args=dict(opts.model_args), input_size=opts.input_size,
-                              num_classes=opts.num_classes)
     fields = {"verb": "inspect", "options": opts.to_dict(), "target": target.name}
     from hostctl import runtime
 
+    in_image = opts.runtime == "docker"
     with staged_run(output_dir, fields, reporter) as run:
+        # the docker runtime mounts an input directory read-only: the model's code, or nothing new
+        carrier = QuantizeOptions(runtime=opts.runtime, python=opts.python, model=opts.model,
+                                  model_path=opts.model_path, model_args=dict(opts.model_args),
+                                  input_size=opts.input_size, num_classes=opts.num_classes, image=opts.image,
+                                  conda_env=opts.conda_env, pull=opts.pull, requirements=opts.requirements,
+                                  input_dir=opts.model_path or run.run_dir)
         rt = runtime.create(carrier, run.run_dir, reporter, run.trap)
         rt.prepare()
         run.manifest["runtime"] = rt.describe()
@@ -194,13 +208,18 @@ def inspect_model(opts: InspectOptions, reporter: Reporter) -> InspectSummary:
         job = InspectJob(run_dir=rt.view(run.run_dir), target=target.name, input_size=tuple(opts.input_size),
                          num_classes=opts.num_classes, model=opts.model,
                          model_path=rt.view(opts.model_path) if opts.model_path else None,
-                         model_args=dict(opts.model_args))
+                         model_args=dict(opts.model_args), engine="nndct" if in_image else "rules")
         (run.run_dir / JOB).write_text(job.to_json(), encoding="utf-8")
-        reporter.info(f"inspecting {opts.model.split(':')[-1]} for {target.name}")
+        who = f"vai_q_pytorch's Inspector in {opts.image}" if in_image else "the rule-based emulation"
+        reporter.info(f"inspecting {opts.model.split(':')[-1]} for {target.name} ({who})")
         t0 = time.perf_counter()
         code, output = run_job(rt, run.run_dir, reporter)
         run.timings["inspect"] = round(time.perf_counter() - t0, 3)
         report = verify_inspection(run.run_dir, code, output)
+        if in_image and opts.model_path is not None:
+            report = _sources_on_the_host(report, rt.view(opts.model_path), opts.model_path.resolve())
+            (run.run_dir / INSPECT_REPORT).write_text(json.dumps(report, indent=1, ensure_ascii=False) + "\n",
+                                                      encoding="utf-8")
         run.succeed(inspect=report["summary"])
     cpu_nodes = [n for n in report["nodes"] if n["device"] == "cpu" and n["op"] != "nndct_input"]
     return InspectSummary(status="succeeded", output_dir=run.stage.output_dir, run_id=run.run_id,
@@ -208,8 +227,19 @@ def inspect_model(opts: InspectOptions, reporter: Reporter) -> InspectSummary:
                           files=run.manifest["files"])
 
 
+def _sources_on_the_host(report: dict[str, Any], inside: str, host: Path) -> dict[str, Any]:
+    """The user's lines as this machine names them: the container saw the model's directory at `inside`."""
+    for node in report["nodes"]:
+        source = node.get("source")
+        if source and (source.startswith(inside.rstrip("/") + "/")):
+            node["source"] = str(host / source[len(inside.rstrip("/")) + 1:])
+    return report
+
+
 def verify_inspection(run_dir: Path, code: int, output: PayloadOutput) -> dict[str, Any]:
     """Trust files: inspect.json with the fields the contract names."""
+    if output.error is not None and code == EXIT_ENV:
+        raise EnvironmentProblem(f"the payload's environment: {output.error.get('message')}")
     if output.error is not None:
         raise RunFailed(f"the inspection failed: {output.error.get('kind', 'error')}: {output.error.get('message')}",
                         "See run.log in the failed-run directory.")

@@ -23,7 +23,7 @@ import re
 import sysconfig
 import warnings
 from contextlib import contextmanager
-from typing import Dict, Iterator, List, Optional, Set, Tuple
+from typing import Dict, Iterator, List, Optional, Sequence, Set, Tuple
 
 import torch
 from torch import nn
@@ -142,7 +142,8 @@ def trace(model: nn.Module, sample: torch.Tensor, nndct_names: bool = False):
     return graph if nndct_names else canonical
 
 
-_FRAME = re.compile(r"^(.+)\((\d+)\): (\S+)$")  # a frame of a traced node's stack: `path(line): function`
+# a frame of a traced node's stack, `path(line): function` (or hostctl's own `path:line`)
+_FRAME = re.compile(r"^(.+)\((\d+)\): (\S+)$|^(.+):(\d+)$")
 
 
 def _not_user_dirs() -> Tuple[Tuple[str, ...], Tuple[str, ...]]:
@@ -156,6 +157,8 @@ def _not_user_dirs() -> Tuple[Tuple[str, ...], Tuple[str, ...]]:
 
 
 _SKIP, _KEEP = _not_user_dirs()
+# torch's and vai_q_pytorch's own files wherever they are installed (a stack read from nndct's file in the image)
+_LIBRARY = re.compile(r"[/\\](site|dist)-packages[/\\](torch|pytorch_nndct|nndct_shared)[/\\]")
 
 
 def user_frame(node) -> Optional[str]:
@@ -165,16 +168,25 @@ def user_frame(node) -> Optional[str]:
         text = node.sourceRange()
     except Exception:  # noqa: BLE001 - an old torch or a node without a range: no line to show
         return None
-    for line in text.splitlines():
+    return first_user_frame(text.splitlines())
+
+
+def first_user_frame(lines: Sequence[str]) -> Optional[str]:
+    """The first `path(line): function` of a stack (as torch.jit and nndct's source ranges write it) that lies in
+    the user's code, as `path:line`."""
+    for line in lines:
         m = _FRAME.match(line.strip())
-        if not m or m.group(1).startswith("<"):
+        if not m:
             continue
-        path = os.path.abspath(m.group(1))
-        torch_or_ours = path.startswith(_SKIP[:2])
+        where, number = (m.group(1), m.group(2)) if m.group(1) else (m.group(4), m.group(5))
+        if where.startswith("<"):
+            continue
+        path = os.path.abspath(where)
+        torch_or_ours = path.startswith(_SKIP[:2]) or bool(_LIBRARY.search(path))
         if torch_or_ours and not path.startswith(_KEEP[0]) or \
                 path.startswith(_SKIP[2:]) and not path.startswith(_KEEP[1:]):
             continue
-        return "{}:{}".format(path, m.group(2))
+        return "{}:{}".format(path, number)
     return None
 
 

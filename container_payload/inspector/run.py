@@ -6,16 +6,19 @@ No weights are needed: where each op runs depends on the model's structure and s
 
 import json
 import os
+import shutil
 from typing import Any, Dict, List, Sequence, Tuple
 
 import torch
 
+from container_payload.backends import BackendError, MissingInEnvironment
 from container_payload.events import Phase, run_job_file
 from container_payload.job import INSPECT_REPORT, InspectJob
 from container_payload.loading import build_model
 
 from . import targets
 from .filters import DevNode
+from .nndct_text import parse_nodes
 from .partition import CPU, DPU, RETURN, allocate, subgraphs
 
 SCHEMA = 1
@@ -26,7 +29,10 @@ def execute(job: InspectJob) -> Dict[str, Any]:
     target = targets.resolve(job.target)
     with Phase("inspect", 1, unit="models") as phase:
         model = build_model(job.model, job.model_path, job.model_args, job.num_classes).eval()
-        report, text = inspect(model, job.input_size, target)
+        if job.engine == "nndct":
+            report, text = inspect_with_nndct(model, job.input_size, target, job.run_dir)
+        else:
+            report, text = inspect(model, job.input_size, target)
         phase.advance(1)
     write_json(os.path.join(job.run_dir, INSPECT_REPORT), report)
     txt = text_name(target)
@@ -51,6 +57,89 @@ def inspect(model: torch.nn.Module, input_size: Sequence[int], target: targets.T
     return to_report(nodes, target), nndct_text(nodes, target, g.prefix)
 
 
+def inspect_with_nndct(model: torch.nn.Module, input_size: Sequence[int], target: targets.Target,
+                       run_dir: str) -> Tuple[Dict[str, Any], str]:
+    """vai_q_pytorch's own default Inspector (the compiler-backed one, in the Vitis AI image) on the model: its
+    inspect_<target>.txt, read back into inspect.json's shape (nodes, subgraphs as connected nodes on one device,
+    summary)."""
+    try:
+        from pytorch_nndct.apis import Inspector
+    except ImportError as exc:
+        raise MissingInEnvironment(
+            "pytorch_nndct does not import here ({}: {}), so vai_q_pytorch's Inspector cannot run; hostctl's "
+            "emulation of its rule-based Inspector needs no image: run `hostctl inspect` without --runtime "
+            "docker".format(type(exc).__name__, exc)) from exc
+    import tempfile
+
+    torch.manual_seed(0)
+    sample = torch.randn((1,) + tuple(int(d) for d in input_size))
+    scratch = tempfile.mkdtemp(prefix="nndct-inspect-", dir=run_dir)
+    try:
+        Inspector(target.name).inspect(model, (sample,), device=torch.device("cpu"), output_dir=scratch)
+        path = os.path.join(scratch, text_name(target))
+        if not os.path.isfile(path):
+            raise BackendError("vai_q_pytorch's Inspector ran but wrote no {}".format(text_name(target)))
+        with open(path, encoding="utf-8") as f:
+            text = f.read()
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+    try:
+        nodes = parse_nodes(text)
+    except ValueError as exc:
+        raise BackendError("{} of vai_q_pytorch's Inspector cannot be read: {}".format(text_name(target),
+                                                                                            exc)) from exc
+    return report_from_nodes(nodes, target, engine=_nndct_version()), text
+
+
+def _nndct_version() -> Dict[str, Any]:
+    try:
+        import pytorch_nndct
+
+        version = str(getattr(pytorch_nndct, "__version__", "unknown"))
+    except ImportError:  # pragma: no cover - imported just before
+        version = "unknown"
+    return {"name": "vai_q_pytorch Inspector", "version": version}
+
+
+def report_from_nodes(nodes: List[Dict[str, Any]], target: targets.Target,
+                      engine: Dict[str, Any]) -> Dict[str, Any]:
+    """inspect.json from nodes read off an inspect_<target>.txt: subgraphs are the connected nodes on one device,
+    as hostctl counts them for its own inspection (partition.subgraphs)."""
+    by_name = {n["name"]: n for n in nodes}
+    seen = set()  # type: set
+    groups = {DPU: [], CPU: []}  # type: Dict[str, List[List[str]]]
+    neighbours = {n["name"]: [] for n in nodes}  # type: Dict[str, List[str]]
+    for n in nodes:
+        for parent in n.get("inputs", []):
+            if parent in by_name:
+                neighbours[n["name"]].append(parent)
+                neighbours[parent].append(n["name"])
+    order = {n["name"]: i for i, n in enumerate(nodes)}
+    for n in nodes:
+        if n["name"] in seen or n["device"] not in groups:
+            continue
+        group, todo = [], [n["name"]]
+        seen.add(n["name"])
+        while todo:
+            name = todo.pop()
+            group.append(name)
+            for m in neighbours[name]:
+                if m not in seen and by_name[m]["device"] == n["device"]:
+                    seen.add(m)
+                    todo.append(m)
+        groups[n["device"]].append(sorted(group, key=order.__getitem__))
+    cpu_ops = [n["name"] for n in nodes if n["device"] == CPU and n["op"] != "nndct_input"]
+    return {
+        "schema": SCHEMA,
+        "engine": engine,
+        "target": {"name": target.name, "type": target.type, "isa_version": target.isa_version,
+                   "fingerprint": target.fingerprint_hex},
+        "nodes": nodes,
+        "subgraphs": [{"device": device, "nodes": group} for device in (DPU, CPU) for group in groups[device]],
+        "summary": {"dpu_subgraphs": len(groups[DPU]), "cpu_subgraphs": len(groups[CPU]), "cpu_ops": cpu_ops},
+    }
+
+
 def text_name(target: targets.Target) -> str:
     return "inspect_{}.txt".format(target.name)
 
@@ -62,6 +151,7 @@ def to_report(nodes: List[DevNode], target: targets.Target) -> Dict[str, Any]:
     cpu_ops = [n.name for n in shown if n.device == CPU and n.op != "nndct_input"]
     return {
         "schema": SCHEMA,
+        "engine": {"name": "hostctl rule-based", "emulates": "vai_q_pytorch 3.5 rule-based Inspector"},
         "target": {"name": target.name, "type": target.type, "isa_version": target.isa_version,
                    "fingerprint": target.fingerprint_hex},
         "nodes": [{"name": n.name, "op": n.op, "shape": n.out_shapes, "device": n.device,

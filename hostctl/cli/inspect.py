@@ -18,9 +18,11 @@ from hostctl.cli.common import (
     NumClasses,
     parse_model_args,
 )
+from hostctl.options import DEFAULT_CONDA_ENV, DEFAULT_IMAGE
 from hostctl.ui import Reporter, print_json
 
 TARGET = "Target DPU (one of)"
+DOCKER = "Docker runtime"
 
 EXAMPLES = """
 [bold]Examples[/]
@@ -29,6 +31,7 @@ EXAMPLES = """
   hostctl inspect --target DPUCZDX8G_ISA1_B512 --model my_net:Net --model-path src
   hostctl inspect --fingerprint 0x101000016010407 --json
   hostctl inspect --list-targets
+  hostctl inspect --board kv260 --runtime docker   [dim]# vai_q_pytorch's own Inspector, in the image[/]
 """
 
 
@@ -65,19 +68,35 @@ def inspect_(
     model_arg: ModelArgs = None,
     python: Annotated[str | None, typer.Option(envvar="HOSTCTL_PYTHON", metavar="PATH",
                                                help="The interpreter that runs the inspection.")] = None,
+    runtime: Annotated[str, typer.Option(
+        envvar="HOSTCTL_INSPECT_RUNTIME",
+        help="local: hostctl's emulation of nndct's rule-based Inspector, no image. docker: "
+             "vai_q_pytorch's own Inspector (the compiler's patterns) in the Vitis AI image.")] = "local",
+    image: Annotated[str, typer.Option(envvar="HOSTCTL_IMAGE", rich_help_panel=DOCKER)] = DEFAULT_IMAGE,
+    conda_env: Annotated[str, typer.Option(envvar="HOSTCTL_CONDA_ENV", rich_help_panel=DOCKER)] = DEFAULT_CONDA_ENV,
+    pull: Annotated[str, typer.Option(envvar="HOSTCTL_PULL", rich_help_panel=DOCKER,
+                                      help="missing, always or never.")] = "missing",
+    requirements: Annotated[Path | None, typer.Option(
+        envvar="HOSTCTL_REQUIREMENTS", rich_help_panel=DOCKER,
+        help="pip requirements installed for the run, cached between runs.")] = None,
     list_targets: Annotated[bool, typer.Option("--list-targets", callback=_list_targets, is_eager=True,
                                                help="List every DPU target and board, then exit.")] = False,
     json_output: JsonOutput = False,
     debug: Debug = False,
 ) -> None:
     """Tell in seconds, before quantizing, which ops of the model a DPU cannot run and how many DPU subgraphs it
-    would compile into (vai_q_pytorch's rule-based inspector, emulated; no image, no weights needed)."""
+    would compile into (vai_q_pytorch's rule-based inspector, emulated: no image, no weights needed; or its own
+    Inspector in the Vitis AI image with --runtime docker)."""
     from container_payload.job import BUILTIN_MODEL
+    from hostctl.cli.quantize import _choice
     from hostctl.inspect import InspectOptions, inspect_model, render
+    from hostctl.options import PULL_POLICIES, RUNTIMES
 
     opts = InspectOptions(target=target, board=board, fingerprint=fingerprint, arch=arch, output_dir=output_dir,
                           input_size=tuple(input_size), num_classes=num_classes, model=model or BUILTIN_MODEL,
-                          model_path=model_path, model_args=parse_model_args(model_arg), python=python)
+                          model_path=model_path, model_args=parse_model_args(model_arg), python=python,
+                          runtime=_choice(runtime, RUNTIMES, "--runtime"), image=image, conda_env=conda_env,
+                          pull=_choice(pull, PULL_POLICIES, "--pull"), requirements=requirements)
     reporter = Reporter(debug=debug)
     summary = inspect_model(opts, reporter)
     render(summary, reporter)

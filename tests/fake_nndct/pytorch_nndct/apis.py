@@ -173,3 +173,65 @@ class torch_quantizer:  # noqa: N801 - the real API's name
                           native_onnx=True, dump_layers=False, check_model=False, opt_graph=False):
         self.output_dir = output_dir
         self._export("onnx", lambda path: open(path, "wb").write(b"FAKE-ONNX\x00"))
+
+
+class Inspector(object):
+    """pytorch_nndct.apis.Inspector with the documented signature and file (DESIGN.md section 11). The real
+    default Inspector asks the compiler's closed pattern library (xcompiler), which is not here: this fake answers
+    with hostctl's emulation of the rule-based Inspector, and says so on stderr. It writes inspect_<target>.txt
+    in hardware_v3's layout (each output's shape joined by commas, the source range as the traced stack), so that
+    what reads the real file is tried on that layout."""
+
+    def __init__(self, name_or_fingerprint):
+        self._target = name_or_fingerprint
+        _log("NOTE", "Inspector is on.")
+
+    def inspect(self, module, input_args, device=torch.device("cuda"), output_dir="quantize_result", verbose_level=1,
+                image_format=None):
+        from container_payload.inspector import targets
+        from container_payload.inspector.run import inspect
+
+        _log("NOTE", "=>Start to inspect model...")
+        _log("WARN", "fake Inspector (hostctl's test stand-in for pytorch_nndct): hostctl's rule-based emulation "
+                     "answers here, not the compiler's patterns")
+        if isinstance(input_args, torch.Tensor):
+            input_args = (input_args,)
+        target = targets.resolve(self._target)
+        report, _ = inspect(module, tuple(input_args[0].shape[1:]), target)
+        os.makedirs(output_dir, exist_ok=True)
+        with open(os.path.join(output_dir, "inspect_{}.txt".format(self._target)), "w") as f:
+            f.write(_v3_text(report, target))
+        if image_format is not None:
+            raise NotImplementedError("the fake Inspector draws no image")
+        _log("NOTE", "=>Finish inspecting.")
+
+
+def _v3_text(report, target):
+    sep = "=" * 160
+    outs = {}
+    for node in report["nodes"]:
+        for parent in node["inputs"]:
+            outs.setdefault(parent, []).append(node["name"])
+    cpu = [n for n in report["nodes"] if n["device"] == "cpu"]
+    lines = ["# The 'inspect.txt' file is used to show all the details of each operation in NN model.", sep,
+             "target info:", sep, target.name, "", sep, "inspection summary:", sep]
+    if cpu:
+        lines.append("The operators assigned to the CPU are as follows:")
+        lines += ["{}  {}  {}".format(n["name"], n["op"], n["constraint"]) for n in cpu]
+    else:
+        lines.append("All the operators are assigned to the DPU.")
+    lines += [sep, "graph name: {}".format(report["nodes"][0]["name"].split("::")[0])]
+    for n in report["nodes"]:
+        lines += [sep, "node name: {}".format(n["name"]), "input nodes: {}".format(n["inputs"]),
+                  "output nodes: {}".format(outs.get(n["name"], [])), "op type: {}".format(n["op"]),
+                  "outputs shape: {}".format(",".join(str(s) for s in n["shape"])), "op attributes:",
+                  "assigned device: {}".format(n["device"])]
+        if n["constraint"]:
+            lines.append("hardware constraints: {}".format(n["constraint"]))
+        if n["messages"]:
+            lines += ["node messages:"] + ["  {}".format(m) for m in n["messages"]]
+        if n["source"]:
+            path, _, line = n["source"].rpartition(":")
+            torch_frame = os.path.join(os.path.dirname(torch.__file__), "nn", "modules", "module.py")
+            lines += ["source range:", "{}(1501): _call_impl".format(torch_frame), "{}({}): forward".format(path, line)]
+    return "\n".join(lines) + "\n"
