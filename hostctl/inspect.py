@@ -220,11 +220,24 @@ def inspect_model(opts: InspectOptions, reporter: Reporter) -> InspectSummary:
             report = _sources_on_the_host(report, rt.view(opts.model_path), opts.model_path.resolve())
             (run.run_dir / INSPECT_REPORT).write_text(json.dumps(report, indent=1, ensure_ascii=False) + "\n",
                                                       encoding="utf-8")
+        _draw(report, run.run_dir, reporter)
         run.succeed(inspect=report["summary"])
     cpu_nodes = [n for n in report["nodes"] if n["device"] == "cpu" and n["op"] != "nndct_input"]
     return InspectSummary(status="succeeded", output_dir=run.stage.output_dir, run_id=run.run_id,
                           target=report["target"], summary=report["summary"], cpu_nodes=cpu_nodes,
                           files=run.manifest["files"])
+
+
+def _draw(report: dict[str, Any], run_dir: Path, reporter: Reporter) -> None:
+    """inspect_graph.svg and .png: the DPU and CPU subgraphs (runs of DPU ops collapsed on big graphs). A picture
+    that cannot be drawn is a warning: the answer is in inspect.json."""
+    from hostctl.inspect_picture import write_pictures
+
+    try:
+        write_pictures(report, run_dir)
+    except (OSError, ValueError, RuntimeError, KeyError, TypeError) as exc:
+        reporter.warn(f"the graph's picture could not be drawn ({type(exc).__name__}: {exc}); {INSPECT_REPORT} "
+                      "holds the answer")
 
 
 def _sources_on_the_host(report: dict[str, Any], inside: str, host: Path) -> dict[str, Any]:

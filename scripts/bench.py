@@ -10,6 +10,10 @@
     scripts/bench.py hybrid    hostctl quantize --quantizer vai vs --quantizer hybrid, --runtime local, same inputs
                                and interpreter (--python, default the nndct venv): whole-run and per-stage ratios,
                                and whether quant_info.json and the quantized predictions are identical
+    scripts/bench.py inspect   hostctl's inspection vs vai_q_pytorch's rule-based Inspector on LR-ASPP
+                               MobileNetV3 3x512x512, both timed in-process under --python (default the nndct
+                               venv; torch 1.13 for both), interleaved in fresh processes, with hostctl's stages;
+                               then the whole `hostctl inspect` command under this interpreter
     scripts/bench.py all       docker and payload
 
 The docker benchmark needs an engine and an image: --image (default: the stand-in image, built if needed).
@@ -250,9 +254,59 @@ def bench_whole_run(args: argparse.Namespace) -> None:
         shutil.rmtree(work, ignore_errors=True)
 
 
+def _listed(values) -> str:  # noqa: ANN001 - any iterable of floats
+    return ", ".join(f"{v:.2f}" for v in values)
+
+
+def bench_inspect(args: argparse.Namespace) -> None:
+    import json
+
+    python = args.python or (NNDCT_VENV_PYTHON if Path(NNDCT_VENV_PYTHON).exists() else sys.executable)
+    utf = args.utf_path
+    has_nndct = subprocess.run([python, "-c", "import pytorch_nndct"], capture_output=True).returncode == 0 and \
+        utf is not None and (Path(utf) / "vai_utf").is_dir()
+    model = args.inspect_model
+    worker = [python, str(ROOT / "scripts" / "bench_inspect.py")]
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONDONTWRITEBYTECODE="1")
+    runs: dict[str, list[dict]] = {"hostctl": [], "nndct": []}
+    for _ in range(args.runs):
+        for who in ("hostctl", "nndct") if has_nndct else ("hostctl",):
+            extra = [str(utf)] if who == "nndct" else []
+            proc = subprocess.run(worker + [who, model, args.target] + extra, capture_output=True, text=True,
+                                  env=env)
+            if proc.returncode != 0:
+                raise SystemExit(f"{who} inspection failed:\n{proc.stderr[-2000:]}")
+            runs[who].append(json.loads(proc.stdout.strip().splitlines()[-1]))
+    load = " ".join(open("/proc/loadavg").read().split()[:3])
+    print(f"\ninspection of {model} (3x512x512) for {args.target}, {args.runs} interleaved runs each in fresh "
+          f"processes, 1 thread, under {python} (torch {runs['hostctl'][0]['torch']}), load average {load}")
+    ours = statistics.median(r["seconds"] for r in runs["hostctl"])
+    print(f"  hostctl  median {ours:6.2f} s  ({_listed(r['seconds'] for r in runs['hostctl'])})")
+    for stage in runs["hostctl"][0]["stages"]:
+        print(f"    {stage:22} {statistics.median(r['stages'][stage] for r in runs['hostctl']):6.3f} s")
+    if has_nndct:
+        theirs = statistics.median(r["seconds"] for r in runs["nndct"])
+        print(f"  nndct    median {theirs:6.2f} s  ({_listed(r['seconds'] for r in runs['nndct'])})")
+        print(f"  ratio hostctl / nndct {ours / theirs:.2f}")
+    else:
+        print("  (vai_q_pytorch's Inspector not timed: pass --python with pytorch_nndct and --utf-path, see "
+              "tests/inspect_golden/README.md)")
+    # the built-in Unet, whatever --inspect-model: what a user's first `hostctl inspect` costs
+    work = Path(tempfile.mkdtemp(prefix="hostctl-bench-inspect-"))
+    try:
+        command = [sys.executable, "-m", "hostctl", "inspect", "--target", args.target, "--input-size", "3", "512",
+                   "512", "--model-arg", "width=32", "--model-arg", "depth=4"]
+        walls = [timed(command + ["--output-dir", str(work / f"o{i}")], "inspection in",
+                       env=dict(os.environ, PYTHONPATH=str(ROOT)))[0] for i in range(args.runs)]
+        print(f"  whole `hostctl inspect` of the built-in Unet (width 32, depth 4, 3x512x512) under "
+              f"{sys.executable}: median {statistics.median(walls):.2f} s ({_listed(walls)})")
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("what", choices=("docker", "payload", "run", "hybrid", "all"))
+    parser.add_argument("what", choices=("docker", "payload", "run", "hybrid", "inspect", "all"))
     parser.add_argument("--runs", type=int, default=7)
     parser.add_argument("--image", default=os.environ.get("HOSTCTL_TEST_IMAGE"))
     hybrid = parser.add_argument_group("hybrid")
@@ -272,6 +326,11 @@ def main() -> None:
     whole.add_argument("--run-calib", type=int, default=160, help="calibration samples (default 160)")
     whole.add_argument("--run-test", type=int, default=16, help="test samples (default 16)")
     whole.add_argument("--whole-runs", type=int, default=2, help="interleaved runs of each (default 2)")
+    inspect = parser.add_argument_group("inspect")
+    inspect.add_argument("--utf-path", default="/root/vai_utf_adapter",
+                         help="the vai_utf stand-in nndct's rule-based Inspector imports")
+    inspect.add_argument("--inspect-model", choices=("lraspp", "unet"), default="lraspp")
+    inspect.add_argument("--target", default="DPUCZDX8G_ISA1_B4096")
     parser.add_argument("payload_args", nargs="*", help="passed to bench_payload.py (after --)")
     args = parser.parse_args()
     args.export = args.export or ["none"]
@@ -281,6 +340,8 @@ def main() -> None:
         bench_payload(args)
     if args.what == "run":
         bench_whole_run(args)
+    if args.what == "inspect":
+        bench_inspect(args)
     if args.what in ("docker", "all"):
         bench_docker(args)
 

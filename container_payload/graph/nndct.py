@@ -212,13 +212,14 @@ def _is_float_tensor(v) -> bool:
     return st is None or st in ("Float", "Double", "Half", "BFloat16")
 
 
-def capture(model: nn.Module, sample: torch.Tensor, *, relu6_as_relu: bool, nndct_names: bool = False) -> Graph:
+def capture(model: nn.Module, sample: torch.Tensor, *, relu6_as_relu: bool, nndct_names: bool = False,
+            check_forward: bool = True) -> Graph:
     """Trace model, fold BatchNorm, name and number the nodes the way nndct does (groups: portable/groups.py).
     nndct_names: trace the way nndct does, so that each node's nndct_name is the name nndct's graph gives it (the
     same nodes either way; inspection reports these names)."""
     prefix = type(model).__name__
     with relu6_modules_as_relu(model, relu6_as_relu), batchnorms_made_affine(model) as made_affine:
-        graph = trace(model, sample, nndct_names)
+        graph = trace(model, sample, nndct_names, check_forward)
         for _, old, new in made_affine:
             # the tracing pass, in training mode, moved the stand-in's running statistics toward the sample's;
             # nndct keeps them so moved, which makes its result depend on the input it was traced with (hostctl's

@@ -96,22 +96,17 @@ def batchnorms_made_affine(model: nn.Module) -> Iterator[List[Tuple[str, nn.Modu
             parent._modules[name] = child
 
 
-def trace(model: nn.Module, sample: torch.Tensor, nndct_names: bool = False):
+def trace(model: nn.Module, sample: torch.Tensor, nndct_names: bool = False, check_forward: bool = True):
     """torch.jit's graph of the model on the sample, after nndct's passes. With nndct_names the trace is run the
     way nndct runs it (see _trace_as_nndct): the same ops, but the values' debug names and the nodes' scopes are
-    nndct's, so that its node names can be read off the graph (inspection reports them)."""
+    nndct's, so that its node names can be read off the graph (inspection reports them).
+
+    check_forward runs the model once before tracing, so that its own failure, or an output that is not one
+    tensor, is reported as such; without it (inspection, where a forward of a big input costs seconds) that
+    forward runs only when the trace fails or does not give one output, to say why."""
     prefix = type(model).__name__
-    try:
-        with torch.no_grad():
-            out = model(sample)
-    except Exception as e:  # noqa: BLE001 - the model's own failure, reported with its cause
-        raise BackendError("the model failed on a sample of shape {}: {}: {}".format(
-            tuple(sample.shape), type(e).__name__, _first_line(e))) from e
-    if not isinstance(out, torch.Tensor):
-        what = ("a dict with keys {}".format(", ".join(repr(k) for k in out)) if isinstance(out, dict)
-                else "a {}".format(type(out).__name__))
-        raise BackendError("{}.forward returns {}; the quantizer needs one tensor: wrap the model so that forward "
-                           "returns it (e.g. model(x)['out'])".format(prefix, what))
+    if check_forward:
+        _check_forward(model, sample)
     get = getattr(torch.jit, "_get_trace_graph", None) or torch.jit._trace._get_trace_graph
     try:
         with torch.no_grad(), warnings.catch_warnings():
@@ -121,8 +116,12 @@ def trace(model: nn.Module, sample: torch.Tensor, nndct_names: bool = False):
             else:
                 graph, _ = get(model, (sample.as_subclass(_SlicedSplits),))
     except Exception as e:  # noqa: BLE001 - any tracing failure is reported with its cause
+        if not check_forward:
+            _check_forward(model, sample)
         raise BackendError("the portable quantizer could not trace {} with torch.jit: {}: {}".format(
             prefix, type(e).__name__, _first_line(e))) from e
+    if not check_forward and len(list(graph.outputs())) != 1:
+        _check_forward(model, sample)
     # pytorch_nndct/utils/jit_utils.py optimize_graph (torch >= 1.9)
     C = torch._C
     C._jit_pass_inline(graph)
@@ -188,6 +187,22 @@ def first_user_frame(lines: Sequence[str]) -> Optional[str]:
             continue
         return "{}:{}".format(path, number)
     return None
+
+
+def _check_forward(model: nn.Module, sample: torch.Tensor) -> None:
+    """The model's own failure on the sample, or an output that is not one tensor, as a BackendError."""
+    prefix = type(model).__name__
+    try:
+        with torch.no_grad():
+            out = model(sample)
+    except Exception as e:  # noqa: BLE001 - the model's own failure, reported with its cause
+        raise BackendError("the model failed on a sample of shape {}: {}: {}".format(
+            tuple(sample.shape), type(e).__name__, _first_line(e))) from e
+    if not isinstance(out, torch.Tensor):
+        what = ("a dict with keys {}".format(", ".join(repr(k) for k in out)) if isinstance(out, dict)
+                else "a {}".format(type(out).__name__))
+        raise BackendError("{}.forward returns {}; the quantizer needs one tensor: wrap the model so that forward "
+                           "returns it (e.g. model(x)['out'])".format(prefix, what))
 
 
 class FlattenInOutModelForTrace(nn.Module):

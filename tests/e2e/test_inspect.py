@@ -68,6 +68,9 @@ def test_cpu_islands_are_named_with_the_reason_and_counted(tmp_path, model_dir):
     text = (out / "inspect_DPUCZDX8G_ISA1_B4096.txt").read_text()
     assert "The operators assigned to the CPU are as follows:" in text
     assert json.loads((out / "run.json").read_text())["status"] == "succeeded"
+    # the picture of the graph (its content: tests/unit/test_inspect_picture.py)
+    assert (out / "inspect_graph.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert "sigmoid" in (out / "inspect_graph.svg").read_text()
 
 
 def test_the_dpus_slope_keeps_everything_but_the_sigmoid_on_the_dpu(tmp_path, model_dir):
