@@ -259,6 +259,9 @@ def _listed(values) -> str:  # noqa: ANN001 - any iterable of floats
 
 
 def bench_inspect(args: argparse.Namespace) -> None:
+    """Whole processes and in-process inspections, interleaved: `hostctl inspect` (this interpreter for the CLI,
+    --python for the payload) and its inspection alone, against vai_q_pytorch's rule-based Inspector in a
+    fresh --python process (imports, model, inspection) and its inspect() call alone."""
     import json
 
     python = args.python or (NNDCT_VENV_PYTHON if Path(NNDCT_VENV_PYTHON).exists() else sys.executable)
@@ -268,40 +271,51 @@ def bench_inspect(args: argparse.Namespace) -> None:
     model = args.inspect_model
     worker = [python, str(ROOT / "scripts" / "bench_inspect.py")]
     env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONDONTWRITEBYTECODE="1")
-    runs: dict[str, list[dict]] = {"hostctl": [], "nndct": []}
-    for _ in range(args.runs):
-        for who in ("hostctl", "nndct") if has_nndct else ("hostctl",):
-            extra = [str(utf)] if who == "nndct" else []
-            proc = subprocess.run(worker + [who, model, args.target] + extra, capture_output=True, text=True,
-                                  env=env)
-            if proc.returncode != 0:
-                raise SystemExit(f"{who} inspection failed:\n{proc.stderr[-2000:]}")
-            runs[who].append(json.loads(proc.stdout.strip().splitlines()[-1]))
-    load = " ".join(open("/proc/loadavg").read().split()[:3])
-    print(f"\ninspection of {model} (3x512x512) for {args.target}, {args.runs} interleaved runs each in fresh "
-          f"processes, 1 thread, under {python} (torch {runs['hostctl'][0]['torch']}), load average {load}")
-    ours = statistics.median(r["seconds"] for r in runs["hostctl"])
-    print(f"  hostctl  median {ours:6.2f} s  ({_listed(r['seconds'] for r in runs['hostctl'])})")
-    for stage in runs["hostctl"][0]["stages"]:
-        print(f"    {stage:22} {statistics.median(r['stages'][stage] for r in runs['hostctl']):6.3f} s")
-    if has_nndct:
-        theirs = statistics.median(r["seconds"] for r in runs["nndct"])
-        print(f"  nndct    median {theirs:6.2f} s  ({_listed(r['seconds'] for r in runs['nndct'])})")
-        print(f"  ratio hostctl / nndct {ours / theirs:.2f}")
-    else:
-        print("  (vai_q_pytorch's Inspector not timed: pass --python with pytorch_nndct and --utf-path, see "
-              "tests/inspect_golden/README.md)")
-    # the built-in Unet, whatever --inspect-model: what a user's first `hostctl inspect` costs
+    spec = ["--model", "bench_inspect:LRASPP", "--model-path", str(ROOT / "scripts")] if model == "lraspp" else \
+        ["--model-arg", "width=32", "--model-arg", "depth=4"]
     work = Path(tempfile.mkdtemp(prefix="hostctl-bench-inspect-"))
+    cli = [sys.executable, "-m", "hostctl", "inspect", "--python", python, "--target", args.target, "--input-size",
+           "3", "512", "512", *spec]
+    inside: dict[str, list[float]] = {"hostctl": [], "nndct": []}
+    whole: dict[str, list[float]] = {"hostctl": [], "nndct": []}
+    stages: list[dict] = []
     try:
-        command = [sys.executable, "-m", "hostctl", "inspect", "--target", args.target, "--input-size", "3", "512",
-                   "512", "--model-arg", "width=32", "--model-arg", "depth=4"]
-        walls = [timed(command + ["--output-dir", str(work / f"o{i}")], "inspection in",
-                       env=dict(os.environ, PYTHONPATH=str(ROOT)))[0] for i in range(args.runs)]
-        print(f"  whole `hostctl inspect` of the built-in Unet (width 32, depth 4, 3x512x512) under "
-              f"{sys.executable}: median {statistics.median(walls):.2f} s ({_listed(walls)})")
+        for i in range(args.runs):
+            for who in ("hostctl", "nndct") if has_nndct else ("hostctl",):
+                extra = [str(utf)] if who == "nndct" else []
+                start = time.perf_counter()
+                proc = subprocess.run(worker + [who, model, args.target] + extra, capture_output=True, text=True,
+                                      env=env)
+                if proc.returncode != 0:
+                    raise SystemExit(f"{who} inspection failed:\n{proc.stderr[-2000:]}")
+                result = json.loads(proc.stdout.strip().splitlines()[-1])
+                inside[who].append(result["seconds"])
+                if who == "nndct":
+                    whole["nndct"].append(time.perf_counter() - start)
+                else:
+                    stages.append(result["stages"])
+                    whole["hostctl"].append(timed(cli + ["--output-dir", str(work / f"o{i}")], "inspection in",
+                                                  env=dict(env, PYTHONPATH=str(ROOT)))[0])
     finally:
         shutil.rmtree(work, ignore_errors=True)
+    load = " ".join(open("/proc/loadavg").read().split()[:3])
+    print(f"\ninspection of {model} (3x512x512) for {args.target}, {args.runs} interleaved runs each, fresh "
+          f"processes, OMP_NUM_THREADS=1, models under {python}, load average {load}")
+    for what, values in (("whole process", whole), ("inspection alone", inside)):
+        line = f"  {what:17}"
+        for who in ("hostctl", "nndct"):
+            if values[who]:
+                line += f"  {who} median {statistics.median(values[who]):5.2f} s ({_listed(values[who])})"
+        if values["nndct"]:
+            line += f"  ratio {statistics.median(values['hostctl']) / statistics.median(values['nndct']):.2f}"
+        print(line)
+    for stage in stages[0]:
+        print(f"    hostctl {stage:22} {statistics.median(s[stage] for s in stages):6.3f} s")
+    if not has_nndct:
+        print("  (vai_q_pytorch's Inspector not timed: pass --python with pytorch_nndct and --utf-path, see "
+              "tests/inspect_golden/README.md)")
+    print("  whole process: `hostctl inspect` (its CLI here, the payload under the models' interpreter, the files "
+          "and the picture) against nndct's worker process (imports, model, Inspector.inspect)")
 
 
 def main() -> None:

@@ -25,24 +25,28 @@ ROOT = Path(__file__).resolve().parents[1]
 SIZE = (3, 512, 512)
 
 
+def LRASPP(num_classes: int = 7):  # noqa: N802 - `hostctl inspect --model bench_inspect:LRASPP` builds it
+    """torchvision's LR-ASPP MobileNetV3-Large, its "out" as the model's one output."""
+    import torch
+    from torchvision.models.segmentation import lraspp_mobilenet_v3_large
+
+    class TensorOut(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.inner = lraspp_mobilenet_v3_large(weights=None, weights_backbone=None, num_classes=num_classes)
+
+        def forward(self, x):
+            return self.inner(x)["out"]
+
+    return TensorOut()
+
+
 def build(name: str):
     import torch
 
     torch.manual_seed(0)
     if name == "lraspp":
-        from torchvision.models.segmentation import lraspp_mobilenet_v3_large
-
-        net = lraspp_mobilenet_v3_large(weights=None, weights_backbone=None, num_classes=7)
-
-        class TensorOut(torch.nn.Module):
-            def __init__(self, inner):
-                super().__init__()
-                self.inner = inner
-
-            def forward(self, x):
-                return self.inner(x)["out"]
-
-        return TensorOut(net).eval()
+        return LRASPP().eval()
     from container_payload.models.unet import Unet
 
     return Unet(num_classes=7, in_channels=3, width=32, depth=4).eval()

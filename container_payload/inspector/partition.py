@@ -9,7 +9,7 @@ dense goes where the dense goes (nndct merges it into the matmul), and a reshape
 the first dimension goes to the CPU.
 """
 
-from typing import Dict, Iterable, List
+from typing import Callable, Dict, Iterable, List, Optional
 
 from .filters import FILTERS, DevNode
 from .targets import Target
@@ -105,20 +105,46 @@ def _reshape_at_dpu_edge(nodes: Iterable[DevNode]) -> None:
 
 
 def subgraphs(nodes: List[DevNode]) -> Dict[str, List[List[DevNode]]]:
-    """The connected runs of nodes on one device, per device: how many DPU subgraphs the model compiles into."""
-    out: Dict[str, List[List[DevNode]]] = {DPU: [], CPU: []}
-    seen = set()
-    for node in nodes:
-        if node.op == RETURN or id(node) in seen or node.device is None:
-            continue
-        group, todo = [], [node]
-        seen.add(id(node))
-        while todo:
-            n = todo.pop()
-            group.append(n)
-            for m in n.parents + n.children:
-                if id(m) not in seen and m.device == node.device and m.op != RETURN:
-                    seen.add(id(m))
-                    todo.append(m)
-        out[node.device].append(sorted(group, key=nodes.index))
+    """The DPU and CPU subgraphs of the allocated graph, counted as nndct's Inspector counts them (below)."""
+    shown = [n for n in nodes if n.op != RETURN]
+    index = {id(n): i for i, n in enumerate(shown)}
+    groups = count_subgraphs(len(shown), lambda i: shown[i].device,
+                             lambda i: [index[id(p)] if id(p) in index else None for p in shown[i].parents],
+                             lambda i: [index[id(c)] for c in shown[i].children if id(c) in index])
+    return {device: [[shown[i] for i in group] for group in found] for device, found in groups.items()}
+
+
+def count_subgraphs(size: int, device: Callable[[int], Optional[str]],
+                    parents: Callable[[int], List[Optional[int]]],
+                    children: Callable[[int], List[int]]) -> Dict[str, List[List[int]]]:
+    """nndct's Inspector's subgraphs of nodes 0..size-1 (in graph order), per device (hardware/inspector.py
+    _get_subgraphs_and_output_boundaries): every source of a device (a node without inputs, or whose inputs all
+    run on other devices) in order collects what it reaches down through that device's nodes; a node keeps the
+    number of the first source that reached it; each source's set then joins the set numbered by the smallest
+    number among its nodes. That join is not transitive (set C may join B's number while B joined A's), so on
+    some graphs the count is above the connected parts (timm's nf_resnet26 on DPUCZDX8G_ISA1_B4096: 54, not 50).
+    A parent of None (a parameter) has no device: a node reading one is no source, as in nndct."""
+    out: Dict[str, List[List[int]]] = {DPU: [], CPU: []}
+    for dev in (DPU, CPU):
+        members = [i for i in range(size) if device(i) == dev]
+        inside = set(members)
+        first: Dict[int, int] = {}
+        reached: List[List[int]] = []
+        for i in members:
+            ins = parents(i)
+            if ins and not all(p is not None and device(p) is not None and device(p) != dev for p in ins):
+                continue
+            number, todo, seen = len(reached), [i], {i}
+            while todo:
+                n = todo.pop()
+                first.setdefault(n, number)
+                for c in children(n):
+                    if c in inside and c not in seen:
+                        seen.add(c)
+                        todo.append(c)
+            reached.append(sorted(seen))
+        merged: Dict[int, set] = {}
+        for group in reached:
+            merged.setdefault(min(first[n] for n in group), set()).update(group)
+        out[dev] = [sorted(group) for group in merged.values()]
     return out

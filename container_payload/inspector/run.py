@@ -19,7 +19,7 @@ from container_payload.loading import build_model
 from . import targets
 from .filters import DevNode
 from .nndct_text import parse_nodes
-from .partition import CPU, DPU, RETURN, allocate, subgraphs
+from .partition import CPU, DPU, RETURN, allocate, count_subgraphs, subgraphs
 
 SCHEMA = 1
 SEPARATOR = "=" * 160
@@ -103,31 +103,17 @@ def _nndct_version() -> Dict[str, Any]:
 
 def report_from_nodes(nodes: List[Dict[str, Any]], target: targets.Target,
                       engine: Dict[str, Any]) -> Dict[str, Any]:
-    """inspect.json from nodes read off an inspect_<target>.txt: subgraphs are the connected nodes on one device,
-    as hostctl counts them for its own inspection (partition.subgraphs)."""
-    by_name = {n["name"]: n for n in nodes}
-    seen = set()  # type: set
-    groups = {DPU: [], CPU: []}  # type: Dict[str, List[List[str]]]
-    neighbours = {n["name"]: [] for n in nodes}  # type: Dict[str, List[str]]
-    for n in nodes:
+    """inspect.json from nodes read off an inspect_<target>.txt, its subgraphs counted as nndct's Inspector counts
+    them (partition.count_subgraphs)."""
+    index = {n["name"]: i for i, n in enumerate(nodes)}
+    children: List[List[int]] = [[] for _ in nodes]
+    for i, n in enumerate(nodes):
         for parent in n.get("inputs", []):
-            if parent in by_name:
-                neighbours[n["name"]].append(parent)
-                neighbours[parent].append(n["name"])
-    order = {n["name"]: i for i, n in enumerate(nodes)}
-    for n in nodes:
-        if n["name"] in seen or n["device"] not in groups:
-            continue
-        group, todo = [], [n["name"]]
-        seen.add(n["name"])
-        while todo:
-            name = todo.pop()
-            group.append(name)
-            for m in neighbours[name]:
-                if m not in seen and by_name[m]["device"] == n["device"]:
-                    seen.add(m)
-                    todo.append(m)
-        groups[n["device"]].append(sorted(group, key=order.__getitem__))
+            if parent in index:
+                children[index[parent]].append(i)
+    found = count_subgraphs(len(nodes), lambda i: nodes[i]["device"],
+                            lambda i: [index.get(p) for p in nodes[i].get("inputs", [])], children.__getitem__)
+    groups = {device: [[nodes[i]["name"] for i in group] for group in found[device]] for device in (DPU, CPU)}
     cpu_ops = [n["name"] for n in nodes if n["device"] == CPU and n["op"] != "nndct_input"]
     return {
         "schema": SCHEMA,

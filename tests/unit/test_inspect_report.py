@@ -78,3 +78,27 @@ def test_inspect_json_and_nndcts_text_from_one_allocation():
     assert "Net::Net/Sigmoid[gate]/11  nndct_sigmoid  DPU does not support nndct_sigmoid" in text
     assert "node name: Net::Net/ReLU[relu]/12\ninput nodes: ['Net::Net/Sigmoid[gate]/11']" in text
     assert "nndct_return" not in text
+
+
+def test_subgraphs_are_counted_as_nndcts_inspector_counts_them():
+    """nndct's _get_subgraphs_and_output_boundaries: each source's reach joins the set numbered by the smallest
+    first-assigned number among its nodes, which is not transitive. s0 -> a <- s1 -> b <- s2: s1's reach joins
+    s0's set (through a), s2's joins s1's number (through b), which no set keeps: two DPU subgraphs where the graph
+    is one connected part (seen on timm's nf_resnet26: 54 against 50)."""
+    from container_payload.inspector.partition import count_subgraphs, subgraphs
+
+    shape = [[1, 4, 4, 8]]
+    names = ["s0", "s1", "s2", "a", "b"]
+    nodes = {n: DevNode(n, "nndct_relu", {}, shape, shape, device="dpu") for n in names}
+    for parent, child in (("s0", "a"), ("s1", "a"), ("s1", "b"), ("s2", "b")):
+        nodes[parent].children.append(nodes[child])
+        nodes[child].parents.append(nodes[parent])
+    found = subgraphs([nodes[n] for n in names])
+    assert [[n.name for n in group] for group in found["dpu"]] == [["s0", "s1", "a", "b"], ["s2", "b"]]
+    assert found["cpu"] == []
+    # a node whose inputs all run elsewhere starts a set of its own; a CPU node between keeps them apart
+    order = ["x", "c", "y"]
+    devices = {"x": "dpu", "c": "cpu", "y": "dpu"}
+    groups = count_subgraphs(3, lambda i: devices[order[i]], lambda i: [i - 1] if i else [],
+                             lambda i: [i + 1] if i < 2 else [])
+    assert groups == {"dpu": [[0], [2]], "cpu": [[1]]}
