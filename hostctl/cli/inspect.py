@@ -51,7 +51,7 @@ def _list_targets(value: bool) -> None:
 def inspect_(
     target: Annotated[str | None, typer.Option(envvar="HOSTCTL_TARGET", rich_help_panel=TARGET, metavar="NAME",
                                                help="A DPU target, e.g. DPUCZDX8G_ISA1_B4096.")] = None,
-    board: Annotated[str | None, typer.Option(envvar="HOSTCTL_BOARD", rich_help_panel=TARGET,
+    board: Annotated[str | None, typer.Option(envvar="HOSTCTL_BOARD", rich_help_panel=TARGET, metavar="BOARD",
                                               help="kv260, zcu102, zcu104, vck190, vek280 or v70.")] = None,
     fingerprint: Annotated[str | None, typer.Option(envvar="HOSTCTL_FINGERPRINT", rich_help_panel=TARGET,
                                                     metavar="0x...", help="The DPU's fingerprint.")] = None,
@@ -59,8 +59,8 @@ def inspect_(
                                               help="Your board's arch.json.")] = None,
     output_dir: Annotated[Path | None, typer.Option(
         envvar="HOSTCTL_INSPECT_OUTPUT_DIR",
-        help="Where inspect.json and inspect_TARGET.txt go; default: inspection_TARGET in "
-             "deployment/ deployment_artifacts.")] = None,
+        help="Where inspect.json, inspect_TARGET.txt and the graph's picture go. Default: "
+             "deployment/deployment_artifacts/inspection_TARGET.")] = None,
     input_size: InputSize = (3, 512, 512),
     num_classes: NumClasses = 7,
     model: ModelSpec = None,
@@ -69,7 +69,7 @@ def inspect_(
     python: Annotated[str | None, typer.Option(envvar="HOSTCTL_PYTHON", metavar="PATH",
                                                help="The interpreter that runs the inspection.")] = None,
     runtime: Annotated[str, typer.Option(
-        envvar="HOSTCTL_INSPECT_RUNTIME",
+        envvar="HOSTCTL_INSPECT_RUNTIME", metavar="local|docker",
         help="local: hostctl's emulation of nndct's rule-based Inspector, no image. docker: "
              "vai_q_pytorch's own Inspector (the compiler's patterns) in the Vitis AI image.")] = "local",
     image: Annotated[str, typer.Option(envvar="HOSTCTL_IMAGE", rich_help_panel=DOCKER)] = DEFAULT_IMAGE,
