@@ -11,14 +11,16 @@ output directory as it was.
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import json
 import os
 import random
+import shlex
 import shutil
 import time
 import uuid
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -95,6 +97,8 @@ class PrepareResult:
     checkpoint_form: str | None
     class_pixels: tuple[int, ...]  # per class, over the test labels
     seconds: float
+    model: dict[str, Any] | None = None  # what state_dict.pt belongs to (model_record); None without --checkpoint
+    quantize_command: str = ""
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -109,6 +113,8 @@ class PrepareResult:
             "checkpoint_form": self.checkpoint_form,
             "class_pixels": list(self.class_pixels),
             "seconds": round(self.seconds, 3),
+            "model": self.model,
+            "quantize_command": self.quantize_command,
         }
 
 
@@ -149,7 +155,9 @@ def prepare(options: PrepareOptions, reporter) -> PrepareResult:  # noqa: ANN001
         if state is not None:
             torch.save(state, staging / STATE_DICT)
         class_pixels = _write_samples(staging / SAMPLES, calib, test, preprocessing, palette, options, reporter)
-        _record(staging, options.output_dir)
+        model = model_record(options) if state is not None else None
+        command = quantize_command(options.output_dir, options.input_size, options.num_classes, model)
+        _record(staging, options.output_dir, model, command)
         written = _publish(staging, options.output_dir)
 
     absent = [str(k) for k, n in enumerate(class_pixels) if n == 0]
@@ -167,6 +175,8 @@ def prepare(options: PrepareOptions, reporter) -> PrepareResult:  # noqa: ANN001
         checkpoint_form=form,
         class_pixels=class_pixels,
         seconds=time.perf_counter() - started,
+        model=model,
+        quantize_command=command,
     )
 
 
@@ -345,6 +355,7 @@ def _write_samples(path: Path, calib: list[_Pair], test: list[_Pair], preprocess
                    reporter) -> tuple[int, ...]:  # noqa: ANN001
     """Stream every sample into the HDF5 file; returns per-class pixel counts of the test labels."""
     class_pixels = np.zeros(options.num_classes, dtype=np.int64)
+    resized: collections.Counter[tuple[int, int]] = collections.Counter()
     reporter.start_task("prepare", len(calib) + len(test), "Preparing samples", unit="images")
     # track_order keeps the groups in insertion (name) order, which is the order the payload reads.
     with h5py.File(path, "w", track_order=True) as file:
@@ -353,19 +364,25 @@ def _write_samples(path: Path, calib: list[_Pair], test: list[_Pair], preprocess
         labels = file.create_group("labels", track_order=True)
         for group, pairs, keep_label in ((calibration, calib, False), (test_group, test, True)):
             for pair in pairs:
-                sample, label = load_pair(pair, preprocessing, palette, options)
+                sample, label = load_pair(pair, preprocessing, palette, options, resized)
                 group.create_dataset(pair.stem, data=sample)
                 if keep_label:
                     labels.create_dataset(pair.stem, data=label)
                     class_pixels += np.bincount(label.ravel(), minlength=options.num_classes)
                 reporter.update_task("prepare", advance=1)
     reporter.finish_task("prepare")
+    if resized:
+        _, height, width = options.input_size
+        sizes = ", ".join(f"{w}x{h}" for (w, h), _ in resized.most_common(3)) + (", ..." if len(resized) > 3 else "")
+        reporter.info(f"resized {sum(resized.values())} of {len(calib) + len(test)} images from {sizes} to "
+                      f"{width}x{height} (--input-size; bilinear for images, nearest for masks)")
     return tuple(int(n) for n in class_pixels)
 
 
-def load_pair(pair: _Pair, preprocessing: Preprocessing, palette: np.ndarray | None,
-              options: PrepareOptions) -> tuple[np.ndarray, np.ndarray]:
-    """One preprocessed [C,H,W] float32 sample and its [H,W] uint8 class map at the input size."""
+def load_pair(pair: _Pair, preprocessing: Preprocessing, palette: np.ndarray | None, options: PrepareOptions,
+              resized: collections.Counter[tuple[int, int]] | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """One preprocessed [C,H,W] float32 sample and its [H,W] uint8 class map at the input size; `resized` counts
+    the original sizes (width, height) of the images that had to be resized."""
     channels, height, width = options.input_size
     image = _open_image(pair.image)
     mask = _open_image(pair.mask)
@@ -375,6 +392,8 @@ def load_pair(pair: _Pair, preprocessing: Preprocessing, palette: np.ndarray | N
     classes = mask_classes(mask, palette, pair.mask, options.num_classes)
     image = image.convert("RGB" if channels == 3 else "L")
     if image.size != (width, height):
+        if resized is not None:
+            resized[image.size] += 1
         image = image.resize((width, height), Image.BILINEAR)
         classes = np.asarray(Image.fromarray(classes).resize((width, height), Image.NEAREST))
     pixels = np.asarray(image)
@@ -566,13 +585,46 @@ def _check_output(options: PrepareOptions) -> None:
         check_replaceable(out, targets, PREPARE_MANIFEST)
 
 
-def _record(staging: Path, output_dir: Path) -> None:
-    """prepare.json lists every file prepare ever wrote here, so a later prepare may replace them."""
+def _record(staging: Path, output_dir: Path, model: dict[str, Any] | None, command: str) -> None:
+    """prepare.json lists every file prepare ever wrote here, so a later prepare may replace them; and says which
+    model (class, arguments, classes, input size) the weights belong to, with the quantize command that uses them."""
     owned = owned_paths(output_dir, PREPARE_MANIFEST) if output_dir.is_dir() else None
     earlier = {n for n in (owned[0] | owned[1] if owned else set()) if (output_dir / n).exists()}
     names = {p.name for p in staging.iterdir()} | earlier | {PREPARE_MANIFEST}
-    (staging / PREPARE_MANIFEST).write_text(json.dumps({"written": sorted(names)}, indent=2) + "\n",
-                                            encoding="utf-8")
+    record = {"written": sorted(names), "model": model, "quantize_command": command}
+    (staging / PREPARE_MANIFEST).write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
+
+
+def model_record(options: PrepareOptions) -> dict[str, Any]:
+    """What the weights in state_dict.pt belong to: quantize must build the same model to load them."""
+    return {"model": options.model, "model_path": str(options.model_path) if options.model_path else None,
+            "model_args": dict(options.model_args), "num_classes": options.num_classes,
+            "input_size": list(options.input_size)}
+
+
+def quantize_command(inputs_dir: Path, input_size: Sequence[int], num_classes: int, model: Mapping[str, Any] | None,
+                     *, first: Sequence[str] = (), last: Sequence[str] = ()) -> str:
+    """The `hostctl quantize` line that uses these deployment inputs with the model their weights were made for."""
+    args = ["hostctl", "quantize", *first, "--input-dir", str(inputs_dir),
+            "--input-size", *map(str, input_size), "--num-classes", str(num_classes)]
+    if model is not None:
+        if model["model"] != BUILTIN_MODEL:
+            args += ["--model", model["model"]]
+        if model.get("model_path"):
+            args += ["--model-path", model["model_path"]]
+        for key, value in model.get("model_args", {}).items():
+            args += ["--model-arg", f"{key}={_model_arg_text(value)}"]
+    return shlex.join([*args, *last])
+
+
+def _model_arg_text(value: Any) -> str:
+    """A --model-arg value that parses back to `value` (values are parsed as JSON where they parse)."""
+    if isinstance(value, str):
+        try:
+            json.loads(value)
+        except ValueError:
+            return value
+    return json.dumps(value, separators=(",", ":"))
 
 
 def _publish(staging: Path, output_dir: Path) -> list[str]:

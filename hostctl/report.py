@@ -11,6 +11,7 @@ import html
 import os
 import shutil
 import uuid
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -62,8 +63,9 @@ _QUANT_COLOUR = "#f28e2b"
 
 
 def write_report(metrics: Metrics, samples: Path, float_preds: Path, quant_preds: Path, out_dir: Path,
-                 max_previews: int = 4) -> list[Path]:
-    """Write out_dir/{previews.png, per_class_iou.png, index.html}; returns the files written.
+                 max_previews: int = 4, about: Mapping[str, str] | None = None) -> list[Path]:
+    """Write out_dir/{previews.png, per_class_iou.png, index.html}; returns the files written. `about` names what
+    was quantized (model, quantizer, run, samples: run_facts), so that a report read on its own says what it shows.
 
     out_dir is the report directory itself (a run's `report/`). It is built beside its final place and swapped
     in whole, so a reader never sees a mix of an old and a new report. Without labels the bar chart is left out:
@@ -79,7 +81,7 @@ def write_report(metrics: Metrics, samples: Path, float_preds: Path, quant_preds
         if metrics.has_labels:
             _draw_per_class_iou(metrics, staging / PER_CLASS_IOU)
             written.append(PER_CLASS_IOU)
-        (staging / INDEX).write_text(_index_html(metrics, names, written), encoding="utf-8")
+        (staging / INDEX).write_text(_index_html(metrics, names, written, about or {}), encoding="utf-8")
         written.append(INDEX)
         _swap_in(staging, out_dir)
     except BaseException:
@@ -247,7 +249,19 @@ def _draw_per_class_iou(metrics: Metrics, path: Path) -> None:
     figure.savefig(path)
 
 
-def _index_html(metrics: Metrics, names: list[str], written: list[str]) -> str:
+def run_facts(options: Mapping[str, Any], backend: str | None, run_id: str | None,
+              samples: Path | str | None) -> dict[str, str]:
+    """What a report names: the model with its arguments, the quantizer that ran, the run, the samples file."""
+    model = str(options.get("model") or "")
+    args = options.get("model_args") or {}
+    if args:
+        model += " (" + ", ".join(f"{k}={v}" for k, v in args.items()) + ")"
+    facts = {"model": model, "quantizer": backend or str(options.get("quantizer") or ""), "run": run_id or "",
+             "samples": str(samples or "")}
+    return {k: v for k, v in facts.items() if v}
+
+
+def _index_html(metrics: Metrics, names: list[str], written: list[str], about: Mapping[str, str]) -> str:
     rows = "\n".join(
         "<tr>" + "".join(f"<td>{html.escape(cell)}</td>" for cell in row) + "</tr>" for row in metric_rows(metrics)
     )
@@ -263,8 +277,11 @@ def _index_html(metrics: Metrics, names: list[str], written: list[str]) -> str:
     worst = [n for n in names if n in metrics.most_disagreeing]
     order = (f"The first {len(worst)} are where the two models disagree most; the rest are spread over the test set."
              if worst else "They are spread evenly over the test set.")
+    named = ", ".join(about[k] for k in ("model", "quantizer", "run") if k in about)
+    title = html.escape("hostctl quantization report" + (f": {named}" if named else ""))
+    facts = "".join(f"<p class=\"dim\">{html.escape(k)}: {html.escape(v)}</p>\n" for k, v in about.items())
     return f"""<!doctype html>
-<html lang="en"><head><meta charset="utf-8"><title>hostctl quantization report</title>
+<html lang="en"><head><meta charset="utf-8"><title>{title}</title>
 <style>
 body {{ font-family: system-ui, sans-serif; margin: 2em auto; max-width: 1100px; color: #222; }}
 table {{ border-collapse: collapse; margin: 1em 0; }}
@@ -275,7 +292,7 @@ img {{ max-width: 100%; border: 1px solid #eee; }}
 </style></head>
 <body>
 <h1>Quantization report</h1>
-<p>{html.escape(summary)}</p>
+{facts}<p>{html.escape(summary)}</p>
 <h2>Metrics</h2>
 <table><tr><th>metric</th><th>float</th><th>quantized</th><th>delta</th></tr>
 {rows}
@@ -302,12 +319,13 @@ class Evaluation:
 
 
 def evaluate_run(samples: Path, results_dir: Path, num_classes: int | None, reporter,  # noqa: ANN001
-                 report: bool = True) -> Evaluation:
+                 report: bool = True, about: Mapping[str, str] | None = None) -> Evaluation:
     """Metrics of a results directory (its two prediction files) into its metrics.json and report/."""
     float_preds, quant_preds = results_dir / FLOAT_PREDS, results_dir / QUANT_PREDS
     if num_classes is None:
         num_classes = infer_num_classes(quant_preds)
     metrics = evaluate(samples, float_preds, quant_preds, num_classes, reporter)
     write_metrics(metrics, results_dir / METRICS)
-    files = write_report(metrics, samples, float_preds, quant_preds, results_dir / REPORT_DIR) if report else []
+    files = (write_report(metrics, samples, float_preds, quant_preds, results_dir / REPORT_DIR, about=about)
+             if report else [])
     return Evaluation(metrics=metrics, metrics_file=results_dir / METRICS, report_files=tuple(files))

@@ -29,7 +29,7 @@ from typing import Any, TextIO
 
 from container_payload.job import JOB, parse_event
 from hostctl import __version__
-from hostctl.errors import Interrupted, io_error
+from hostctl.errors import HostctlError, Interrupted, io_error
 from hostctl.signals import SignalTrap, trap_signals
 from hostctl.staging import MANIFEST, RUN_LOG, Staging, written_files
 from hostctl.ui import Reporter
@@ -74,29 +74,55 @@ def staged_run(output_dir: Path, fields: dict[str, Any], reporter: Reporter) -> 
                  "python": platform.python_version(), "uid": os.getuid(), "gid": os.getgid()},
         "started": _iso(started),
     }
-    with trap_signals() as trap, Staging(output_dir, run_id) as stage:
-        for path in stage.swept:
-            reporter.debug(f"removed {path}, left by a run that is gone")
-        run = StagedRun(stage, trap, manifest, started)
-        try:
-            yield run
-        except BaseException as exc:
-            status = "interrupted" if isinstance(exc, (Interrupted, KeyboardInterrupt)) else "failed"
-            original = exc
-            if isinstance(exc, OSError):
-                exc = io_error(exc)
-            if getattr(exc, "disk_full", False):
-                stage.disk_full = True
-                stage.shrink()  # drop the partial outputs first, so the manifest that says why can be written
-            manifest.update(status=status, error=str(exc) or type(exc).__name__, timings=run.timings)
-            if run.run_dir.exists():
-                with contextlib.suppress(OSError):
-                    finish_manifest(run.run_dir, manifest, started)
-            if exc is not original:
-                raise exc from original
-            raise
-        finally:
-            reporter.close()
+    stage: Staging | None = None
+    try:
+        with trap_signals() as trap, Staging(output_dir, run_id) as stage:
+            for path in stage.swept:
+                reporter.debug(f"removed {path}, left by a run that is gone")
+            run = StagedRun(stage, trap, manifest, started)
+            try:
+                yield run
+            except BaseException as exc:
+                status = "interrupted" if isinstance(exc, (Interrupted, KeyboardInterrupt)) else "failed"
+                original = exc
+                if isinstance(exc, OSError):
+                    exc = io_error(exc)
+                if getattr(exc, "disk_full", False):
+                    stage.disk_full = True
+                    stage.shrink()  # drop the partial outputs first, so the manifest that says why can be written
+                manifest.update(status=status, error=str(exc) or type(exc).__name__, timings=run.timings)
+                if run.run_dir.exists():
+                    with contextlib.suppress(OSError):
+                        finish_manifest(run.run_dir, manifest, started)
+                if exc is not original:
+                    raise exc from original
+                raise
+            finally:
+                reporter.close()
+    except HostctlError as exc:  # the staging directory has its failed-run name only once Staging has exited
+        if stage is not None and stage.failed_dir is not None:
+            name_failed_dir(exc, stage.failed_dir)
+        raise
+
+
+def name_failed_dir(exc: HostctlError, failed_dir: Path) -> None:
+    """Say where the failed run's files are, instead of "the failed-run directory", and how old ones go."""
+    where = f"{failed_dir}/"
+    vague = "the failed-run directory"
+    if exc.hint and vague in exc.hint:
+        exc.hint = exc.hint.replace(vague, where)
+    elif vague in exc.message:
+        exc.message = exc.message.replace(vague, where)
+        exc.args = (exc.message,)
+    else:
+        kept = f"The run's files are in {where}"
+        if not exc.hint:
+            exc.hint = kept
+        elif "\n" in exc.hint:  # the log's last lines: the directory goes on a line of its own
+            exc.hint = f"{exc.hint}\n{kept}"
+        else:
+            exc.hint = f"{exc.hint.rstrip('.')}. {kept}"
+    exc.hint = (exc.hint or "").rstrip(".") + " (`hostctl clean` removes all but the newest failed-run directory)."
 
 
 class PayloadOutput:

@@ -256,6 +256,42 @@ def sweep_leftovers(output_dir: Path) -> list[Path]:
     return removed
 
 
+def _failed_pattern(output_name: str) -> re.Pattern[str]:
+    """The names Staging._keep_failed gives: `<name>.failed-<YYYYmmdd-HHMMSS>`, `-<n>` when that one was taken."""
+    return re.compile(rf"^{re.escape(output_name)}{re.escape(FAILED_MARK)}(\d{{8}}-\d{{6}})(?:-(\d+))?$")
+
+
+def failed_runs(output_dir: Path) -> list[Path]:
+    """output_dir's failed-run directories, oldest first: named as hostctl names them, beside output_dir, real
+    directories (not links), each holding the run.json of a failed or interrupted hostctl run."""
+    pattern = _failed_pattern(output_dir.name)
+    found = []
+    try:
+        names = os.listdir(output_dir.parent)
+    except OSError:
+        return []
+    for name in names:
+        match = pattern.match(name)
+        path = output_dir.parent / name
+        if match is None or path.is_symlink() or not path.is_dir():
+            continue
+        try:
+            manifest = json.loads((path / MANIFEST).read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            continue
+        if not isinstance(manifest, dict) or manifest.get("status") not in ("failed", "interrupted") \
+                or not re.fullmatch(RUN_ID, str(manifest.get("run_id", ""))):
+            continue
+        found.append((match.group(1), int(match.group(2) or 1), path))
+    return [path for _, _, path in sorted(found)]
+
+
+def old_failed_runs(output_dir: Path) -> list[Path]:
+    """The failed-run directories older than the newest one, which `hostctl clean` removes (the newest stays:
+    it is the one a user is most likely still reading)."""
+    return failed_runs(output_dir)[:-1]
+
+
 def _remove(path: Path) -> None:
     if path.is_dir() and not path.is_symlink():
         shutil.rmtree(path, ignore_errors=True)

@@ -12,10 +12,13 @@ import json
 import os
 import sys
 from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 from typing import Any, TextIO
 
-from rich.console import Console
+from rich.console import Console, Group
 from rich.markup import escape
+from rich.padding import Padding
+from rich.panel import Panel
 from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
@@ -26,6 +29,7 @@ from rich.progress import (
     TimeRemainingColumn,
 )
 from rich.table import Table
+from rich.text import Text
 
 PHASE_TITLES = {
     "load": "Loading model",
@@ -176,6 +180,55 @@ class Reporter:
         for row in rows:
             table.add_row(*(escape(str(cell)) for cell in row))
         self.console.print(table)
+
+
+@dataclass(frozen=True)
+class OptionHelp:
+    """One option in a --help panel: `names` with its metavar, `help` as rendered by typer, `notes` such as
+    "[default: ...]" and "[env var: ...]"."""
+
+    names: str
+    help: Any
+    notes: tuple[str, ...] = ()
+
+
+def print_options_panel(console: Console, title: str, options: Sequence[OptionHelp]) -> None:
+    """Names on one line, help indented below at the full width, each note whole on its own line: a default or a
+    variable name is copied from here, so it is never cut or broken (it overflows only a terminal too narrow
+    for it)."""
+    parts: list[Any] = []
+    for option in options:
+        parts.append(Text(option.names, style="bold cyan", overflow="fold"))
+        body: list[Any] = [option.help] if option.help is not None else []
+        body += [Text(note, style="dim", no_wrap=True, overflow="ignore") for note in option.notes]
+        if body:
+            parts.append(Padding(Group(*body), (0, 0, 0, 4)))
+    console.print(Panel(Group(*parts), title=title, title_align="left", border_style="dim"))
+
+
+def print_checklist(reporter: Reporter, title: str, items: Sequence[tuple[bool, str, str, str]]) -> None:
+    """(ok, check, detail, fix) as a left-aligned checklist: the detail wraps between words beside the check's
+    name, and each line of a fix (one command a line) goes below it, wrapped only between words, so that no path
+    or image name is ever broken."""
+    if reporter.quiet:
+        return
+    console = reporter.console
+    console.print(Text(title, style="bold"))
+    width = max((len(check) for _, check, _, _ in items), default=0) + 2
+    for ok, check, detail, fix in items:
+        row = Table.grid(padding=(0, 1))
+        row.add_column(width=4, no_wrap=True)
+        row.add_column(width=width, no_wrap=True)
+        row.add_column(ratio=1, overflow="fold")
+        row.add_row(Text("ok", style="green") if ok else Text("FAIL", style="bold red"), Text(check),
+                    Text(detail))
+        console.print(row)
+        for i, line in enumerate(fix.splitlines()):  # under the check's name: a whole `docker pull <image>` fits
+            fixes = Table.grid(padding=(0, 1))
+            fixes.add_column(width=8, no_wrap=True, justify="right")
+            fixes.add_column(ratio=1, overflow="fold")
+            fixes.add_row(Text("fix:" if i == 0 else "or:", style="dim"), Text(line, style="bold"))
+            console.print(fixes)
 
 
 def print_json(data: Any) -> None:

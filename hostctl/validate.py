@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import h5py
 import numpy as np
 
-from container_payload.job import SAMPLES, STATE_DICT
+from container_payload.job import SAMPLES, STATE_DICT, SUPPORTED_EXPORTS
 from hostctl import staging
 from hostctl.errors import InputError, UsageError
 from hostctl.journal import JOURNAL_MARK
@@ -126,9 +126,8 @@ def _check_options(opts: QuantizeOptions) -> None:
     if any(n <= 0 for n in opts.input_size):
         raise UsageError(f"--input-size {' '.join(map(str, opts.input_size))}: every dimension must be positive",
                          "Pass the model's input as C H W, e.g. --input-size 3 512 512.")
-    if opts.quantizer == "portable" and opts.exports and "xmodel" in opts.exports:
-        raise UsageError("--export xmodel needs the vai quantizer (pytorch_nndct)",
-                         "Use --quantizer vai in the Vitis AI image, or --export none/onnx/torchscript.")
+    if opts.exports and opts.quantizer in SUPPORTED_EXPORTS:
+        check_exports(opts.quantizer, opts.exports)
     if opts.model_path is not None and not opts.model_path.is_dir():
         raise InputError(opts.model_path, "--model-path is not a directory", "Pass the directory that holds "
                          "your model's module.")
@@ -141,6 +140,20 @@ def _check_options(opts: QuantizeOptions) -> None:
             raise UsageError(f"--memory {opts.memory!r} is not a size", "Write it like 512m or 8g.")
     if opts.python is not None and opts.runtime != "local":
         raise UsageError("--python applies to --runtime local only", "Drop --python or add --runtime local.")
+
+
+def check_exports(quantizer: str, exports: Sequence[str], why: str = "") -> None:
+    """Before any work: every --export is one that the quantizer (as resolved; `why` says how) can write."""
+    supported = SUPPORTED_EXPORTS[quantizer]
+    unsupported = [fmt for fmt in exports if fmt not in supported]
+    if not unsupported:
+        return
+    others = [name for name, formats in SUPPORTED_EXPORTS.items() if all(fmt in formats for fmt in unsupported)]
+    raise UsageError(f"the {quantizer} quantizer{why} cannot export {' or '.join(unsupported)}; it exports "
+                     f"{' or '.join(supported) or 'nothing'}",
+                     f"Use --export {' or --export '.join(supported)} or --export none; for "
+                     f"{' and '.join(unsupported)}, --quantizer {' or '.join(others)} where pytorch_nndct imports "
+                     "(the Vitis AI image, with --runtime docker).")
 
 
 def check_samples(path: Path, input_size: tuple[int, int, int], num_classes: int | None = None,

@@ -11,6 +11,7 @@ from typing import Callable, Iterable, List, Optional, Sequence
 import torch
 
 from container_payload.backends import Backend, BackendError, set_nndct_options
+from container_payload.job import SUPPORTED_EXPORTS
 
 EXPORT_PATTERNS = {
     "xmodel": "{cls}_int.xmodel",
@@ -32,7 +33,7 @@ def import_nndct(quant_opt: int):
 class VaiBackend(Backend):
     name = "vai"
     default_exports = ("xmodel",)
-    supported_exports = ("xmodel", "onnx", "torchscript")
+    supported_exports = SUPPORTED_EXPORTS["vai"]
     eval_batch_size = 8
 
     def _quantizer(self, mode: str, batch: int):

@@ -44,6 +44,10 @@ def _root(
     """Quantize PyTorch models for AMD/Xilinx DPUs (Vitis AI) with one command."""
 
 
+from hostctl.cli import help as _help  # noqa: E402 - likewise
+
+_help.install()
+
 from hostctl.cli import (  # noqa: E402,F401 - registers the verbs
     clean,
     compile,
@@ -55,6 +59,8 @@ from hostctl.cli import (  # noqa: E402,F401 - registers the verbs
     prepare,
     quantize,
 )
+
+_help.reflow_docstrings(app)
 
 _restore_signals()
 

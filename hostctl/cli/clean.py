@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 from typing import Annotated
 
@@ -17,6 +18,7 @@ EXAMPLES = """
 
   hostctl clean --dry-run     [dim]# list what would go[/]
   hostctl clean
+  hostctl clean --output-dir results --output-dir other_results
 """
 
 
@@ -24,16 +26,19 @@ EXAMPLES = """
 def clean(
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Only list what would be removed.")] = False,
     output_dir: Annotated[list[Path] | None, typer.Option(
-        help="Also sweep what dead runs left beside this output directory (staging, old results, lock); "
-             "repeatable. Default: the quantize default.")] = None,
+        help="Also sweep what dead runs left beside this output directory (staging, old results, lock, "
+             "failed-run directories but the newest); repeatable. Default: the quantize default.")] = None,
     json_output: JsonOutput = False,
 ) -> None:
-    """Remove containers hostctl left (kept or orphaned), requirement caches of images that are gone, and the
-    temporary files of runs that died (beside output directories, and payload staging in the temp directory)."""
+    """Remove containers hostctl left (kept or orphaned), requirement caches of images that are gone, the
+    temporary files of runs that died (beside output directories, and payload staging in the temp directory),
+    and failed-run directories older than the newest one."""
     from hostctl.errors import EnvironmentProblem
     from hostctl.runtime.docker import clean as clean_up
 
-    removed: dict = {"run leftovers": [str(p) for p in _sweep_files(output_dir or [DEFAULT_OUTPUT_DIR], dry_run)]}
+    dirs = output_dir or [DEFAULT_OUTPUT_DIR]
+    removed: dict = {"run leftovers": [str(p) for p in _sweep_files(dirs, dry_run)],
+                     "failed-run directories": [str(p) for p in _sweep_failed(dirs, dry_run)]}
     unchecked = None
     try:
         removed.update(clean_up(dry_run))
@@ -44,9 +49,24 @@ def clean(
         print_json({**removed, **({"not_checked": {"containers": unchecked}} if unchecked else {})})
     verb = "would remove" if dry_run else "removed"
     for kind, items in removed.items():
-        reporter.info(f"{verb} {len(items)} {kind}" + "".join(f"\n  {item}" for item in items))
+        note = " (all but the newest of each output directory)" if kind == "failed-run directories" else ""
+        reporter.info(f"{verb} {len(items)} {kind}{note}" + "".join(f"\n  {item}" for item in items))
     if unchecked:
         reporter.warn(f"containers and requirement caches not checked: {unchecked}")
+
+
+def _sweep_failed(output_dirs: list[Path], dry_run: bool) -> list[Path]:
+    """Failed-run directories (`<output-dir>.failed-<time>/`) older than the newest one."""
+    from hostctl import staging
+
+    found: list[Path] = []
+    for output_dir in output_dirs:
+        old = staging.old_failed_runs(output_dir.resolve())
+        if not dry_run:
+            for path in old:
+                shutil.rmtree(path, ignore_errors=True)
+        found += old
+    return found
 
 
 def _sweep_files(output_dirs: list[Path], dry_run: bool) -> list[Path]:

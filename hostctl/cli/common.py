@@ -20,7 +20,9 @@ InputSize = Annotated[
 NumClasses = Annotated[
     int,
     typer.Option("--num-classes", min=1, envvar="HOSTCTL_NUM_CLASSES",
-                 help="Number of classes (passed to the built-in Unet).", rich_help_panel=MODEL_PANEL),
+                 help="Number of classes: the channels of the model's output (the built-in Unet is built with "
+                      "it; a custom model's output is checked against it, and evaluation counts them).",
+                 rich_help_panel=MODEL_PANEL),
 ]
 ModelSpec = Annotated[
     str | None,

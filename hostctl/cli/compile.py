@@ -20,10 +20,12 @@ TARGET = "Target DPU (one of)"
 EXAMPLES = """
 [bold]Examples[/]
 
-  hostctl compile                                    [dim]# the *_int.xmodel of quantize's output, for a KV260[/]
+  [dim]# the *_int.xmodel of quantize's output, for a KV260:[/]
+  hostctl compile
   hostctl compile --board zcu104 --net-name unet
   hostctl compile --arch my_board/arch.json --output-dir compiled_mine
-  hostctl compile --fingerprint 0x101000016010407 --xmodel results/Unet_int.xmodel
+  hostctl compile --fingerprint 0x101000016010407 \\
+      --xmodel results/Unet_int.xmodel
 """
 
 

@@ -10,13 +10,13 @@ import typer
 from hostctl.cli import app
 from hostctl.cli.common import JsonOutput
 from hostctl.errors import InputError
-from hostctl.quantinfo_diff import QuantInfoError, diff_files
+from hostctl.quantinfo_diff import QuantInfoError, SectionDiff, diff_files
 from hostctl.ui import Reporter, print_json
 
 EXAMPLES = """
 [bold]Examples[/]
 
-  hostctl diff portable-results vai-results          [dim]# two output directories[/]
+  hostctl diff portable-results vai-results    [dim]# two output directories[/]
   hostctl diff a/quant_info.json b/quant_info.json --exit-code
 """
 SHOWN = 20
@@ -24,6 +24,12 @@ SHOWN = 20
 
 def _quant_info(path: Path) -> Path:
     return path / "quant_info.json" if path.is_dir() else path
+
+
+def _agreeing(section: SectionDiff) -> str:
+    if section.common:
+        return f"{section.equal} ({section.match_ratio:.1%})"
+    return "none shared" if section.only_a or section.only_b else "-"
 
 
 @app.command(epilog=EXAMPLES)
@@ -44,8 +50,11 @@ def diff(
         print_json(result.to_dict())
     reporter = Reporter()
     reporter.table(f"{path_a} vs {path_b}", ["section", "in both", "same fix position", "only in A", "only in B"],
-                   [(name, s.common, f"{s.equal} ({s.match_ratio:.1%})", len(s.only_a), len(s.only_b))
+                   [(name, s.common, _agreeing(s), len(s.only_a), len(s.only_b))
                     for name, s in result.sections.items()])
+    if not any(s.common for s in result.sections.values()):
+        reporter.warn("the two files share no tensor name: they quantize different models (or graphs), so there "
+                      "are no fix positions to compare")
     rows = [(m.section, m.name, m.a, m.b) for s in result.sections.values() for m in s.differ]
     if rows:
         reporter.table("differing tensors" + (f" (first {SHOWN} of {len(rows)})" if len(rows) > SHOWN else ""),

@@ -12,7 +12,7 @@ from hostctl.cli.common import JsonOutput
 from hostctl.doctor import diagnose
 from hostctl.errors import EXIT_ENV
 from hostctl.options import DEFAULT_IMAGE, DEFAULT_OUTPUT_DIR
-from hostctl.ui import Reporter, print_json
+from hostctl.ui import Reporter, print_checklist, print_json
 
 EXAMPLES = """
 [bold]Examples[/]
@@ -32,7 +32,6 @@ def doctor(
     findings = diagnose(image, output_dir)
     if json_output:
         print_json([f.to_dict() for f in findings])
-    Reporter().table("hostctl doctor", ["check", "status", "detail", "fix"],
-                     [(f.check, "ok" if f.ok else "FAIL", f.detail, f.fix) for f in findings])
+    print_checklist(Reporter(), "hostctl doctor", [(f.ok, f.check, f.detail, f.fix) for f in findings])
     if not all(f.ok for f in findings):
         raise typer.Exit(EXIT_ENV)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -16,15 +16,53 @@ from hostctl.ui import Reporter, print_json
 EXAMPLES = """
 [bold]Examples[/]
 
-  hostctl evaluate                                   [dim]# tutorial layout[/]
+  hostctl evaluate                         [dim]# tutorial layout[/]
+  hostctl evaluate --output-dir results    [dim]# with the samples that run used[/]
   hostctl evaluate --input-dir inputs --output-dir results --no-report
 """
 
 
+def _manifest(output_dir: Path) -> dict[str, Any]:
+    import json
+
+    from hostctl.staging import MANIFEST
+
+    try:
+        manifest = json.loads((output_dir / MANIFEST).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return manifest if isinstance(manifest, dict) else {}
+
+
+def recorded_facts(output_dir: Path, samples: Path) -> dict[str, str]:
+    """What the report names (model, quantizer, run), from the run.json of the run being evaluated."""
+    from hostctl.report import run_facts
+
+    manifest = _manifest(output_dir)
+    options = manifest.get("options") if isinstance(manifest.get("options"), dict) else {}
+    payload = manifest.get("payload") if isinstance(manifest.get("payload"), dict) else {}
+    return run_facts(options, payload.get("backend"), manifest.get("run_id"), samples.resolve())
+
+
+def recorded_samples(output_dir: Path, reporter: Reporter) -> Path:
+    """The samples file the run in output_dir used, as its run.json records it; else the default's."""
+    from hostctl.staging import MANIFEST
+
+    try:
+        recorded = _manifest(output_dir)["inputs"]["samples"]
+    except (KeyError, TypeError):
+        return DEFAULT_INPUT_DIR / SAMPLES
+    if not isinstance(recorded, str):
+        return DEFAULT_INPUT_DIR / SAMPLES
+    reporter.info(f"samples: {recorded} (the run's, from {output_dir / MANIFEST})")
+    return Path(recorded)
+
+
 @app.command(epilog=EXAMPLES)
 def evaluate(
-    input_dir: Annotated[Path, typer.Option(help=f"Holds {SAMPLES} (its labels group gives the ground truth).")]
-    = DEFAULT_INPUT_DIR,
+    input_dir: Annotated[Path | None, typer.Option(
+        help=f"Holds {SAMPLES} (its labels group gives the ground truth). Default: the one the run in "
+             f"--output-dir used (its run.json says), else {DEFAULT_INPUT_DIR}.", show_default=False)] = None,
     output_dir: Annotated[Path, typer.Option(help="A quantize run's results: holds both prediction files; "
                                                   "metrics.json and report/ are written there.")]
     = DEFAULT_OUTPUT_DIR,
@@ -50,8 +88,10 @@ def evaluate(
         if clash:
             raise InputError(output_dir / clash[0], "was not written by hostctl and would be replaced",
                              "Move it away, then run evaluate again.")
+        samples = input_dir / SAMPLES if input_dir is not None else recorded_samples(output_dir, reporter)
         try:
-            result = evaluate_run(input_dir / SAMPLES, output_dir, num_classes, reporter, report=report)
+            result = evaluate_run(samples, output_dir, num_classes, reporter, report=report,
+                                  about=recorded_facts(output_dir, samples))
         finally:
             reporter.close()
         record_written(output_dir, [METRICS, *(f"{REPORT_DIR}/{p.name}" for p in result.report_files)])

@@ -28,10 +28,12 @@ EXAMPLES = """
 [bold]Examples[/]
 
   hostctl inspect --board kv260 --input-size 3 256 256
-  hostctl inspect --target DPUCZDX8G_ISA1_B512 --model my_net:Net --model-path src
+  hostctl inspect --target DPUCZDX8G_ISA1_B512 --model my_net:Net \\
+      --model-path src
   hostctl inspect --fingerprint 0x101000016010407 --json
   hostctl inspect --list-targets
-  hostctl inspect --board kv260 --runtime docker   [dim]# vai_q_pytorch's own Inspector, in the image[/]
+  [dim]# vai_q_pytorch's own Inspector, in the image:[/]
+  hostctl inspect --board kv260 --runtime docker
 """
 
 

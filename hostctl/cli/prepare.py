@@ -29,9 +29,12 @@ PRE = "Preprocessing"
 EXAMPLES = """
 [bold]Examples[/]
 
-  hostctl prepare --dataset data/ --checkpoint runs/best.pt --input-size 3 256 256
-  hostctl prepare --dataset data/ --palette colours.json --normalize imagenet --checkpoint model.pth
-  hostctl prepare --dataset data/ --mean 0.5,0.5,0.5 --std 0.25,0.25,0.25 --calib-samples 500 --seed 1
+  hostctl prepare --dataset data/ --checkpoint runs/best.pt \\
+      --input-size 3 256 256
+  hostctl prepare --dataset data/ --palette colours.json \\
+      --normalize imagenet --checkpoint model.pth
+  hostctl prepare --dataset data/ --mean 0.5,0.5,0.5 --std 0.25,0.25,0.25 \\
+      --calib-samples 500 --seed 1
 
 A dataset holds images/NAME.png|jpg and masks/NAME.png (class index per pixel, or colours with --palette),
 optionally splits/train.txt and splits/test.txt (one NAME per line); without them a seeded split is drawn.
@@ -107,3 +110,6 @@ def prepare(
         ("checkpoint", result.checkpoint_form or "none"),
     ])
     reporter.success(f"deployment inputs in {result.output_dir}")
+    if result.model is not None:
+        reporter.info(f"quantize them with the model their weights belong to (also in prepare.json):\n  "
+                      f"{result.quantize_command}")

@@ -14,11 +14,20 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Protocol
 
+from hostctl.errors import EnvironmentProblem
 from hostctl.options import QuantizeOptions
 from hostctl.signals import SignalTrap
 from hostctl.ui import Reporter
 
 LineSink = Callable[[str, str], None]
+
+# quantize and demo have --runtime: there an engine or image problem has a way around (compile and doctor do not).
+LOCAL_RUNTIME_HINT = "Or run without Docker: --runtime local."
+
+
+def offer_local_runtime(problem: EnvironmentProblem) -> EnvironmentProblem:
+    problem.hint = f"{problem.hint} {LOCAL_RUNTIME_HINT}" if problem.hint else LOCAL_RUNTIME_HINT
+    return problem
 
 
 class Runtime(Protocol):
@@ -38,4 +47,4 @@ def create(opts: QuantizeOptions, run_dir: Path, reporter: Reporter, trap: Signa
         return LocalRuntime(opts, run_dir, reporter, trap)
     from hostctl.runtime.docker import DockerRuntime  # imports the docker SDK only when it is needed
 
-    return DockerRuntime(opts, run_dir, reporter, trap)
+    return DockerRuntime(opts, run_dir, reporter, trap, offer_local=True)

@@ -161,7 +161,7 @@ def test_new_files_replace_old_ones_and_others_stay(tmp_path):
     assert (out / "notes.txt").read_text() == "mine"
     with h5py.File(out / SAMPLES) as h5:
         assert len(h5["calibration"]) == 4
-    assert json.loads((out / "prepare.json").read_text()) == {"written": ["prepare.json", SAMPLES]}
+    assert json.loads((out / "prepare.json").read_text())["written"] == ["prepare.json", SAMPLES]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["data", "out"]  # no staging directory left
 
 

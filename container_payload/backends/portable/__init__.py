@@ -14,6 +14,7 @@ from typing import Callable, Dict, Iterable, List, Optional, Sequence
 import torch
 
 from container_payload.graph.nndct import PARAM_OPS, Graph
+from container_payload.job import SUPPORTED_EXPORTS
 
 from .. import Backend, BackendError
 from . import fixpoint as fxp
@@ -28,7 +29,7 @@ QUANT_INFO = "quant_info.json"
 class PortableBackend(Backend):
     name = "portable"
     default_exports = ()
-    supported_exports = ("torchscript",)
+    supported_exports = SUPPORTED_EXPORTS["portable"]
 
     def __init__(self, model: torch.nn.Module, run_dir: str, input_size: Sequence[int], *,
                  target=None, quant_opt: int = 3, warn=print) -> None:

@@ -11,6 +11,10 @@ import requests.exceptions
 
 from hostctl.errors import EnvironmentProblem
 
+# Whole commands, not a script of this repository: most users installed hostctl without cloning it.
+START_ENGINE_HINT = ("Start Docker (sudo systemctl start docker; to install it on Debian/Ubuntu: sudo apt-get install "
+                     "docker.io) or set DOCKER_HOST.")
+
 
 def connect() -> docker.DockerClient:
     """A client for the engine the docker CLI would use (DOCKER_HOST, then the current context)."""
@@ -47,14 +51,12 @@ def _engine_problem(exc: Exception) -> EnvironmentProblem:
                                   "Add yourself to the docker group (sudo usermod -aG docker $USER, then log in "
                                   "again) or use rootless Docker.")
     if "No such file" in text or "FileNotFoundError" in text:
-        return EnvironmentProblem(f"no Docker engine at {where}: the socket does not exist",
-                                  "Start Docker (sudo systemctl start docker, or scripts/docker-engine.sh start) "
-                                  "or set DOCKER_HOST; or run with --runtime local.")
+        return EnvironmentProblem(f"no Docker engine at {where}: the socket does not exist", START_ENGINE_HINT)
     if "Connection refused" in text or "ConnectionRefused" in text:
         return EnvironmentProblem(f"the Docker engine at {where} refused the connection",
-                                  "Start the engine or fix DOCKER_HOST; or run with --runtime local.")
+                                  "Start the engine (sudo systemctl start docker) or fix DOCKER_HOST.")
     return EnvironmentProblem(f"cannot reach the Docker engine at {where}: {text.splitlines()[0] if text else exc}",
-                              "Check `docker info`; or run with --runtime local.")
+                              "Check `docker info`.")
 
 
 def is_local_engine(client: docker.DockerClient) -> bool:

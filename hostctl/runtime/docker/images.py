@@ -12,7 +12,7 @@ import docker.errors
 from hostctl.errors import EnvironmentProblem
 from hostctl.ui import Reporter
 
-PULL_HINT = "Check the image name, your network and `docker login`; or use --runtime local."
+PULL_HINT = "Check the image name, your network and `docker login`."
 
 
 def split_image(image: str) -> tuple[str, str]:
@@ -37,7 +37,7 @@ def ensure_image(client: docker.DockerClient, image: str, pull: str, reporter: R
     if pull == "never":
         raise EnvironmentProblem(f"image {image} is not on this machine and --pull never forbids pulling it",
                                  f"Pull it (docker pull {image}) or load it (docker load -i FILE), or drop "
-                                 "--pull never; or run with --runtime local.")
+                                 "--pull never.")
     _pull(client, image, reporter)
     try:
         return client.images.get(image)
