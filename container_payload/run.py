@@ -34,12 +34,18 @@ def predict(model: Callable[[torch.Tensor], torch.Tensor], reader: SampleReader,
 
 def versions() -> Dict[str, str]:
     return {"python": platform.python_version(), "torch": torch.__version__, "numpy": np.__version__,
-            "h5py": h5py.__version__}
+            "h5py": h5py.__version__, "torch_threads": str(torch.get_num_threads()),
+            "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY", "")}
 
 
 def use_all_cpus() -> None:
-    """Some torch builds (Debian's among them) default to one thread; use what this process may run on."""
-    if os.environ.get("OMP_NUM_THREADS"):
+    """The threads hostctl planned (OMP_NUM_THREADS, hostctl/threads.py), set for torch too: some torch builds
+    (Debian's among them) default to one thread whatever the variable says. Without it, what this process may
+    run on."""
+    planned = os.environ.get("OMP_NUM_THREADS", "")
+    if planned:
+        if planned.isdigit() and int(planned) > 0 and torch.get_num_threads() != int(planned):
+            torch.set_num_threads(int(planned))
         return
     try:
         available = len(os.sched_getaffinity(0))

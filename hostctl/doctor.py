@@ -31,16 +31,18 @@ def diagnose(image: str, output_dir: Path) -> list[Finding]:
 
         facts = engine_facts(image)
     except EnvironmentProblem as exc:
-        findings.append(Finding("engine", False, exc.message, exc.hint or ""))
+        socket_failed = any(f.check == "socket" and not f.ok for f in findings)
+        findings.append(Finding("engine", False, exc.message, "" if socket_failed else exc.hint or ""))
         return findings
     findings.append(Finding("engine", True, f"Docker {facts['version']} (API {facts['api_version']}, "
                                             f"{facts['os_arch']}) at {facts['url']}"))
+    findings.append(_container_resources(facts.get("cpus"), facts.get("memory")))
     if not facts["local"]:
         findings.append(Finding("engine location", True, "remote: inputs are copied into each container and "
                                                           "results copied back (slower for large inputs)"))
     if facts["image"] is None:
-        findings.append(Finding("image", False, f"{image} is not on this machine",
-                                f"docker pull {image} (or hostctl quantize pulls it with --pull missing)"))
+        findings.append(Finding("image", False, f"{image} is not on this machine (hostctl quantize pulls it "
+                                                "with --pull missing, the default)", f"docker pull {image}"))
     else:
         size = facts.get("image_size") or 0
         findings.append(Finding("image", True, f"{image} ({facts['image'][7:19]}, {size / 1e9:.1f} GB)"))
@@ -53,12 +55,26 @@ def diagnose(image: str, output_dir: Path) -> list[Finding]:
     return findings
 
 
+def _container_resources(cpus: int | None, memory: int | None) -> Finding:
+    """What the engine gives a payload container (all its CPUs and memory unless --cpus and --memory say less),
+    and the threads hostctl would run it with now (hostctl/threads.py)."""
+    from hostctl.threads import plan_threads
+
+    if not cpus:
+        return Finding("container resources", True, "the engine does not say how many CPUs it has")
+    plan = plan_threads(cpus_limit=float(cpus))
+    gib = f", {memory / 2**30:.1f} GiB of memory" if memory else ""
+    return Finding("container resources", True,
+                   f"{cpus} CPU(s){gib} per container (less with --cpus, --memory); the payload would run "
+                   f"{plan.threads} thread(s) now ({plan.why}), {plan.wait_policy_note}")
+
+
 def _platform() -> Finding:
     machine = platform.machine()
     ok = machine in ("x86_64", "AMD64")
     return Finding("platform", ok, f"{platform.system()} {machine}, Python {platform.python_version()}",
                    "" if ok else "The Vitis AI images are amd64 only: use an x86_64 host or binfmt emulation, "
-                                 "or --runtime local with the portable quantizer.")
+                                 "or hostctl quantize --runtime local --quantizer portable.")
 
 
 def _identity() -> Finding:
@@ -89,8 +105,8 @@ def _socket() -> list[Finding]:
         return []
     path = Path(host[len("unix://"):] if host else "/var/run/docker.sock")
     if not path.exists():
-        return [Finding("socket", False, f"{path} does not exist",
-                        "Start Docker (sudo systemctl start docker) or set DOCKER_HOST.")]
+        return [Finding("socket", False, f"{path} does not exist: no engine runs here, or DOCKER_HOST names another",
+                        "sudo systemctl start docker\nsudo apt-get install docker.io && sudo systemctl start docker")]
     ok = os.access(path, os.R_OK | os.W_OK)
     return [Finding("socket", ok, f"{path} is {'' if ok else 'not '}readable and writable by you",
                     "" if ok else "sudo usermod -aG docker $USER, then log in again.")]

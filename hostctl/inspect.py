@@ -278,6 +278,14 @@ def verdict(summary: InspectSummary) -> str:
             f"{summary.target['name']}.")
 
 
+def dpu_fact(record: dict[str, Any]) -> str:
+    """One line for a quantization report from quantize's inspection record (PreInspection.record)."""
+    s = record["summary"]
+    ops = [n for n in s["cpu_ops"] if not _inserted(n)]
+    where = f"{len(ops)} op(s) on the CPU" if ops else "every op on the DPU"
+    return f"{record['target']['name']}: {where}, {s['dpu_subgraphs']} DPU subgraph(s) (inspect.json)"
+
+
 def render(summary: InspectSummary, reporter: Reporter) -> None:
     """The verdict; each op left to the CPU with the user's line that made it, the op and its module, and nndct's
     reason below (a list, not a table: it reads at 80 columns and the file:line is never broken); the permutes

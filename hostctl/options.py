@@ -15,6 +15,8 @@ DEFAULT_OUTPUT_DIR = Path("deployment/deployment_artifacts/quantization_results"
 RUNTIMES = ("docker", "local")
 PULL_POLICIES = ("missing", "always", "never")
 EVAL_BATCH = 8  # batch of the float and quantized test passes
+# Options that mean something only in a container (--runtime docker): run.json of a local run leaves them out.
+DOCKER_ONLY = ("image", "conda_env", "pull", "keep_container", "memory")
 
 
 @dataclass(frozen=True)
@@ -45,9 +47,13 @@ class QuantizeOptions:
     compile_board: str | None = None  # then compile the exported xmodel into <output-dir>/compiled_<board>
     board: str | None = None  # the DPU by its board: inspected first, and nndct's export target
     dpu_strict: bool = False  # more than one DPU subgraph on the named DPU is exit 2 before calibration
+    threads: int | None = None  # the payload's threads; default: hostctl/threads.py's plan
+    cpus: float | None = None  # CPUs of the payload container (the engine's NanoCPUs)
 
     def to_dict(self) -> dict[str, Any]:
-        return {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(self).items()}
+        """The options as run.json records them: a local run has no image, conda env, pull policy or container."""
+        skip = DOCKER_ONLY if self.runtime == "local" else ()
+        return {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(self).items() if k not in skip}
 
     def to_job(self, state_dict: str, samples: str, run_dir: str, model_path: str | None) -> Job:
         """The payload's job, with paths as the payload sees them."""

@@ -54,7 +54,8 @@ def quantize(opts: QuantizeOptions, reporter: Reporter) -> RunSummary:
                          "vck190, vek280, v70) or --target NAME.")
     sweep_payload_dirs()
     fields = {"options": opts.to_dict(),
-              "inputs": {"samples": str(inputs.samples), "state_dict": str(inputs.state_dict),
+              # absolute: `hostctl evaluate --output-dir` reads them back from any working directory
+              "inputs": {"samples": str(inputs.samples.resolve()), "state_dict": str(inputs.state_dict.resolve()),
                          "num_calibration": inputs.num_calibration, "num_test": inputs.num_test}}
     with staged_run(opts.output_dir, fields, reporter) as run:
         if inspection is not None:
@@ -72,7 +73,9 @@ def quantize(opts: QuantizeOptions, reporter: Reporter) -> RunSummary:
         metrics = None
         if opts.evaluate:
             t0 = time.perf_counter()
-            metrics = _evaluate(opts, inputs, run.run_dir, reporter)
+            metrics = _evaluate(opts, inputs, run.run_dir, reporter,
+                                {"options": run.manifest["options"], "backend": result.backend, "run_id": run.run_id,
+                                 "inspect": run.manifest.get("inspect")})
             run.timings["evaluate"] = time.perf_counter() - t0
         run.succeed()
     return RunSummary(status="succeeded", output_dir=run.stage.output_dir, run_id=run.run_id,
@@ -149,12 +152,18 @@ def _exit_reason(code: int) -> str:
     return why
 
 
-def _evaluate(opts: QuantizeOptions, inputs: Inputs, run_dir: Path, reporter: Reporter) -> dict[str, Any]:
+def _evaluate(opts: QuantizeOptions, inputs: Inputs, run_dir: Path, reporter: Reporter,
+              run: dict[str, Any]) -> dict[str, Any]:
     from hostctl.evaluate import render_metrics
-    from hostctl.report import evaluate_run
+    from hostctl.report import evaluate_run, run_facts
 
+    about = run_facts(run["options"], run["backend"], run["run_id"], inputs.samples.resolve())
+    if run.get("inspect"):  # --target/--board: the inspection's verdict, as the terminal gave it
+        from hostctl.inspect import dpu_fact
+
+        about["DPU"] = dpu_fact(run["inspect"])
     try:
-        evaluation = evaluate_run(inputs.samples, run_dir, opts.num_classes, reporter)
+        evaluation = evaluate_run(inputs.samples, run_dir, opts.num_classes, reporter, about=about)
     except UsageError as exc:  # after the run, a problem of its predictions: not bad usage found before any work
         raise RunFailed(f"the predictions cannot be evaluated: {exc.message.replace(str(run_dir) + '/', '')}",
                         "The run's files are kept in the failed-run directory; --no-evaluate skips this step."

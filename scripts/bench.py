@@ -14,6 +14,10 @@
                                MobileNetV3 3x512x512, both timed in-process under --python (default the nndct
                                venv; torch 1.13 for both), interleaved in fresh processes, with hostctl's stages;
                                then the whole `hostctl inspect` command under this interpreter
+    scripts/bench.py threads   the payload's thread policies (1 thread; N threads spinning, torch's default; N
+                               passive; N with a short spin; hostctl's plan) on a small Unet's float forward,
+                               portable calibration and test mode, with and without a CPU-bound neighbour,
+                               interleaved in fresh processes (scripts/bench_threads.py)
     scripts/bench.py all       docker and payload
 
 The docker benchmark needs an engine and an image: --image (default: the stand-in image, built if needed).
@@ -318,9 +322,56 @@ def bench_inspect(args: argparse.Namespace) -> None:
           "and the picture) against nndct's worker process (imports, model, Inspector.inspect)")
 
 
+def bench_threads(args: argparse.Namespace) -> None:
+    import json
+
+    from hostctl.threads import allowed_cpus, plan_threads
+
+    cpus = allowed_cpus()
+    candidates = {
+        "1 thread": {"OMP_NUM_THREADS": "1"},
+        f"{cpus} spinning (torch's default)": {"OMP_NUM_THREADS": str(cpus)},
+        f"{cpus} passive": {"OMP_NUM_THREADS": str(cpus), "OMP_WAIT_POLICY": "PASSIVE"},
+        f"{cpus} spin 10k": {"OMP_NUM_THREADS": str(cpus), "GOMP_SPINCOUNT": "10000"},
+    }
+    base = {k: v for k, v in os.environ.items()
+            if k not in ("OMP_NUM_THREADS", "OMP_WAIT_POLICY", "GOMP_SPINCOUNT", "MKL_NUM_THREADS")}
+    worker = [sys.executable, str(ROOT / "scripts" / "bench_threads.py"), str(args.thread_batches)]
+    table: dict[tuple[str, str], list[dict]] = {}
+    for condition in ("quiet", "neighbour"):
+        neighbour = subprocess.Popen([sys.executable, "-c", "while True: pass"]) if condition == "neighbour" else None
+        try:
+            if neighbour is not None:
+                time.sleep(5)  # let the load average see it, as hostctl's plan would
+            plan = plan_threads()
+            label = f"hostctl's plan ({plan.threads}, {'passive' if plan.wait_policy == 'PASSIVE' else 'spinning'})"
+            runs = dict(candidates, **{label: plan.environment()})
+            for _ in range(args.runs):
+                for name, env in runs.items():
+                    proc = subprocess.run(worker, capture_output=True, text=True, env=dict(base, **env))
+                    if proc.returncode != 0:
+                        raise SystemExit(f"{name} failed:\n{proc.stderr[-2000:]}")
+                    table.setdefault((condition, name), []).append(json.loads(proc.stdout.strip().splitlines()[-1]))
+        finally:
+            if neighbour is not None:
+                neighbour.kill()
+                neighbour.wait()
+    print(f"\nthread policies: small Unet (width 16, depth 3), {args.thread_batches} batches of 8 at 3x96x96, "
+          f"{cpus} CPUs, {args.runs} interleaved runs each in fresh processes; medians in seconds, and against 1 "
+          "thread in the same condition")
+    print(f"  {'condition':10} {'policy':30} {'float':>13} {'calibration':>13} {'test':>13}")
+    for (condition, name), results in table.items():
+        one = table[(condition, "1 thread")]
+        cells = []
+        for key in ("float", "calibration", "test"):
+            median = statistics.median(r[key] for r in results)
+            cells.append(f"{median:6.2f} {median / statistics.median(r[key] for r in one):4.2f}x")
+        print(f"  {condition:10} {name:30} " + " ".join(f"{c:>13}" for c in cells))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("what", choices=("docker", "payload", "run", "hybrid", "inspect", "all"))
+    parser.add_argument("what", choices=("docker", "payload", "run", "hybrid", "inspect", "threads", "all"))
     parser.add_argument("--runs", type=int, default=7)
     parser.add_argument("--image", default=os.environ.get("HOSTCTL_TEST_IMAGE"))
     hybrid = parser.add_argument_group("hybrid")
@@ -340,6 +391,7 @@ def main() -> None:
     whole.add_argument("--run-calib", type=int, default=160, help="calibration samples (default 160)")
     whole.add_argument("--run-test", type=int, default=16, help="test samples (default 16)")
     whole.add_argument("--whole-runs", type=int, default=2, help="interleaved runs of each (default 2)")
+    parser.add_argument("--thread-batches", type=int, default=10, help="threads: batches per workload")
     inspect = parser.add_argument_group("inspect")
     inspect.add_argument("--utf-path", default="/root/vai_utf_adapter",
                          help="the vai_utf stand-in nndct's rule-based Inspector imports")
@@ -356,6 +408,8 @@ def main() -> None:
         bench_whole_run(args)
     if args.what == "inspect":
         bench_inspect(args)
+    if args.what == "threads":
+        bench_threads(args)
     if args.what in ("docker", "all"):
         bench_docker(args)
 

@@ -37,13 +37,15 @@ QUANT = "Quantization"
 EXAMPLES = """
 [bold]Examples[/]
 
-  hostctl quantize                                   [dim]# tutorial layout, Vitis AI image[/]
+  hostctl quantize                         [dim]# tutorial layout, Vitis AI image[/]
   hostctl quantize --runtime local --quantizer portable --input-size 3 256 256
-  hostctl quantize --runtime local --python /opt/vitis/bin/python --quantizer hybrid
+  hostctl quantize --runtime local --python /opt/vitis/bin/python \\
+      --quantizer hybrid
   hostctl quantize --model mynet:Net --model-path ./src --model-arg width=16
-  hostctl quantize --print-docker-cmd                [dim]# the equivalent docker run line[/]
-  hostctl quantize --compile kv260                   [dim]# then vai_c_xir, in the same container[/]
-  hostctl quantize --board kv260 --dpu-strict        [dim]# inspect first: one DPU subgraph or stop[/]
+  hostctl quantize --print-docker-cmd      [dim]# the equivalent docker run line[/]
+  hostctl quantize --compile kv260         [dim]# then vai_c_xir, same container[/]
+  hostctl quantize --board kv260 --dpu-strict
+      [dim]# inspect first: one DPU subgraph or stop[/]
 """
 
 
@@ -115,6 +117,12 @@ def quantize(
     memory: Annotated[str | None, typer.Option(
         envvar="HOSTCTL_MEMORY", rich_help_panel=DOCKER, metavar="LIMIT",
         help="Memory limit of the payload container, e.g. 8g (no swap beyond it).")] = None,
+    cpus: Annotated[float | None, typer.Option(
+        envvar="HOSTCTL_CPUS", rich_help_panel=DOCKER, min=0.01, metavar="N",
+        help="CPUs of the payload container, e.g. 2 or 1.5; its threads follow.")] = None,
+    threads: Annotated[int | None, typer.Option(
+        envvar="HOSTCTL_THREADS", min=1, metavar="N",
+        help="The payload's threads. Default: the CPUs it may use, less those already busy.")] = None,
     keep_container: Annotated[bool, typer.Option(rich_help_panel=DOCKER,
                                                  help="Keep the stopped container for debugging.")] = False,
     print_docker_cmd: Annotated[bool, typer.Option(rich_help_panel=DOCKER,
@@ -139,7 +147,8 @@ def quantize(
         runtime=_choice(runtime, RUNTIMES, "--runtime"),
         quantizer=_choice(quantizer, QUANTIZERS, "--quantizer"), image=image,
         conda_env=conda_env, pull=_choice(pull, PULL_POLICIES, "--pull"), requirements=requirements, target=target,
-        keep_container=keep_container, memory=memory, python=python, exports=_exports(export), quant_opt=quant_opt,
+        keep_container=keep_container, memory=memory, cpus=cpus, threads=threads,
+        python=python, exports=_exports(export), quant_opt=quant_opt,
         evaluate=not no_evaluate,
         compile_board=_choice(compile_board, tuple(BOARDS), "--compile") if compile_board else None,
         board=_choice(board.lower(), tuple(BOARDS), "--board") if board else None, dpu_strict=dpu_strict,
@@ -148,6 +157,9 @@ def quantize(
                                                                  "xmodel" not in opts.exports)):
         raise UsageError("--compile needs the xmodel, which only the vai quantizer exports",
                          "Use --quantizer vai or auto (in the Vitis AI image) and keep --export xmodel.")
+    if opts.cpus is not None and opts.runtime != "docker":
+        raise UsageError("--cpus applies to --runtime docker only", "Drop --cpus, or use --threads N to set the "
+                                                                  "local payload's threads.")
     reporter = Reporter(debug=debug)
     if print_docker_cmd:
         from hostctl.runtime.docker import docker_command

@@ -19,6 +19,7 @@ from hostctl.options import QuantizeOptions
 from hostctl.runtime import LineSink
 from hostctl.runtime.lines import LineSplitter
 from hostctl.signals import SignalTrap
+from hostctl.threads import plan_threads
 from hostctl.ui import Reporter
 
 GRACE_SECONDS = 5.0
@@ -40,28 +41,75 @@ class LocalRuntime:
         self.reporter = reporter
         self.trap = trap
         self.python = opts.python or sys.executable
+        self.threads = plan_threads(opts.threads)
 
     def prepare(self) -> None:
         resolved = shutil.which(self.python)
         if resolved is None:
             raise EnvironmentProblem(f"--python {self.python}: no such interpreter",
                                      "Pass the path of a Python with torch, numpy and h5py.")
-        self.python = resolved
+        self.python = os.path.abspath(resolved)  # the payload runs in the run directory: ./python must still work
         if self.opts.python is not None:  # this interpreter runs hostctl, which imports them all
             check_interpreter(self.python, self.opts.python)
+        self._check_quantizer()
+
+    def _check_quantizer(self) -> None:
+        """vai and hybrid need pytorch_nndct, and auto with --export must know which quantizer it gets: asked of
+        the payload's interpreter before any work, so that a missing nndct is one line (exit 3 for vai and hybrid,
+        2 for an export that auto's portable fallback cannot write), not a traceback after the float predictions."""
+        quantizer = self.opts.quantizer
+        if quantizer not in ("vai", "hybrid") and not (quantizer == "auto" and self.opts.exports):
+            return
+        problem = self._import_problem("pytorch_nndct")
+        if problem is None:
+            return
+        if quantizer == "auto":
+            from hostctl.validate import check_exports
+
+            check_exports("portable", self.opts.exports or (),
+                          f" (what --quantizer auto picks where pytorch_nndct does not import: {problem})")
+            return
+        shown = self.opts.python or "this Python"
+        raise EnvironmentProblem(f"--quantizer {quantizer} needs pytorch_nndct, which {shown} cannot import "
+                                 f"({problem})",
+                                 "Use --quantizer portable, or --runtime docker with the Vitis AI image, or --python "
+                                 "with the Python of a Vitis AI conda env.")
+
+    def _import_problem(self, module: str) -> str | None:
+        """Why `module` does not import in the payload's interpreter and environment, or None when it does."""
+        code = ("import importlib, sys\ntry:\n    importlib.import_module(sys.argv[1])\n"
+                "except Exception as exc:\n    print(type(exc).__name__ + ': ' + str(exc))\n")
+        # Named like the payload's own (below), so that `hostctl clean` sweeps it should this process be killed.
+        with tempfile.TemporaryDirectory(prefix=f"hostctl-payload-{os.getpid()}-probe-") as shim:
+            try:
+                probe = subprocess.run([self.python, "-c", code, module], stdin=subprocess.DEVNULL,
+                                       capture_output=True, text=True, timeout=PROBE_SECONDS,
+                                       env=_payload_env(Path(shim)), cwd=shim)
+            except subprocess.TimeoutExpired:
+                return f"importing it took more than {PROBE_SECONDS:.0f} s"
+        lines = probe.stdout.strip().splitlines()
+        if probe.returncode != 0:
+            return (probe.stderr.strip().splitlines() or [f"exit status {probe.returncode}"])[-1]
+        return lines[-1] if lines else None
 
     def view(self, path: Path) -> str:
         return str(path.resolve())
 
     def describe(self) -> dict[str, Any]:
-        return {"runtime": "local", "python": self.python}
+        return {"runtime": "local", "python": self.python,
+                "threads": dict(self.threads.to_dict(), environment=self._threads_env())}
+
+    def _threads_env(self) -> dict[str, str]:
+        """The plan's thread variables (hostctl/threads.py); without --threads, ones set in the user's own
+        environment are kept."""
+        env = self.threads.environment()
+        if self.opts.threads is None:
+            env.update({k: os.environ[k] for k in env if os.environ.get(k)})
+        return env
 
     def run(self, job_file: Path, on_line: LineSink) -> int:
         with tempfile.TemporaryDirectory(prefix=f"hostctl-payload-{os.getpid()}-") as shim:
-            # Only container_payload goes on the path: a foreign interpreter must not see this one's packages.
-            os.symlink(PAYLOAD_DIR, Path(shim) / "container_payload")
-            env = dict(os.environ, PYTHONUNBUFFERED="1", PYTHONIOENCODING="utf-8")
-            env["PYTHONPATH"] = os.pathsep.join(p for p in (shim, os.environ.get("PYTHONPATH")) if p)
+            env = dict(_payload_env(Path(shim)), **self._threads_env())
             argv = [self.python, "-u", "-m", "container_payload", "--job", str(job_file)]
             self.reporter.debug("running " + " ".join(argv))
             process = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
@@ -70,6 +118,16 @@ class LocalRuntime:
                 return _pump(process, on_line)
             finally:
                 _stop(process, self.trap)
+
+
+def _payload_env(shim: Path) -> dict[str, str]:
+    """The payload's environment, with `shim` holding container_payload as the first entry of its path.
+
+    Only container_payload goes on the path: a foreign interpreter must not see this one's packages."""
+    os.symlink(PAYLOAD_DIR, shim / "container_payload")
+    env = dict(os.environ, PYTHONUNBUFFERED="1", PYTHONIOENCODING="utf-8")
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(shim), os.environ.get("PYTHONPATH")) if p)
+    return env
 
 
 def check_interpreter(python: str, shown: str) -> None:

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
 import time
 from pathlib import Path
 
+import docker
 import pytest
 from docker_helpers import fake_nndct_requirements, hostctl_containers, user_model
 from helpers import USER_MODELS, make_inputs, run_hostctl, tiny_args, tiny_unet, tree_snapshot
@@ -269,6 +271,11 @@ def test_doctor_reports_engine_and_image(stand_in_image):
     proc = run_hostctl(["doctor", "--image", stand_in_image, "--json"])
     findings = {f["check"]: f for f in json.loads(proc.stdout)}
     assert findings["engine"]["ok"] and findings["image"]["ok"] and findings["image platform"]["ok"]
+    # what a container gets from this engine, and the threads the payload would run (issue 25)
+    cpus = docker.from_env().info()["NCPU"]
+    assert findings["container resources"]["detail"].startswith(f"{cpus} CPU(s), ")
+    assert re.search(r"would run \d thread\(s\) now \(.*\), (spinning|waiting passively)$",
+                     findings["container resources"]["detail"])
     missing = run_hostctl(["doctor", "--image", "hostctl-no-such-image:1", "--json"])
     assert missing.returncode == 3
     image = {f["check"]: f for f in json.loads(missing.stdout)}["image"]

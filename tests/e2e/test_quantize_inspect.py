@@ -48,6 +48,8 @@ def test_board_inspects_first_and_records_the_verdict(tmp_path, unet_inputs):
     out = tmp_path / "out"
     proc = run_hostctl(tiny_args(unet_inputs, out, "--quantizer", "portable", "--board", "kv260", "--json"))
     assert proc.returncode == 0, proc.stderr
+    # the report names the DPU and the verdict too
+    assert "DPUCZDX8G_ISA1_B4096: every op on the DPU, 1 DPU subgraph(s)" in (out / "report" / "index.html").read_text()
     verdict = "All ops run on DPUCZDX8G_ISA1_B4096's DPU, in one DPU subgraph."
     assert verdict in proc.stderr
     assert proc.stderr.index(verdict) < proc.stderr.index("Calibrating")  # before any calibration

@@ -277,3 +277,24 @@ def test_quantize_compile_locally_without_the_image_arch_files_is_exit_3(tmp_pat
     assert "no arch file /opt/vitis_ai/compiler/arch/DPUCZDX8G/ZCU104/arch.json for board zcu104" in proc.stderr
     assert "--arch FILE" in proc.stderr and "Traceback" not in proc.stderr
     assert not out.exists()
+
+
+def test_the_local_payload_runs_with_the_planned_threads(tmp_path, unet_inputs):
+    """Issue 25: passive waiting and the planned (or given) thread count reach the payload, and run.json says so."""
+    out = tmp_path / "out"
+    proc = run_hostctl(tiny_args(unet_inputs, out, "--quantizer", "portable", "--no-evaluate", "--threads", "1"),
+                       env={"OMP_WAIT_POLICY": "", "OMP_NUM_THREADS": ""})
+    assert proc.returncode == 0, proc.stderr
+    run = manifest(out)
+    assert run["runtime"]["threads"]["environment"]["OMP_WAIT_POLICY"] == "PASSIVE"
+    assert run["payload"]["versions"]["torch_threads"] == "1"
+    assert run["payload"]["versions"]["omp_wait_policy"] == "PASSIVE"
+    # without --threads, a thread count set in the user's own environment is kept
+    out2 = tmp_path / "out2"
+    proc = run_hostctl(tiny_args(unet_inputs, out2, "--quantizer", "portable", "--no-evaluate"),
+                       env={"OMP_NUM_THREADS": "2"})
+    assert proc.returncode == 0, proc.stderr
+    assert manifest(out2)["payload"]["versions"]["torch_threads"] == "2"
+    # --cpus is the container's: one line, exit 2
+    proc = run_hostctl(tiny_args(unet_inputs, tmp_path / "out3", "--cpus", "1"))
+    assert proc.returncode == 2 and "--cpus applies to --runtime docker only" in proc.stderr

@@ -16,6 +16,7 @@ from hostctl.runtime.docker.shim import (
     payload_environment,
     shim,
 )
+from hostctl.threads import plan_threads
 
 
 def docker_command(opts: QuantizeOptions) -> str:
@@ -26,10 +27,13 @@ def docker_command(opts: QuantizeOptions) -> str:
     job = opts.to_job(f"{IN_INPUTS}/{STATE_DICT}", f"{IN_INPUTS}/{SAMPLES}", IN_RUN,
                       IN_MODEL if opts.model_path else None)
     env = payload_environment("$(id -u)", "$(id -g)", opts.conda_env)
+    env.update(plan_threads(opts.threads, opts.cpus).environment())
     parts = ["mkdir", "-p", shlex.quote(str(out)), "&&", "docker", "run", "--rm", "--init", "--network", "none",
              "--user", "root", "--entrypoint", "''", "-w", IN_RUN]
     if opts.memory:
         parts += ["--memory", shlex.quote(opts.memory), "--memory-swap", shlex.quote(opts.memory)]
+    if opts.cpus:
+        parts += ["--cpus", f"{opts.cpus:g}"]
     binds = [(opts.input_dir.resolve(), IN_INPUTS, True), (out, IN_RUN, False),
              (PAYLOAD_DIR, f"{IN_CODE}/container_payload", True)]
     if opts.model_path:

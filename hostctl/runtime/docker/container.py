@@ -44,7 +44,7 @@ class ContainerRunner:
 
     def run(self, command: list[str], shares: list[Share], environment: dict[str, str], role: str, *,
             network: bool, on_line: LineSink, keep: bool = False, workdir: str = IN_RUN,
-            memory: str | None = None) -> int:
+            memory: str | None = None, cpus: float | None = None) -> int:
         container = None
         try:
             container = self.client.containers.create(
@@ -52,6 +52,7 @@ class ContainerRunner:
                 environment=environment, mounts=[] if self.copy_files else mounts(shares),
                 labels=run_labels(self.run_name, role, keep), init=True, tty=False, stdin_open=False,
                 network_mode="bridge" if network else "none", detach=True, mem_limit=memory, memswap_limit=memory,
+                nano_cpus=int(cpus * 1e9) if cpus else None,
             )
             sent = copy_in(container, shares) if self.copy_files else {}
             stream = self.client.api.attach(container.id, stream=True, logs=True, demux=True)

@@ -23,6 +23,11 @@ def engine_facts(image: str) -> dict[str, Any]:
                              "os_arch": f"{version.get('Os')}/{version.get('Arch')}", "image": None,
                              "image_arch": None, "leftovers": len(orphans(client, include_kept=True))}
     try:
+        info = client.info()
+        facts.update(cpus=info.get("NCPU"), memory=info.get("MemTotal"))
+    except docker.errors.APIError:
+        facts.update(cpus=None, memory=None)
+    try:
         found = client.images.get(image)
         facts.update(image=found.id, image_arch=found.attrs.get("Architecture"),
                      image_size=found.attrs.get("Size"))

@@ -13,8 +13,9 @@ from typing import Any
 
 import docker
 
+from hostctl.errors import EnvironmentProblem
 from hostctl.options import QuantizeOptions
-from hostctl.runtime import LineSink
+from hostctl.runtime import LineSink, offer_local_runtime
 from hostctl.runtime.docker.container import ContainerRunner
 from hostctl.runtime.docker.engine import connect, engine_url, is_local_engine
 from hostctl.runtime.docker.files import Share
@@ -33,14 +34,17 @@ from hostctl.runtime.docker.shim import (
     shim,
 )
 from hostctl.signals import SignalTrap
+from hostctl.threads import plan_threads
 from hostctl.ui import Reporter
 
 
 class DockerRuntime:
     def __init__(self, opts: QuantizeOptions, run_dir: Path, reporter: Reporter, trap: SignalTrap,
-                 read_only: Sequence[tuple[Path, str]] = ()) -> None:
-        """`read_only`: further host paths the payload sees, as (host path, path inside), e.g. a user's arch.json."""
+                 read_only: Sequence[tuple[Path, str]] = (), offer_local: bool = False) -> None:
+        """`read_only`: further host paths the payload sees, as (host path, path inside), e.g. a user's arch.json.
+        `offer_local`: the command has --runtime, so engine and image problems name --runtime local."""
         self.opts = opts
+        self.offer_local = offer_local
         self.read_only = [(host.resolve(), inside) for host, inside in read_only]
         self.run_dir = run_dir
         self.reporter = reporter
@@ -50,9 +54,19 @@ class DockerRuntime:
         self.runner: ContainerRunner | None = None
         self.userbase: Path | None = None
         self.requirements_text = check_requirements(opts.requirements) if opts.requirements else None
+        # compile's options (CompileOptions) carry no thread settings: the plan alone
+        self.threads = plan_threads(getattr(opts, "threads", None), getattr(opts, "cpus", None))
         self.copy_files = False
 
     def prepare(self) -> None:
+        try:
+            self._prepare()
+        except EnvironmentProblem as problem:
+            if self.offer_local:
+                offer_local_runtime(problem)
+            raise
+
+    def _prepare(self) -> None:
         self.client = connect()
         # A remote engine cannot see this machine's files: copy them in and the results out instead of binding.
         self.copy_files = not is_local_engine(self.client) or os.environ.get("HOSTCTL_DOCKER_FILES") == "copy"
@@ -86,10 +100,12 @@ class DockerRuntime:
         version = self.client.version()
         return {"runtime": "docker", "image": self.opts.image, "image_id": self.image.id,
                 "conda_env": self.opts.conda_env, "engine_version": version.get("Version"),
-                "api_version": version.get("ApiVersion"), "requirements_cache": str(self.userbase or "")}
+                "api_version": version.get("ApiVersion"), "requirements_cache": str(self.userbase or ""),
+                "cpus": getattr(self.opts, "cpus", None), "threads": dict(self.threads.to_dict(), environment=self.threads.environment())}
 
     def _environment(self) -> dict[str, str]:
         env = payload_environment(str(os.getuid()), str(os.getgid()), self.opts.conda_env)
+        env.update(self.threads.environment())
         if self.userbase is not None:
             env["PYTHONUSERBASE"] = IN_USERBASE
         return env
@@ -107,11 +123,11 @@ class DockerRuntime:
     def run(self, job_file: Path, on_line: LineSink) -> int:
         return self._run_container(shim(PAYLOAD_COMMAND), self._shares(), self._environment(), "payload",
                                    network=False, on_line=on_line, keep=self.opts.keep_container,
-                                   memory=self.opts.memory)
+                                   memory=self.opts.memory, cpus=getattr(self.opts, "cpus", None))
 
     def _run_container(self, command: list[str], shares: list[Share], environment: dict[str, str], role: str, *,
                        network: bool, on_line: LineSink, keep: bool = False, workdir: str = IN_RUN,
-                       memory: str | None = None) -> int:
+                       memory: str | None = None, cpus: float | None = None) -> int:
         assert self.runner is not None, "prepare() first"
         return self.runner.run(command, shares, environment, role, network=network, on_line=on_line, keep=keep,
-                               workdir=workdir, memory=memory)
+                               workdir=workdir, memory=memory, cpus=cpus)
