@@ -539,7 +539,8 @@ def _raw_walk(graph) -> Dict[Any, int]:
     again. The out_nodes lists are those of torch_graph.py connect_nodes, readers in graph order: every pass of
     pytorch_nndct/parse/trace_helper.py `_optimize` that changes the graph rebuilds them all (TorchBlock
     reconnect_nodes), opt_pass.py remove_simple_op (NumToTensor, Int and ScalarImplicit taken out, their readers
-    reading the producer) and pack_ListConstruct_op (a list with items packed into its readers, which read the
+    reading the producer), remove_reduantant_view (a view to the shape it has, likewise) and pack_ListConstruct_op
+    (a list with items packed into its readers, which read the
     items) included; an instrumented run shows a size's out_nodes in graph order after each (timm attention:
     `B, N, C = x.shape` read by the qkv reshape, then by three `B * self.num_heads`). An empty list is not packed:
     it stays a node, a root of the walk."""
@@ -555,6 +556,11 @@ def _raw_walk(graph) -> Dict[Any, int]:
     for n in order:
         first = next(iter(n.inputs()), None)
         if n.kind() in _SIMPLE_OPS and first is not None and first.unique() in made_by:
+            through[n] = made_by[first.unique()]
+        elif n.kind() == "aten::view" and first is not None and first.unique() in made_by and \
+                _same_shape(first, n.output()):
+            # opt_pass.py remove_reduantant_view, which runs before the const pass: its readers read its input
+            # (timm's EfficientViT: `feat.view(B, -1, H, W)` of a conv's output, whose size readers then differ)
             through[n] = made_by[first.unique()]
         elif n.kind() in ("prim::ListConstruct", "prim::TupleConstruct") and first is not None:
             through[n] = None  # packed into its readers: they read its items

@@ -27,12 +27,7 @@ FIELDS = ("op", "shape", "device", "constraint", "messages", "name")
 
 # References hostctl does not meet yet, with what check.py measured. Strict xfail: an entry that starts passing
 # fails the tier, so none goes stale.
-KNOWN_FAILURES: dict[str, str] = {
-    f"timm_efficientvit_m0-{target}": "names 727/747: nndct orders the 0.25 scale consts otherwise than "
-                                      "graph/nndct.py's _dfs_order (every other field 747/747)"
-    for target in ("DPUCAHX8H_ISA2", "DPUCV2DX8G_ISA1_C20B14", "DPUCVDX8G_ISA3_C32B3", "DPUCZDX8G_ISA1_B4096",
-                   "DPUCZDX8G_ISA1_B512")
-}
+KNOWN_FAILURES: dict[str, str] = {}
 
 
 @pytest.fixture(scope="session")

@@ -101,7 +101,8 @@ class DockerRuntime:
         return {"runtime": "docker", "image": self.opts.image, "image_id": self.image.id,
                 "conda_env": self.opts.conda_env, "engine_version": version.get("Version"),
                 "api_version": version.get("ApiVersion"), "requirements_cache": str(self.userbase or ""),
-                "cpus": getattr(self.opts, "cpus", None), "threads": dict(self.threads.to_dict(), environment=self.threads.environment())}
+                "cpus": getattr(self.opts, "cpus", None),
+                "threads": dict(self.threads.to_dict(), environment=self.threads.environment())}
 
     def _environment(self) -> dict[str, str]:
         env = payload_environment(str(os.getuid()), str(os.getgid()), self.opts.conda_env)
