@@ -7,9 +7,10 @@
                                MobileNetV3), then a whole `hostctl quantize --runtime local --quantizer portable`
                                vs a plain float forward of the same batches in a fresh process
     scripts/bench.py run       that whole-run comparison alone
-    scripts/bench.py hybrid    hostctl quantize --quantizer vai vs --quantizer hybrid, --runtime local, same inputs
-                               and interpreter (--python, default the nndct venv): whole-run and per-stage ratios,
-                               and whether quant_info.json and the quantized predictions are identical
+    scripts/bench.py hybrid    hostctl quantize --quantizer vai vs --quantizer hybrid, same inputs, --runtime local
+                               (--python, default the nndct venv) or --runtime docker (--image), --hybrid-runs
+                               interleaved pairs, --neighbour: whole-run and per-stage medians and ratios, and
+                               whether quant_info.json and the quantized predictions are identical
     scripts/bench.py inspect   hostctl's inspection vs vai_q_pytorch's rule-based Inspector on LR-ASPP
                                MobileNetV3 3x512x512, both timed in-process under --python (default the nndct
                                venv; torch 1.13 for both), interleaved in fresh processes, with hostctl's stages;
@@ -149,44 +150,65 @@ def _compare_runs(vai: Path, hybrid: Path) -> list[str]:
 
 
 def bench_hybrid(args: argparse.Namespace) -> None:
+    """--quantizer vai against --quantizer hybrid on the same inputs, --hybrid-runs pairs interleaved (vai, hybrid,
+    vai, ...), on the local runtime (--python) or in an image (--runtime docker --image, e.g. the one
+    scripts/vai-like-image.sh builds); with --neighbour beside a CPU-bound process. Medians and spread of each
+    stage, and whether the first pair's quant_info.json and predictions are identical."""
     import json
 
     python = args.python or (NNDCT_VENV_PYTHON if Path(NNDCT_VENV_PYTHON).exists() else sys.executable)
     work = Path(tempfile.mkdtemp(prefix="hostctl-bench-hybrid-"))
     env = dict(os.environ, HOSTCTL_CACHE_DIR=str(work / "cache"), COLUMNS="120")
+    where = ["--runtime", "local", "--python", python] if args.runtime == "local" else \
+        ["--runtime", "docker", "--image", args.image or "hostctl-vai-like:3.5", "--pull", "never"]
+    neighbour = None
     try:
         inputs = _hybrid_inputs(work / "in", args)
-        common = [sys.executable, "-m", "hostctl", "quantize", "--runtime", "local", "--python", python,
+        common = [sys.executable, "-m", "hostctl", "quantize", *where,
                   "--input-dir", str(inputs.dir), "--input-size", *map(str, args.size),
                   "--num-classes", str(args.num_classes), "--model-arg", f"width={args.width}",
                   "--model-arg", f"depth={args.depth}", "--calib-batch-size", str(args.batch_size),
                   "--quant-opt", str(args.quant_opt), "--no-evaluate",
                   *[a for e in args.export for a in ("--export", e)]]
-        runs = {}
-        for quantizer in ("vai", "hybrid"):
-            out = work / quantizer
-            wall, _ = timed(common + ["--quantizer", quantizer, "--output-dir", str(out)], "model ", env=env)
-            payload = json.loads((out / "run.json").read_text())["payload"]
-            runs[quantizer] = (wall, payload, out)
-        print(f"\nhybrid benchmark: {python}, Unet width {args.width} depth {args.depth}, {args.samples} calibration "
-              f"+ {args.test_samples} test samples of {'x'.join(map(str, args.size))}, calibration batch "
-              f"{args.batch_size}, quant_opt {args.quant_opt}")
-        (vw, vp, vout), (hw, hp, hout) = runs["vai"], runs["hybrid"]
-        print(f"hybrid took the path: {hp['backend']}; check: {json.dumps(hp.get('check'))}")
-        stages = list(dict.fromkeys(list(vp["timings"]) + list(hp["timings"])))
-        print(f"{'stage':12} {'vai s':>9} {'hybrid s':>9} {'vai/hybrid':>11}")
-        for stage in stages:
-            v, h = vp["timings"].get(stage), hp["timings"].get(stage)
-            ratio = f"{v / h:11.2f}" if v and h else f"{'-':>11}"
-            print(f"{stage:12} {v if v is not None else float('nan'):9.2f} {h if h is not None else float('nan'):9.2f}"
-                  f" {ratio}")
-        vq = sum(vp["timings"].get(k, 0.0) for k in ("calibrate", "test", "export"))
-        hq = sum(hp["timings"].get(k, 0.0) for k in ("calibrate", "test", "check", "export"))
-        print(f"{'quantize':12} {vq:9.2f} {hq:9.2f} {vq / hq:11.2f}   (calibrate + test + check + export)")
-        print(f"{'whole run':12} {vw:9.2f} {hw:9.2f} {vw / hw:11.2f}   (hostctl quantize wall time)")
-        for line in _compare_runs(vout, hout):
+        if args.neighbour:
+            neighbour = subprocess.Popen([sys.executable, "-c", "while True: pass"])
+            time.sleep(2)
+        runs: dict[str, list[tuple[float, dict, Path]]] = {"vai": [], "hybrid": []}
+        for i in range(args.hybrid_runs):
+            for quantizer in ("vai", "hybrid"):
+                out = work / f"{quantizer}{i}"
+                wall, _ = timed(common + ["--quantizer", quantizer, "--output-dir", str(out)], "model ", env=env)
+                run = json.loads((out / "run.json").read_text())
+                runs[quantizer].append((wall, dict(run["payload"], threads=run["runtime"].get("threads")), out))
+        load = " ".join(open("/proc/loadavg").read().split()[:3])
+        print(f"\nhybrid benchmark: {' '.join(where)}, Unet width {args.width} depth {args.depth}, {args.samples} "
+              f"calibration + {args.test_samples} test samples of {'x'.join(map(str, args.size))}, calibration "
+              f"batch {args.batch_size}, quant_opt {args.quant_opt}, {args.hybrid_runs} interleaved pair(s)"
+              f"{', beside a CPU-bound process' if args.neighbour else ''}, load average {load}")
+        hp0 = runs["hybrid"][0][1]
+        print(f"hybrid took the path: {hp0['backend']}; check: {json.dumps(hp0.get('check'))}; threads: "
+              f"{json.dumps((hp0.get('threads') or {}).get('environment'))}")
+        stages = list(dict.fromkeys(k for q in runs for r in runs[q] for k in r[1]["timings"]))
+
+        def med(quantizer: str, pick) -> tuple[float, str]:  # noqa: ANN001 - pick(run) -> seconds or None
+            values = [v for v in (pick(r) for r in runs[quantizer]) if v is not None]
+            return (statistics.median(values) if values else float("nan")), _listed(values)
+
+        print(f"{'stage':12} {'vai s (median; runs)':>28} {'hybrid s (median; runs)':>28} {'vai/hybrid':>11}")
+        rows = [(stage, lambda r, st=stage: r[1]["timings"].get(st)) for stage in stages]
+        rows.append(("quantize", lambda r: sum(r[1]["timings"].get(k, 0.0)
+                                               for k in ("calibrate", "test", "check", "export"))))
+        rows.append(("whole run", lambda r: r[0]))
+        for name, pick in rows:
+            (v, vs), (h, hs) = med("vai", pick), med("hybrid", pick)
+            ratio = f"{v / h:11.2f}" if v == v and h == h and h else f"{'-':>11}"
+            print(f"{name:12} {v:8.2f} ({vs:>17}) {h:8.2f} ({hs:>17}) {ratio}")
+        for line in _compare_runs(runs["vai"][0][2], runs["hybrid"][0][2]):
             print(line)
     finally:
+        if neighbour is not None:
+            neighbour.kill()
+            neighbour.wait()
         if args.keep:
             print(f"kept {work}")
         else:
@@ -387,6 +409,10 @@ def main() -> None:
     hybrid.add_argument("--export", action="append", default=None,
                         help="passed to both runs (default: none; the nndct venv has no xir for xmodel)")
     hybrid.add_argument("--keep", action="store_true", help="keep the inputs and both runs' outputs")
+    hybrid.add_argument("--runtime", choices=("local", "docker"), default="local",
+                        help="docker: in --image (default hostctl-vai-like:3.5, scripts/vai-like-image.sh)")
+    hybrid.add_argument("--hybrid-runs", type=int, default=1, help="interleaved vai/hybrid pairs (default 1)")
+    hybrid.add_argument("--neighbour", action="store_true", help="beside a CPU-bound process")
     whole = parser.add_argument_group("payload: the whole-run comparison")
     whole.add_argument("--run-calib", type=int, default=160, help="calibration samples (default 160)")
     whole.add_argument("--run-test", type=int, default=16, help="test samples (default 16)")
