@@ -11,9 +11,11 @@ wrong name is a one-line exit 2 before anything starts, with the names that come
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import re
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -213,8 +215,10 @@ def inspect_model(opts: InspectOptions, reporter: Reporter) -> InspectSummary:
         who = f"vai_q_pytorch's Inspector in {opts.image}" if in_image else "the rule-based emulation"
         reporter.info(f"inspecting {opts.model.split(':')[-1]} for {target.name} ({who})")
         t0 = time.perf_counter()
+        drawing = _preload_drawing()
         code, output = run_job(rt, run.run_dir, reporter)
         run.timings["inspect"] = round(time.perf_counter() - t0, 3)
+        drawing.join()
         report = verify_inspection(run.run_dir, code, output)
         if in_image and opts.model_path is not None:
             report = _sources_on_the_host(report, rt.view(opts.model_path), opts.model_path.resolve())
@@ -226,6 +230,19 @@ def inspect_model(opts: InspectOptions, reporter: Reporter) -> InspectSummary:
     return InspectSummary(status="succeeded", output_dir=run.stage.output_dir, run_id=run.run_id,
                           target=report["target"], summary=report["summary"], cpu_nodes=cpu_nodes,
                           files=run.manifest["files"])
+
+
+def _preload_drawing() -> threading.Thread:
+    """matplotlib's import (about half a second) in a thread, while this process only waits for the payload."""
+    from hostctl.inspect_picture import preload
+
+    def quietly() -> None:
+        with contextlib.suppress(Exception):  # _draw reports a picture that cannot be drawn
+            preload()
+
+    thread = threading.Thread(target=quietly, name="hostctl-preload-drawing", daemon=True)
+    thread.start()
+    return thread
 
 
 def _draw(report: dict[str, Any], run_dir: Path, reporter: Reporter) -> None:

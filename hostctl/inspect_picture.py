@@ -67,6 +67,17 @@ class _Box:
     top: float = 0.0
 
 
+def preload() -> None:
+    """Import what drawing needs (matplotlib, its Agg canvas, its fonts): `hostctl inspect` runs this in a thread
+    while the payload inspects, so that the picture costs only its drawing afterwards."""
+    import matplotlib  # noqa: F401
+    from matplotlib.backends.backend_agg import FigureCanvasAgg  # noqa: F401
+    from matplotlib.figure import Figure  # noqa: F401
+    from matplotlib.font_manager import fontManager
+
+    fontManager.findfont("DejaVu Sans Mono")
+
+
 def write_pictures(report: dict[str, Any], directory: Path, stem: str = "inspect_graph") -> list[str]:
     """Draw the graph of an inspect.json and write `<stem>.svg` and `<stem>.png` in directory; their names."""
     import matplotlib

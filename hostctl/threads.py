@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 PASSIVE, ACTIVE = "PASSIVE", "ACTIVE"
-STAT_WINDOW = 0.2  # seconds of /proc/stat that say how busy the CPUs are
+STAT_WINDOW = 0.15  # seconds of /proc/stat that say how busy the CPUs are
 THREAD_VARIABLES = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")
 
 
@@ -78,37 +78,54 @@ def allowed_cpus() -> int:
         return os.cpu_count() or 1
 
 
+class CpuSample:
+    """How busy the machine's CPUs are between now and a later call of busy(): a runtime takes the first reading
+    when it is made and the second when it needs the plan, so that the window costs no waiting."""
+
+    def __init__(self, stat: Path = Path("/proc/stat")) -> None:
+        import time
+
+        self.stat = stat
+        self.started = time.monotonic()
+        self.first = self._read()
+
+    def _read(self) -> tuple[int, int] | None:
+        try:
+            fields = [int(v) for v in self.stat.read_text().split("\n", 1)[0].split()[1:]]
+            return sum(fields[:8]), fields[3] + (fields[4] if len(fields) > 4 else 0)  # total, idle + iowait
+        except (OSError, ValueError, IndexError):
+            return None
+
+    def busy(self, window: float = STAT_WINDOW) -> float | None:
+        """The CPUs other work kept busy since the first reading (waiting until `window` seconds have passed),
+        or None where /proc/stat cannot be read."""
+        import time
+
+        left = window - (time.monotonic() - self.started)
+        if left > 0:
+            time.sleep(left)
+        second = self._read()
+        if self.first is None or second is None or second[0] <= self.first[0]:
+            return None
+        ticks = second[0] - self.first[0]
+        return (os.cpu_count() or 1) * (ticks - (second[1] - self.first[1])) / ticks
+
+
 def busy_cpus(window: float = STAT_WINDOW, stat: Path = Path("/proc/stat")) -> float | None:
     """How many CPUs other work keeps busy now: the machine's non-idle time over `window` seconds (this process
     sleeps meanwhile), or None where /proc/stat cannot be read. The load average lags a minute both ways."""
-    import time
-
-    def sample() -> tuple[int, int]:
-        fields = [int(v) for v in stat.read_text().split("\n", 1)[0].split()[1:]]
-        idle = fields[3] + (fields[4] if len(fields) > 4 else 0)  # idle + iowait
-        return sum(fields[:8]), idle
-
-    try:
-        total0, idle0 = sample()
-        time.sleep(window)
-        total1, idle1 = sample()
-    except (OSError, ValueError, IndexError):
-        return None
-    ticks = total1 - total0
-    if ticks <= 0:
-        return None
-    cpus = os.cpu_count() or 1
-    return cpus * (ticks - (idle1 - idle0)) / ticks
+    return CpuSample(stat).busy(window)
 
 
 def plan_threads(requested: int | None = None, cpus_limit: float | None = None, *, cpus: int | None = None,
-                 quota: float | None = None, busy: float | None = None) -> ThreadPlan:
+                 quota: float | None = None, busy: float | None = None,
+                 sample: CpuSample | None = None) -> ThreadPlan:
     """The payload's threads: --threads if given, else the CPUs it may use less those other work keeps busy.
     (cpus, quota, busy: this machine's unless given, for tests.)"""
     cpus = allowed_cpus() if cpus is None else cpus
     quota = cgroup_cpu_quota() if quota is None else quota
     if busy is None:
-        busy = busy_cpus()
+        busy = sample.busy() if sample is not None else busy_cpus()
         if busy is None:
             try:
                 busy = os.getloadavg()[0]

@@ -19,7 +19,7 @@ from hostctl.options import QuantizeOptions
 from hostctl.runtime import LineSink
 from hostctl.runtime.lines import LineSplitter
 from hostctl.signals import SignalTrap
-from hostctl.threads import plan_threads
+from hostctl.threads import CpuSample, ThreadPlan, plan_threads
 from hostctl.ui import Reporter
 
 GRACE_SECONDS = 5.0
@@ -41,7 +41,8 @@ class LocalRuntime:
         self.reporter = reporter
         self.trap = trap
         self.python = opts.python or sys.executable
-        self.threads = plan_threads(opts.threads)
+        self._cpu_sample = CpuSample()  # the thread plan's window runs while prepare() works
+        self._threads: ThreadPlan | None = None
 
     def prepare(self) -> None:
         resolved = shutil.which(self.python)
@@ -98,6 +99,12 @@ class LocalRuntime:
     def describe(self) -> dict[str, Any]:
         return {"runtime": "local", "python": self.python,
                 "threads": dict(self.threads.to_dict(), environment=self._threads_env())}
+
+    @property
+    def threads(self) -> ThreadPlan:
+        if self._threads is None:
+            self._threads = plan_threads(self.opts.threads, sample=self._cpu_sample)
+        return self._threads
 
     def _threads_env(self) -> dict[str, str]:
         """The plan's thread variables (hostctl/threads.py); without --threads, ones set in the user's own

@@ -34,7 +34,7 @@ from hostctl.runtime.docker.shim import (
     shim,
 )
 from hostctl.signals import SignalTrap
-from hostctl.threads import plan_threads
+from hostctl.threads import CpuSample, ThreadPlan, plan_threads
 from hostctl.ui import Reporter
 
 
@@ -54,8 +54,8 @@ class DockerRuntime:
         self.runner: ContainerRunner | None = None
         self.userbase: Path | None = None
         self.requirements_text = check_requirements(opts.requirements) if opts.requirements else None
-        # compile's options (CompileOptions) carry no thread settings: the plan alone
-        self.threads = plan_threads(getattr(opts, "threads", None), getattr(opts, "cpus", None))
+        self._cpu_sample = CpuSample()  # the thread plan's window runs while prepare() works
+        self._threads: ThreadPlan | None = None
         self.copy_files = False
 
     def prepare(self) -> None:
@@ -103,6 +103,14 @@ class DockerRuntime:
                 "api_version": version.get("ApiVersion"), "requirements_cache": str(self.userbase or ""),
                 "cpus": getattr(self.opts, "cpus", None),
                 "threads": dict(self.threads.to_dict(), environment=self.threads.environment())}
+
+    @property
+    def threads(self) -> ThreadPlan:
+        """The payload's threads (compile's options carry no thread settings: the plan alone)."""
+        if self._threads is None:
+            self._threads = plan_threads(getattr(self.opts, "threads", None), getattr(self.opts, "cpus", None),
+                                         sample=self._cpu_sample)
+        return self._threads
 
     def _environment(self) -> dict[str, str]:
         env = payload_environment(str(os.getuid()), str(os.getgid()), self.opts.conda_env)
