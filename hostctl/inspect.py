@@ -14,7 +14,6 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import json
-import re
 import threading
 import time
 from dataclasses import dataclass, field
@@ -22,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from container_payload.inspector import targets
+from container_payload.inspector.names import inserted_permute, op_kind
 from container_payload.job import BUILTIN_MODEL, INSPECT_REPORT, JOB, InspectJob
 from hostctl.errors import EXIT_ENV, EnvironmentProblem, InputError, RunFailed, UsageError
 from hostctl.options import DEFAULT_CONDA_ENV, DEFAULT_IMAGE, QuantizeOptions
@@ -286,7 +286,7 @@ def verify_inspection(run_dir: Path, code: int, output: PayloadOutput) -> dict[s
 
 def verdict(summary: InspectSummary) -> str:
     s = summary.summary
-    inserted = sum(1 for name in s["cpu_ops"] if _inserted(name))
+    inserted = sum(1 for name in s["cpu_ops"] if inserted_permute(name))
     cpu = len(s["cpu_ops"]) - inserted
     if not s["cpu_ops"] and s["dpu_subgraphs"] <= 1:
         return f"All ops run on {summary.target['name']}'s DPU, in one DPU subgraph."
@@ -298,7 +298,7 @@ def verdict(summary: InspectSummary) -> str:
 def dpu_fact(record: dict[str, Any]) -> str:
     """One line for a quantization report from quantize's inspection record (PreInspection.record)."""
     s = record["summary"]
-    ops = [n for n in s["cpu_ops"] if not _inserted(n)]
+    ops = [n for n in s["cpu_ops"] if not inserted_permute(n)]
     where = f"{len(ops)} op(s) on the CPU" if ops else "every op on the DPU"
     return f"{record['target']['name']}: {where}, {s['dpu_subgraphs']} DPU subgraph(s) (inspect.json)"
 
@@ -308,12 +308,12 @@ def render(summary: InspectSummary, reporter: Reporter) -> None:
     reason below (a list, not a table: it reads at 80 columns and the file:line is never broken); the permutes
     nndct inserts beside them counted, not listed; the warning on several DPU subgraphs."""
     reporter.info(verdict(summary))
-    inserted = [n for n in summary.cpu_nodes if _inserted(n["name"])]
+    inserted = [n for n in summary.cpu_nodes if inserted_permute(n["name"])]
     for node in summary.cpu_nodes:
-        if _inserted(node["name"]):
+        if inserted_permute(node["name"]):
             continue
         where = _short_source(node.get("source")) or "(no line of yours)"
-        op = node["op"].replace("nndct_", "").replace("aten::", "")
+        op = op_kind(node["op"])
         reporter.info(f"  {where}  {op}  in {_module_path(node['name'])}")
         if node.get("constraint"):
             reporter.info(f"      {' '.join(str(node['constraint']).split())}")
@@ -324,11 +324,6 @@ def render(summary: InspectSummary, reporter: Reporter) -> None:
         reporter.warn(f"{summary.summary['dpu_subgraphs']} DPU subgraphs: the board runners most people start from "
                       "(VART samples, Vitis AI Library) take one. Move the ops above off the DPU's path, or run "
                       "the graph with a runner that handles several subgraphs.")
-
-
-def _inserted(name: str) -> bool:
-    """A permute nndct's layout transform inserts (`<node>_sink_transpose_0`, `<node>_swim_transpose_0`)."""
-    return bool(re.search(r"_(sink|swim)_transpose_\d+$", name))
 
 
 def _short_source(source: str | None) -> str | None:

@@ -22,13 +22,14 @@ backend), as in report.py.
 from __future__ import annotations
 
 import os
-import re
 import textwrap
 from collections import Counter
 from dataclasses import dataclass, field
 from itertools import pairwise
 from pathlib import Path
 from typing import Any
+
+from container_payload.inspector.names import inserted_permute, op_kind
 
 BIG_GRAPH = 60  # above this many nodes, each DPU subgraph is drawn as one box
 MANY_CPU_OPS = 60  # above this many CPU ops (on a big graph), connected CPU ops are drawn as one box too
@@ -52,7 +53,6 @@ _PAD = 0.5  # inside a box, around its text
 _GAP_X, _GAP_DUMMY, _GAP_Y = 1.6, 0.7, 2.8  # between boxes, between the points of long edges, between layers
 _SWEEPS = 4
 _MAX_DUMMIES = 100_000  # long edges beyond this many layer crossings in all are drawn straight
-_INSERTED = re.compile(r"_(sink|swim)_transpose_\d+$")  # the layout permutes nndct's deployable graph inserts
 
 
 @dataclass
@@ -176,22 +176,18 @@ def _components(parents: list[list[int]], device: list[str]) -> list[int]:
 def _op_box(node: dict[str, Any], device: str, i: int) -> _Box:
     if node["op"] == "nndct_input":
         return _Box("input", ["input", _shape(node)], i)
-    lines = [_kind(node["op"]), _short_path(node["name"])]
+    lines = [op_kind(node["op"]), _short_path(node["name"])]
     if device == "cpu":
-        if _INSERTED.search(node["name"]):
+        if inserted_permute(node["name"]):
             lines[1] = "layout permute nndct adds"
         lines += _wrap(node.get("constraint") or "", 34, 2)
     return _Box(device, lines, i)
 
 
 def _group_box(device: str, number: int, ops: list[str], i: int) -> _Box:
-    kinds = sorted(Counter(_kind(op) for op in ops).items(), key=lambda kc: (-kc[1], kc[0]))
+    kinds = sorted(Counter(op_kind(op) for op in ops).items(), key=lambda kc: (-kc[1], kc[0]))
     title = f"{device.upper()} subgraph {number}: {len(ops)} op{'s' if len(ops) != 1 else ''}"
     return _Box(device, [title, *_wrap(", ".join(f"{k} x{c}" for k, c in kinds), 44, 3)], i)
-
-
-def _kind(op: str) -> str:
-    return op.replace("nndct_", "").replace("aten::", "")
 
 
 def _short_path(name: str) -> str:
@@ -415,7 +411,7 @@ def _title(report: dict[str, Any]) -> tuple[str, str]:
     as the verdict line counts them), and a line on what is drawn."""
     target, nodes, summary = report.get("target") or {}, report["nodes"], report.get("summary") or {}
     model = nodes[0]["name"].split("::", 1)[0] if nodes else "model"
-    inserted = sum(1 for name in summary.get("cpu_ops", []) if _INSERTED.search(name))
+    inserted = sum(1 for name in summary.get("cpu_ops", []) if inserted_permute(name))
     cpu, dpu = len(summary.get("cpu_ops", [])) - inserted, summary.get("dpu_subgraphs", 0)
     verdict = f"{cpu} op{'s' * (cpu != 1)} on the CPU" + (
         f" (and {inserted} layout permute{'s' * (inserted != 1)} nndct inserts)" if inserted else "")
