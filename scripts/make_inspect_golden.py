@@ -27,7 +27,6 @@ Where a reference existed, the script says whether regenerating it changed anyth
 from __future__ import annotations
 
 import argparse
-import ast
 import concurrent.futures
 import contextlib
 import io
@@ -46,7 +45,6 @@ REFS = INSPECT / "refs"
 FORMAT = 1
 TARGETS = ["DPUCZDX8G_ISA1_B4096", "DPUCZDX8G_ISA1_B512", "DPUCVDX8G_ISA3_C32B3", "DPUCV2DX8G_ISA1_C20B14",
            "DPUCAHX8H_ISA2"]
-SEPARATOR = "=" * 160  # inspector.py _dump_body
 
 
 def model_names() -> list[str]:
@@ -132,38 +130,15 @@ def dumps(ref: dict) -> str:
 # --- worker (runs under the nndct Python, in a scratch directory) -----------------------------------------------
 
 def parse_inspect_txt(text: str) -> list[dict]:
-    """The node sections of inspect_<target>.txt, in its order: name, op type, output shapes (NHWC, as written),
-    assigned device, hardware constraints, node messages. Attributes and source ranges (stack traces) are dropped."""
-    nodes = []
-    body = text.split("\ngraph name: ", 1)[1]
-    for block in body.split(SEPARATOR + "\n")[1:]:
-        node, section = None, None
-        for line in block.splitlines():
-            if line.startswith("node name: "):
-                node = {"name": line[len("node name: "):], "op": None, "shape": None, "device": None,
-                        "constraint": None, "messages": []}
-            elif line.startswith("op type: "):
-                node["op"] = line[len("op type: "):]
-            elif line.startswith("outputs shape: "):
-                node["shape"] = ast.literal_eval(line[len("outputs shape: "):])
-            elif line.startswith("assigned device: "):
-                node["device"] = line[len("assigned device: "):]
-            elif line.startswith("hardware constraints: "):
-                node["constraint"] = line[len("hardware constraints: "):]
-            elif line == "node messages:":
-                section = "messages"
-            elif line == "op attributes:":
-                section = "attributes"
-            elif line.startswith("source range:"):
-                break
-            elif line.startswith("  ") and section == "messages":
-                node["messages"].append(line[2:])
-            elif not line.startswith("  "):
-                section = None
-        if node is not None:
-            node["messages"].sort()  # nndct keeps them in a set
-            nodes.append(node)
-    return nodes
+    """The node sections of inspect_<target>.txt, in its order, as references keep them: name, op type, output
+    shapes (NHWC, as written), assigned device, hardware constraints, node messages (sorted: nndct keeps them in a
+    set). The reading is hostctl's own (container_payload/inspector/nndct_text.py, which `inspect --runtime docker`
+    uses on the image's file); attributes, inputs and source ranges (stack traces) are left out."""
+    sys.path.insert(0, str(ROOT))
+    from container_payload.inspector.nndct_text import parse_nodes
+
+    keep = ("name", "op", "shape", "device", "constraint", "messages")
+    return [{k: node[k] for k in keep} for node in parse_nodes(text)]
 
 
 def worker(model: str, target: str, dest: str, utf_path: str) -> None:

@@ -11,6 +11,7 @@ import typer
 from hostctl.errors import UsageError
 
 MODEL_PANEL = "Model"
+DOCKER_PANEL = "Docker runtime"
 
 InputSize = Annotated[
     tuple[int, int, int],
@@ -61,3 +62,13 @@ def parse_model_args(items: list[str] | None) -> dict[str, Any]:
             value = raw
         result[key.strip()] = value
     return result
+
+
+# The Vitis AI image and how it is used (quantize, inspect --runtime docker, compile); defaults in the signatures
+Image = Annotated[str, typer.Option(envvar="HOSTCTL_IMAGE", rich_help_panel=DOCKER_PANEL)]
+CondaEnv = Annotated[str, typer.Option(envvar="HOSTCTL_CONDA_ENV", rich_help_panel=DOCKER_PANEL)]
+Pull = Annotated[str, typer.Option(envvar="HOSTCTL_PULL", rich_help_panel=DOCKER_PANEL,
+                                   help="missing, always or never.")]
+Requirements = Annotated[Path | None, typer.Option(
+    envvar="HOSTCTL_REQUIREMENTS", rich_help_panel=DOCKER_PANEL,
+    help="pip requirements installed for the run, cached between runs.")]

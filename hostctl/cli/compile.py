@@ -9,12 +9,12 @@ import typer
 
 from container_payload.job import BOARDS
 from hostctl.cli import app
-from hostctl.cli.common import Debug, JsonOutput
+from hostctl.cli.common import DOCKER_PANEL, CondaEnv, Debug, Image, JsonOutput, Pull
 from hostctl.errors import UsageError
 from hostctl.options import DEFAULT_CONDA_ENV, DEFAULT_IMAGE, DEFAULT_OUTPUT_DIR, PULL_POLICIES
 from hostctl.ui import Reporter, print_json
 
-DOCKER = "Docker runtime"
+DOCKER = DOCKER_PANEL
 TARGET = "Target DPU (one of)"
 
 EXAMPLES = """
@@ -51,10 +51,9 @@ def compile_(
     net_name: Annotated[str | None, typer.Option(envvar="HOSTCTL_NET_NAME",
                                                  help="Name of the compiled model; default: the model class.")]
     = None,
-    image: Annotated[str, typer.Option(envvar="HOSTCTL_IMAGE", rich_help_panel=DOCKER)] = DEFAULT_IMAGE,
-    conda_env: Annotated[str, typer.Option(envvar="HOSTCTL_CONDA_ENV", rich_help_panel=DOCKER)] = DEFAULT_CONDA_ENV,
-    pull: Annotated[str, typer.Option(envvar="HOSTCTL_PULL", rich_help_panel=DOCKER,
-                                      help="missing, always or never.")] = "missing",
+    image: Image = DEFAULT_IMAGE,
+    conda_env: CondaEnv = DEFAULT_CONDA_ENV,
+    pull: Pull = "missing",
     keep_container: Annotated[bool, typer.Option(rich_help_panel=DOCKER,
                                                  help="Keep the stopped container for debugging.")] = False,
     json_output: JsonOutput = False,

@@ -9,20 +9,25 @@ import typer
 
 from hostctl.cli import app
 from hostctl.cli.common import (
+    DOCKER_PANEL,
+    CondaEnv,
     Debug,
+    Image,
     InputSize,
     JsonOutput,
     ModelArgs,
     ModelPath,
     ModelSpec,
     NumClasses,
+    Pull,
+    Requirements,
     parse_model_args,
 )
 from hostctl.options import DEFAULT_CONDA_ENV, DEFAULT_IMAGE
 from hostctl.ui import Reporter, print_json
 
 TARGET = "Target DPU (one of)"
-DOCKER = "Docker runtime"
+DOCKER = DOCKER_PANEL
 
 EXAMPLES = """
 [bold]Examples[/]
@@ -74,13 +79,10 @@ def inspect_(
         envvar="HOSTCTL_INSPECT_RUNTIME", metavar="local|docker",
         help="local: hostctl's emulation of nndct's rule-based Inspector, no image. docker: "
              "vai_q_pytorch's own Inspector (the compiler's patterns) in the Vitis AI image.")] = "local",
-    image: Annotated[str, typer.Option(envvar="HOSTCTL_IMAGE", rich_help_panel=DOCKER)] = DEFAULT_IMAGE,
-    conda_env: Annotated[str, typer.Option(envvar="HOSTCTL_CONDA_ENV", rich_help_panel=DOCKER)] = DEFAULT_CONDA_ENV,
-    pull: Annotated[str, typer.Option(envvar="HOSTCTL_PULL", rich_help_panel=DOCKER,
-                                      help="missing, always or never.")] = "missing",
-    requirements: Annotated[Path | None, typer.Option(
-        envvar="HOSTCTL_REQUIREMENTS", rich_help_panel=DOCKER,
-        help="pip requirements installed for the run, cached between runs.")] = None,
+    image: Image = DEFAULT_IMAGE,
+    conda_env: CondaEnv = DEFAULT_CONDA_ENV,
+    pull: Pull = "missing",
+    requirements: Requirements = None,
     list_targets: Annotated[bool, typer.Option("--list-targets", callback=_list_targets, is_eager=True,
                                                help="List every DPU target and board, then exit.")] = False,
     json_output: JsonOutput = False,

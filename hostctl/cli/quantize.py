@@ -10,13 +10,18 @@ import typer
 from container_payload.job import BOARDS, BUILTIN_MODEL, EXPORT_FORMATS, QUANTIZERS
 from hostctl.cli import app
 from hostctl.cli.common import (
+    DOCKER_PANEL,
+    CondaEnv,
     Debug,
+    Image,
     InputSize,
     JsonOutput,
     ModelArgs,
     ModelPath,
     ModelSpec,
     NumClasses,
+    Pull,
+    Requirements,
     parse_model_args,
 )
 from hostctl.errors import UsageError
@@ -31,7 +36,7 @@ from hostctl.options import (
 )
 from hostctl.ui import Reporter, print_json
 
-DOCKER = "Docker runtime"
+DOCKER = DOCKER_PANEL
 QUANT = "Quantization"
 
 EXAMPLES = """
@@ -107,13 +112,10 @@ def quantize(
     quant_opt: Annotated[int, typer.Option(min=0, max=3, envvar="HOSTCTL_QUANT_OPT", rich_help_panel=QUANT,
                                            help="nndct_quant_opt: 0 = no equalisation or bias correction, "
                                                 "3 = nndct's default.")] = 3,
-    image: Annotated[str, typer.Option(envvar="HOSTCTL_IMAGE", rich_help_panel=DOCKER)] = DEFAULT_IMAGE,
-    conda_env: Annotated[str, typer.Option(envvar="HOSTCTL_CONDA_ENV", rich_help_panel=DOCKER)] = DEFAULT_CONDA_ENV,
-    pull: Annotated[str, typer.Option(envvar="HOSTCTL_PULL", rich_help_panel=DOCKER,
-                                      help="missing, always or never.")] = "missing",
-    requirements: Annotated[Path | None, typer.Option(
-        envvar="HOSTCTL_REQUIREMENTS", rich_help_panel=DOCKER,
-        help="pip requirements installed for the run, cached between runs.")] = None,
+    image: Image = DEFAULT_IMAGE,
+    conda_env: CondaEnv = DEFAULT_CONDA_ENV,
+    pull: Pull = "missing",
+    requirements: Requirements = None,
     memory: Annotated[str | None, typer.Option(
         envvar="HOSTCTL_MEMORY", rich_help_panel=DOCKER, metavar="LIMIT",
         help="Memory limit of the payload container, e.g. 8g (no swap beyond it).")] = None,
