@@ -9,6 +9,9 @@ if __name__ == "__main__":
     # parse_known_args: pytorch_nndct reads and strips its own --nndct_* options from sys.argv.
     args, _ = parser.parse_known_args()
     from container_payload.job import job_task
+    from container_payload.lease import start_from_environment
+
+    start_from_environment()  # on a remote engine: exit when the host's heartbeat stops (lease.py)
 
     try:
         with open(args.job, encoding="utf-8") as f:

@@ -35,11 +35,13 @@ def diagnose(image: str, output_dir: Path) -> list[Finding]:
         findings.append(Finding("engine", False, exc.message, "" if socket_failed else exc.hint or ""))
         return findings
     findings.append(Finding("engine", True, f"Docker {facts['version']} (API {facts['api_version']}, "
-                                            f"{facts['os_arch']}) at {facts['url']}"))
+                                            f"{facts['os_arch']}) at {facts['url']}, round trip "
+                                            f"{facts['rtt_ms']:.0f} ms"))
     findings.append(_container_resources(facts.get("cpus"), facts.get("memory")))
     if not facts["local"]:
         findings.append(Finding("engine location", True, "remote: inputs are copied into each container and "
                                                           "results copied back (slower for large inputs)"))
+        findings.append(_engine_disk(facts.get("engine_free"), facts["image"] is not None))
     if facts["image"] is None:
         findings.append(Finding("image", False, f"{image} is not on this machine (hostctl quantize pulls it "
                                                 "with --pull missing, the default)", f"docker pull {image}"))
@@ -53,6 +55,17 @@ def diagnose(image: str, output_dir: Path) -> list[Finding]:
     findings.append(Finding("leftover containers", leftovers == 0, f"{leftovers} hostctl container(s) to clean",
                             "hostctl clean" if leftovers else ""))
     return findings
+
+
+def _engine_disk(free: int | None, image_present: bool) -> Finding:
+    """Free space on a remote engine's disk (this machine's disk check does not see it)."""
+    if free is None:
+        return Finding("engine disk", True, "unknown (measured in a container of the image, which is not there "
+                                            "yet)" if not image_present else "unknown (df in a container failed)")
+    need = 2 if image_present else MIN_FREE_GB
+    ok = free / 1e9 > need
+    return Finding("engine disk", ok, f"{free / 1e9:.0f} GB free on the engine for images, containers and copies",
+                   "" if ok else "Free space on the engine's machine: docker system prune, docker image prune.")
 
 
 def _container_resources(cpus: int | None, memory: int | None) -> Finding:

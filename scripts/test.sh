@@ -10,18 +10,22 @@ PYTHON="${PYTHON:-python3}"
 scripts/lint.sh
 
 engine="$(scripts/docker-engine.sh start | tail -n1)"
-# A registry on loopback for the pull tests (Debian's docker-registry; no outside registry is reachable), and
-# strace for the fault injection of tests/e2e/test_commit_faults.py.
-for tool in docker-registry strace; do
+# A registry on loopback for the pull tests (Debian's docker-registry; no outside registry is reachable),
+# strace for the fault injection of tests/e2e/test_commit_faults.py, and OpenSSH's server and client for the
+# ssh:// engine tests (tests/ssh/ start their own sshd on a loopback port; the package's own service is not used).
+for tool in docker-registry strace /usr/sbin/sshd ssh; do
+    package="$tool"
+    case "$tool" in /usr/sbin/sshd) package=openssh-server ;; ssh) package=openssh-client ;; esac
     if ! command -v "$tool" >/dev/null 2>&1 && [ "$(id -u)" = 0 ]; then
-        DEBIAN_FRONTEND=noninteractive apt-get install -y -q "$tool" >/dev/null \
-            || { apt-get update -q >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -q "$tool" >/dev/null; }
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -q "$package" >/dev/null \
+            || { apt-get update -q >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -q "$package" >/dev/null; }
     fi
 done
 export DOCKER_HOST="${engine#DOCKER_HOST=}"
 HOSTCTL_TEST_IMAGE="$(scripts/build-stand-in-image.sh | tail -n1)"
 export HOSTCTL_TEST_IMAGE
 export HOSTCTL_REQUIRE_DOCKER=1
+export HOSTCTL_REQUIRE_SSH=1
 echo "test: engine $DOCKER_HOST, stand-in image $HOSTCTL_TEST_IMAGE" >&2
 # The golden tier's interpreter (Debian's torch + torchvision, timm, smp; as root it apt-gets what is missing).
 HOSTCTL_GOLDEN_PYTHON="$(scripts/golden-env.sh | tail -n1)"

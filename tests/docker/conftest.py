@@ -4,12 +4,9 @@ image fails these tests instead of skipping them."""
 from __future__ import annotations
 
 import os
-import subprocess
-from pathlib import Path
 
 import pytest
-
-ROOT = Path(__file__).resolve().parents[2]
+from docker_helpers import engine_client, hostctl_containers, stand_in_image_name
 
 
 def _unavailable(reason: str) -> None:
@@ -20,29 +17,12 @@ def _unavailable(reason: str) -> None:
 
 @pytest.fixture(scope="session")
 def docker_client():
-    import docker
-
-    try:
-        client = docker.from_env()
-        client.ping()
-    except Exception as exc:  # noqa: BLE001 - any failure means no usable engine
-        _unavailable(f"no Docker engine ({exc}); run scripts/docker-engine.sh start")
-    return client
+    return engine_client(_unavailable)
 
 
 @pytest.fixture(scope="session")
 def stand_in_image(docker_client) -> str:
-    image = os.environ.get("HOSTCTL_TEST_IMAGE")
-    if not image:
-        proc = subprocess.run([str(ROOT / "scripts" / "build-stand-in-image.sh")], capture_output=True, text=True)
-        if proc.returncode != 0:
-            _unavailable(f"cannot build the stand-in image: {proc.stderr.strip().splitlines()[-1:]}")
-        image = proc.stdout.strip().splitlines()[-1]
-    docker_client.images.get(image)
-    return image
-
-
-from docker_helpers import hostctl_containers  # noqa: E402
+    return stand_in_image_name(docker_client, _unavailable)
 
 
 @pytest.fixture(autouse=True)

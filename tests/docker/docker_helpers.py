@@ -16,6 +16,31 @@ from pathlib import Path
 from helpers import FAKE_NNDCT, USER_MODELS, source_path
 
 
+def engine_client(unavailable):
+    """A client of the engine the tests use; unavailable(reason) skips or fails when there is none."""
+    import docker
+
+    try:
+        client = docker.from_env()
+        client.ping()
+    except Exception as exc:  # noqa: BLE001 - any failure means no usable engine
+        unavailable(f"no Docker engine ({exc}); run scripts/docker-engine.sh start")
+    return client
+
+
+def stand_in_image_name(client, unavailable) -> str:
+    """$HOSTCTL_TEST_IMAGE, or the stand-in image scripts/build-stand-in-image.sh builds or finds."""
+    image = os.environ.get("HOSTCTL_TEST_IMAGE")
+    if not image:
+        root = Path(__file__).resolve().parents[2]
+        proc = subprocess.run([str(root / "scripts" / "build-stand-in-image.sh")], capture_output=True, text=True)
+        if proc.returncode != 0:
+            unavailable(f"cannot build the stand-in image: {proc.stderr.strip().splitlines()[-1:]}")
+        image = proc.stdout.strip().splitlines()[-1]
+    client.images.get(image)
+    return image
+
+
 def hostctl_containers(client) -> list:
     return client.containers.list(all=True, filters={"label": "hostctl.run"})
 

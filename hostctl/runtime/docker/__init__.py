@@ -2,11 +2,13 @@
 
 One module per job (DESIGN.md sections 6-8):
   engine.py        connect to the engine the docker CLI would use; one-line reasons when that fails
+  ssh.py           ssh:// engines through the system's ssh (`ssh HOST docker system dial-stdio`), no paramiko
   labels.py        the labels on every container; find and sweep those whose hostctl process is gone
   images.py        the image: present, pulled per --pull with progress, runnable on this platform
   shim.py          the root shim that maps the caller's uid/gid and activates the env; the paths inside
   files.py         bind mounts on a local engine, copies in and out on a remote one
   container.py     one container's life: create -> attach -> start -> stream -> wait -> stop -> remove
+  lease.py         on a remote engine, the heartbeat that keeps the payload's lease (container_payload/lease.py)
   requirements.py  --requirements screened and pip-installed --user into a cache keyed by image and file
   runtime.py       DockerRuntime, the Runtime protocol on top of the pieces above
   command.py       --print-docker-cmd: the equivalent `docker run` line

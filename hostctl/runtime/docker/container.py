@@ -15,12 +15,16 @@ from typing import Any
 import docker
 import docker.errors
 import requests.exceptions
+import urllib3.exceptions
 
 from hostctl.errors import EnvironmentProblem, RunFailed
 from hostctl.runtime import LineSink
+from hostctl.runtime.docker.engine import engine_url
 from hostctl.runtime.docker.files import Share, copy_in, copy_out, mounts
 from hostctl.runtime.docker.labels import run_labels
+from hostctl.runtime.docker.lease import Heartbeat, LinkLost, lease_environment, link_lost
 from hostctl.runtime.docker.shim import IN_RUN
+from hostctl.runtime.docker.ssh import ssh_failure, stream_failure
 from hostctl.runtime.lines import LineSplitter
 from hostctl.signals import SignalTrap
 from hostctl.ui import Reporter
@@ -28,6 +32,7 @@ from hostctl.ui import Reporter
 STOP_GRACE = 5.0
 WAIT_POLL = 1.0
 ENGINE_LOST_SECONDS = 30.0
+LOST_CLEANUP_SECONDS = 8.0  # one attempt to remove the container after the link dropped, then the lease's job
 
 
 class ContainerRunner:
@@ -46,6 +51,10 @@ class ContainerRunner:
             network: bool, on_line: LineSink, keep: bool = False, workdir: str = IN_RUN,
             memory: str | None = None, cpus: float | None = None) -> int:
         container = None
+        heartbeat: Heartbeat | None = None
+        lines: queue.Queue[tuple[str, str] | BaseException | None] = queue.Queue()
+        if self.copy_files:  # a remote engine: the payload holds a lease on this host (lease.py)
+            environment = dict(environment, **lease_environment())
         try:
             container = self.client.containers.create(
                 self.image.id, command=command, entrypoint=[], user="root", working_dir=workdir,
@@ -54,19 +63,46 @@ class ContainerRunner:
                 network_mode="bridge" if network else "none", detach=True, mem_limit=memory, memswap_limit=memory,
                 nano_cpus=int(cpus * 1e9) if cpus else None,
             )
-            sent = copy_in(container, shares) if self.copy_files else {}
+            sent = copy_in(container, shares, self.reporter) if self.copy_files else {}
+            if self.copy_files:
+                def lost(exc: BaseException) -> LinkLost:
+                    error = link_lost(engine_url(), exc)
+                    lines.put(error)  # ends the pump, which waits for the payload's lines
+                    return error
+
+                heartbeat = Heartbeat(container, lost)
+                heartbeat.beat()
             stream = self.client.api.attach(container.id, stream=True, logs=True, demux=True)
             container.start()
-            self._pump(stream, on_line)
-            code = self._wait(container)
+            if heartbeat is not None:
+                heartbeat.start()
+            self._pump(stream, on_line, lines)
+            code = self._wait(container, heartbeat)
+            if heartbeat is not None:
+                heartbeat.stop()
             if self.copy_files:
                 copy_out(container, [s for s in shares if s.writable], sent)
             self._check_oom(container, code, memory)
             return code
+        except (LinkLost, requests.exceptions.ConnectionError) as exc:
+            if not isinstance(exc, LinkLost) and not self.copy_files:
+                raise
+            # A remote engine's link dropped (during the run, or while copying files in or out).
+            lost = exc if isinstance(exc, LinkLost) else link_lost(engine_url(), exc)
+            if heartbeat is not None:
+                heartbeat.stop()
+            if container is not None and self._remove_after_loss(container):
+                lost.hint = "The container on the engine was removed; `hostctl clean` finds nothing more to do."
+            container = None
+            if lost is exc:
+                raise
+            raise lost from exc
         except docker.errors.APIError as exc:
             raise RunFailed(f"the Docker engine refused to run the container: {exc.explanation or exc}",
                             "Run `hostctl doctor` to check the engine and image.") from exc
         finally:
+            if heartbeat is not None:
+                heartbeat.stop()
             if container is not None:
                 self._stop(container)
                 if keep:
@@ -75,9 +111,11 @@ class ContainerRunner:
                 else:
                     self._remove(container)
 
-    def _pump(self, stream: Iterator[tuple[bytes | None, bytes | None]], on_line: LineSink) -> None:
-        """Read the attach stream on a thread; hand whole lines to on_line here, on the main thread."""
-        lines: queue.Queue[tuple[str, str] | BaseException | None] = queue.Queue()
+    def _pump(self, stream: Iterator[tuple[bytes | None, bytes | None]], on_line: LineSink,
+              lines: queue.Queue[tuple[str, str] | BaseException | None]) -> None:
+        """Read the attach stream on a thread; hand whole lines to on_line here, on the main thread.
+
+        The heartbeat puts its lost-link exception on the same queue."""
         splitters = {name: LineSplitter(lambda text, name=name: lines.put((name, text)))
                      for name in ("stdout", "stderr")}
 
@@ -90,34 +128,64 @@ class ContainerRunner:
                         splitters["stderr"].feed(err)
                 for splitter in splitters.values():
                     splitter.close()
-                lines.put(None)
+                failure = stream_failure(stream)
+                lines.put(None if failure is None else failure)
             except BaseException as exc:  # noqa: BLE001 - handed to the main thread
                 lines.put(exc)
 
         threading.Thread(target=read, name="docker-attach", daemon=True).start()
         while (item := lines.get()) is not None:
             if isinstance(item, BaseException):
+                if isinstance(item, LinkLost):
+                    raise item
+                if ssh_failure(item) is not None:
+                    raise link_lost(engine_url(), item) from item
                 if isinstance(item, (requests.exceptions.RequestException, docker.errors.DockerException)):
                     self.reporter.debug(f"attach stream ended: {item}")
                     return
                 raise item
             on_line(*item)
 
-    def _wait(self, container: Any) -> int:
+    def _wait(self, container: Any, heartbeat: Heartbeat | None = None) -> int:
         lost_since: float | None = None
         while True:
+            if heartbeat is not None and heartbeat.lost is not None:
+                raise heartbeat.lost
             try:
                 status = container.wait(timeout=WAIT_POLL)
                 return int(status.get("StatusCode", 1))
             except requests.exceptions.ReadTimeout:
                 lost_since = None  # wait's timeout is an HTTP read timeout: the container is still running
             except requests.exceptions.ConnectionError as exc:
+                if ssh_failure(exc) is not None:
+                    raise link_lost(engine_url(), exc) from exc
+                if isinstance(exc.args[0] if exc.args else None, urllib3.exceptions.ReadTimeoutError):
+                    lost_since = None  # the same timeout, met in the body (the engine sends wait's headers first)
+                    continue
                 # An engine that went away does not come back by itself: give it a short while, then say so.
                 lost_since = lost_since or time.monotonic()
                 if time.monotonic() - lost_since > ENGINE_LOST_SECONDS:
                     raise EnvironmentProblem(f"lost the Docker engine while the payload ran ({exc})",
                                              "Check `docker info`; the run's partial files are kept.") from exc
                 time.sleep(1.0)
+
+    def _remove_after_loss(self, container: Any) -> bool:
+        """One bounded try at removing the container over a link that just dropped (ssh may reconnect)."""
+        removed = threading.Event()
+
+        def remove() -> None:
+            try:
+                container.remove(force=True)
+                removed.set()
+            except docker.errors.NotFound:
+                removed.set()
+            except Exception as exc:  # noqa: BLE001 - the lease stops it; `hostctl clean` removes it
+                self.reporter.debug(f"could not remove {container.short_id} after the link dropped: {exc}")
+
+        thread = threading.Thread(target=remove, name="remove-after-loss", daemon=True)
+        thread.start()
+        thread.join(LOST_CLEANUP_SECONDS)
+        return removed.is_set()
 
     def _check_oom(self, container: Any, code: int, memory: str | None) -> None:
         if code == 0:
