@@ -132,22 +132,27 @@ class PreInspection:
     report: dict[str, Any]
     text: str
     seconds: float
+    pictures: list[str] = field(default_factory=list)  # inspect_graph.svg/.png once write() drew them
 
     def record(self) -> dict[str, Any]:
         """What run.json and the report keep: the target, the summary, the ops on the CPU with their lines."""
         return {"target": self.report["target"], "summary": self.report["summary"], "seconds": self.seconds,
                 "cpu_nodes": [{k: n.get(k) for k in ("name", "op", "constraint", "source")}
                               for n in self.report["nodes"] if n["device"] == "cpu" and n["op"] != "nndct_input"],
-                "files": [INSPECT_REPORT, self.text_name]}
+                "files": [INSPECT_REPORT, self.text_name, *self.pictures]}
 
     @property
     def text_name(self) -> str:
         return f"inspect_{self.target.name}.txt"
 
-    def write(self, run_dir: Path) -> None:
+    def write(self, run_dir: Path, reporter: Reporter | None = None) -> None:
+        """inspect.json, inspect_<target>.txt and, with a reporter to warn on, the graph's picture (as `hostctl
+        inspect` draws it)."""
         (run_dir / INSPECT_REPORT).write_text(json.dumps(self.report, indent=1, ensure_ascii=False) + "\n",
                                               encoding="utf-8")
         (run_dir / self.text_name).write_text(self.text, encoding="utf-8")
+        if reporter is not None:
+            self.pictures[:] = _draw(self.report, run_dir, reporter)
 
 
 def inspect_before_quantizing(opts: QuantizeOptions, target: targets.Target, reporter: Reporter) -> PreInspection:
@@ -245,16 +250,17 @@ def _preload_drawing() -> threading.Thread:
     return thread
 
 
-def _draw(report: dict[str, Any], run_dir: Path, reporter: Reporter) -> None:
+def _draw(report: dict[str, Any], run_dir: Path, reporter: Reporter) -> list[str]:
     """inspect_graph.svg and .png: the DPU and CPU subgraphs (runs of DPU ops collapsed on big graphs). A picture
     that cannot be drawn is a warning: the answer is in inspect.json."""
     from hostctl.inspect_picture import write_pictures
 
     try:
-        write_pictures(report, run_dir)
+        return write_pictures(report, run_dir)
     except (OSError, ValueError, RuntimeError, KeyError, TypeError) as exc:
         reporter.warn(f"the graph's picture could not be drawn ({type(exc).__name__}: {exc}); {INSPECT_REPORT} "
                       "holds the answer")
+        return []
 
 
 def _sources_on_the_host(report: dict[str, Any], inside: str, host: Path) -> dict[str, Any]:

@@ -34,6 +34,8 @@ _PROBE = ("import sys, importlib.util as u; print(sys.version_info[0], sys.versi
           "*[m for m in sys.argv[1:] if u.find_spec(m) is None])")
 
 
+_PROBE_MARK = "@@hostctl-import-failed "
+
 class LocalRuntime:
     def __init__(self, opts: QuantizeOptions, run_dir: Path, reporter: Reporter, trap: SignalTrap) -> None:
         self.opts = opts
@@ -78,8 +80,9 @@ class LocalRuntime:
 
     def _import_problem(self, module: str) -> str | None:
         """Why `module` does not import in the payload's interpreter and environment, or None when it does."""
+        # the answer is marked: pytorch_nndct prints lines of its own on import ("CUDA (HIP) is not available...")
         code = ("import importlib, sys\ntry:\n    importlib.import_module(sys.argv[1])\n"
-                "except Exception as exc:\n    print(type(exc).__name__ + ': ' + str(exc))\n")
+                "except Exception as exc:\n    print('" + _PROBE_MARK + "' + type(exc).__name__ + ': ' + str(exc))\n")
         # Named like the payload's own (below), so that `hostctl clean` sweeps it should this process be killed.
         with tempfile.TemporaryDirectory(prefix=f"hostctl-payload-{os.getpid()}-probe-") as shim:
             try:
@@ -88,10 +91,10 @@ class LocalRuntime:
                                        env=_payload_env(Path(shim)), cwd=shim)
             except subprocess.TimeoutExpired:
                 return f"importing it took more than {PROBE_SECONDS:.0f} s"
-        lines = probe.stdout.strip().splitlines()
         if probe.returncode != 0:
             return (probe.stderr.strip().splitlines() or [f"exit status {probe.returncode}"])[-1]
-        return lines[-1] if lines else None
+        answers = [line[len(_PROBE_MARK):] for line in probe.stdout.splitlines() if line.startswith(_PROBE_MARK)]
+        return answers[-1] if answers else None
 
     def view(self, path: Path) -> str:
         return str(path.resolve())

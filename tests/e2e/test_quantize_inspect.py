@@ -60,7 +60,8 @@ def test_board_inspects_first_and_records_the_verdict(tmp_path, unet_inputs):
     report = json.loads((out / "inspect.json").read_text())
     assert report["schema"] == 1 and all(n["device"] == "dpu" for n in report["nodes"])
     assert "All the operators are assigned to the DPU." in (out / "inspect_DPUCZDX8G_ISA1_B4096.txt").read_text()
-    assert {"inspect.json", "inspect_DPUCZDX8G_ISA1_B4096.txt"} <= set(run["written"])
+    assert {"inspect.json", "inspect_DPUCZDX8G_ISA1_B4096.txt", "inspect_graph.svg",
+            "inspect_graph.png"} <= set(run["written"])
 
 
 def test_dpu_strict_stops_before_calibration_and_keeps_earlier_results(tmp_path, split_model):

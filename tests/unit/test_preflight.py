@@ -84,3 +84,16 @@ def test_the_probe_sees_what_the_payload_sees(tmp_path, monkeypatch):
     runtime.prepare()
     problem = runtime._import_problem("no_such_module_hostctl")
     assert problem is not None and "No module named 'no_such_module_hostctl'" in problem
+
+
+def test_a_module_that_prints_while_it_imports_is_not_taken_for_a_failure(tmp_path, monkeypatch):
+    """pytorch_nndct 3.5 prints "CUDA (HIP) is not available, ..." on stdout when it imports on a CPU machine: the
+    probe once returned that line as the reason, and --quantizer vai/hybrid refused a working nndct."""
+    (tmp_path / "mods").mkdir()
+    (tmp_path / "mods" / "chatty_hostctl.py").write_text('print("CUDA (HIP) is not available, or CUDA_HOME not '
+                                                         'found")\n')
+    (tmp_path / "mods" / "broken_hostctl.py").write_text('print("loading")\nraise ImportError("no kernels")\n')
+    monkeypatch.setenv("PYTHONPATH", str(tmp_path / "mods"))
+    runtime = LocalRuntime(QuantizeOptions(runtime="local", quantizer="vai"), tmp_path, None, None)  # type: ignore[arg-type]
+    assert runtime._import_problem("chatty_hostctl") is None
+    assert runtime._import_problem("broken_hostctl") == "ImportError: no kernels"
