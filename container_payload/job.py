@@ -19,10 +19,17 @@ EXPORT_FORMATS = ("xmodel", "onnx", "torchscript")
 # What each quantizer can export (its backend's supported_exports); the host checks --export against it before
 # any work. auto is hybrid or portable, depending on whether pytorch_nndct imports where the payload runs.
 SUPPORTED_EXPORTS = {"vai": EXPORT_FORMATS, "hybrid": EXPORT_FORMATS, "portable": ("torchscript",)}
+# The quantizers whose backend has a fast finetune (issue 21); the host refuses --fast-finetune with the others.
+FINETUNE_QUANTIZERS = ("vai", "portable", "hybrid", "auto")
 
 # Names of the files a run produces inside its run directory (DESIGN.md section 4).
 QUANT_INFO = "quant_info.json"
 BIAS_CORR = "bias_corr.pth"  # nndct's bias correction, which its test mode reloads
+# nndct's fast-finetuned parameters: the quant model's state_dict, which load_ft_param() reloads in test mode
+# (nndct_shared/quantization/base_quantizer.py: param_file = output_dir + "/param", saved as param_file + ".pth")
+FT_PARAM = "param.pth"
+# the portable fast finetune's parameters by nndct's parameter names ({name: tensor}; hybrid writes them as FT_PARAM)
+FT_PORTABLE = "fast_finetune_params.pth"
 QUANT_PREDS = "quantization_test_preds.h5"
 FLOAT_PREDS = "float_test_preds.h5"
 RESULT = "result.json"
@@ -31,6 +38,7 @@ SAMPLES = "quantization_samples.h5"
 STATE_DICT = "state_dict.pt"
 COMPILE_REPORT = "compile.json"
 INSPECT_REPORT = "inspect.json"
+LAYERS = "layers.json"  # portable and hybrid: where quantization loses accuracy, tensor by tensor (issue 21)
 COMPILER = "vai_c_xir"
 ARCH_ROOT = "/opt/vitis_ai/compiler/arch"
 # --board -> the arch.json directory under ARCH_ROOT in the Vitis AI image (DPU family/board).
@@ -148,6 +156,13 @@ class Job:
     quant_opt: int = 3
     float_preds: bool = True
     compile: Optional[CompileStep] = None  # then compile the exported xmodel in the same run
+    # Accuracy (issue 21): per-tensor analysis of where quantization loses it (layers.json) on the first
+    # analyze_samples test samples (None: all of them, 0: no analysis); fast finetune on finetune_samples
+    # of the calibration samples (None: all of them), drawn and ordered by finetune_seed (finetuning.py)
+    analyze_samples: Optional[int] = None
+    fast_finetune: bool = False
+    finetune_samples: Optional[int] = None
+    finetune_seed: int = 0
     version: int = SCHEMA_VERSION
 
     def to_json(self) -> str:
@@ -173,10 +188,12 @@ class Job:
         for name in ("num_classes", "calib_batch_size", "eval_batch_size"):
             if getattr(self, name) <= 0:
                 raise SchemaError("{} must be positive".format(name))
-        for name in ("calib_limit", "test_limit"):
+        for name in ("calib_limit", "test_limit", "finetune_samples"):
             value = getattr(self, name)
             if value is not None and value <= 0:
                 raise SchemaError("{} must be positive".format(name))
+        if self.analyze_samples is not None and self.analyze_samples < 0:
+            raise SchemaError("analyze_samples must be 0 or more")
         if self.quantizer not in QUANTIZERS:
             raise SchemaError("quantizer must be one of {}".format(", ".join(QUANTIZERS)))
         for fmt in self.exports or ():
@@ -206,6 +223,9 @@ class Result:
     # taken: backend "hybrid" when it passed, "vai" after the fallback
     check: Optional[Dict[str, Any]] = None
     compile: Optional[Dict[str, Any]] = None  # the compile report, or {"skipped": why}
+    # --fast-finetune: its samples, batches, seed, seconds, and (portable, hybrid) the net loss before and after
+    # and each layer's epochs
+    finetune: Optional[Dict[str, Any]] = None
     version: int = SCHEMA_VERSION
 
     def to_json(self) -> str:

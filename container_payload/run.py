@@ -16,7 +16,8 @@ import torch
 from container_payload import backends, compiler
 from container_payload.data import Batch, PredictionWriter, SampleReader
 from container_payload.events import Phase, log, run_job_file, warn
-from container_payload.job import BIAS_CORR, FLOAT_PREDS, QUANT_PREDS, RESULT, Job, Result
+from container_payload.finetuning import fast_finetune
+from container_payload.job import BIAS_CORR, FLOAT_PREDS, FT_PARAM, FT_PORTABLE, QUANT_PREDS, RESULT, Job, Result
 from container_payload.loading import build_model, check_finite, load_weights, read_state_dict
 
 
@@ -126,9 +127,17 @@ def execute(job: Job) -> Result:
         files.append(FLOAT_PREDS)
         timings["float"] = time.perf_counter() - start
 
+    finetuned = {}  # type: Dict[str, Any]
+
     def quantize(name: str, prefix: str = ""):
         backend = backends.load(name)(copy.deepcopy(model), job.run_dir, job.input_size, target=job.target,
                                       quant_opt=job.quant_opt, warn=on_warning)
+        if job.fast_finetune:
+            tuned = fast_finetune(backend, calib, job, prefix + "finetune", on_warning)
+            timings[prefix + "finetune"] = tuned["seconds"]
+            report = getattr(getattr(backend, "portable", backend), "finetune_report", None)
+            finetuned.clear()
+            finetuned.update(tuned, **(report or {}))
         start = time.perf_counter()
         with Phase(prefix + "calibrate", len(calib)) as progress:
             batches = progress.track(calib.batches(job.calib_batch_size), _batch_size)
@@ -156,6 +165,14 @@ def execute(job: Job) -> Result:
             backend_name = "vai"
             backend = quantize(backend_name, "vai_")
 
+    if job.analyze_samples != 0 and backend_name in ("portable", "hybrid"):
+        from container_payload.backends.portable.analysis import analyze_run
+
+        start = time.perf_counter()
+        per_sample = timings["float"] / len(test) if "float" in timings and len(test) else None
+        files.append(analyze_run(job, getattr(backend, "portable", backend), backend_name, model_class, per_sample))
+        timings["analyze"] = time.perf_counter() - start
+
     if exports:
         start = time.perf_counter()
         with Phase("export", len(exports), unit="files"):
@@ -170,11 +187,13 @@ def execute(job: Job) -> Result:
         timings["compile"] = time.perf_counter() - start
 
     files = ["quant_info.json", QUANT_PREDS] + [f for f in files if f != QUANT_PREDS]
-    if os.path.isfile(os.path.join(job.run_dir, BIAS_CORR)):
-        files.append(BIAS_CORR)
+    for name in (BIAS_CORR, FT_PARAM, FT_PORTABLE):
+        if os.path.isfile(os.path.join(job.run_dir, name)):
+            files.append(name)
     return Result(status="succeeded", backend=backend_name, model_class=model_class, files=files,
                   num_calibration=len(calib), num_test=len(test), timings=timings, versions=versions(),
-                  warnings=warnings, check=None if check is None else check.as_dict(), compile=compiled)
+                  warnings=warnings, check=None if check is None else check.as_dict(), compile=compiled,
+                  finetune=finetuned or None)
 
 
 def hybrid_check(backend, test: SampleReader, run_dir: str):

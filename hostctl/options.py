@@ -49,6 +49,9 @@ class QuantizeOptions:
     dpu_strict: bool = False  # more than one DPU subgraph on the named DPU is exit 2 before calibration
     threads: int | None = None  # the payload's threads; default: hostctl/threads.py's plan
     cpus: float | None = None  # CPUs of the payload container (the engine's NanoCPUs)
+    analyze_samples: int | None = None  # layers.json on the first N test samples; None: all, 0: no analysis
+    fast_finetune: bool = False  # the quantizer's fast finetune before calibrating (issue 21)
+    finetune_samples: int | None = None  # fast finetune on N calibration samples; None: all of them
 
     def to_dict(self) -> dict[str, Any]:
         """The options as run.json records them: a local run has no image, conda env, pull policy or container."""
@@ -61,7 +64,9 @@ class QuantizeOptions:
                    num_classes=self.num_classes, calib_batch_size=self.calib_batch_size, eval_batch_size=EVAL_BATCH,
                    calib_limit=self.calib_limit, test_limit=self.test_limit, model=self.model, model_path=model_path,
                    model_args=dict(self.model_args), quantizer=self.quantizer, target=self.export_target(),
-                   exports=self.exports, quant_opt=self.quant_opt, compile=self.compile_step(run_dir))
+                   exports=self.exports, quant_opt=self.quant_opt, compile=self.compile_step(run_dir),
+                   analyze_samples=self.analyze_samples, fast_finetune=self.fast_finetune,
+                   finetune_samples=self.finetune_samples)
 
     def export_target(self) -> str | None:
         """nndct's target: --target, else --board's DPU."""

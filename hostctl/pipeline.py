@@ -12,7 +12,7 @@ from typing import Any
 
 import h5py
 
-from container_payload.job import FLOAT_PREDS, JOB, QUANT_INFO, QUANT_PREDS, RESULT, Result, SchemaError
+from container_payload.job import FLOAT_PREDS, JOB, LAYERS, QUANT_INFO, QUANT_PREDS, RESULT, Result, SchemaError
 from hostctl import runtime
 from hostctl.errors import EXIT_ENV, EnvironmentProblem, RunFailed, UsageError
 from hostctl.inspect import inspect_before_quantizing, quantize_target
@@ -36,6 +36,7 @@ class RunSummary:
     check: dict[str, Any] | None = None  # --quantizer hybrid: nndct's test mode against the portable outputs
     compile: dict[str, Any] | None = None
     inspect: dict[str, Any] | None = None  # --target/--board: the inspection before calibration
+    layers: dict[str, Any] | None = None  # portable/hybrid: layers.json's summary (hostctl/layers.py)
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
@@ -59,7 +60,7 @@ def quantize(opts: QuantizeOptions, reporter: Reporter) -> RunSummary:
                          "num_calibration": inputs.num_calibration, "num_test": inputs.num_test}}
     with staged_run(opts.output_dir, fields, reporter) as run:
         if inspection is not None:
-            inspection.write(run.run_dir)
+            inspection.write(run.run_dir, reporter)
             run.manifest["inspect"] = inspection.record()
         rt = runtime.create(opts, run.run_dir, reporter, run.trap)
         rt.prepare()
@@ -68,8 +69,16 @@ def quantize(opts: QuantizeOptions, reporter: Reporter) -> RunSummary:
         result = _run_payload(opts, inputs, rt, run.run_dir, reporter, run.timings)
         run.manifest["payload"] = {"backend": result.backend, "versions": result.versions,
                                    "timings": result.timings, "warnings": result.warnings, "check": result.check}
+        if result.finetune is not None:
+            run.manifest["payload"]["finetune"] = result.finetune
         if result.compile is not None:
             run.manifest["compile"] = result.compile
+        layers = _layers(opts, result, run.run_dir, reporter,
+                         rt.view(opts.model_path) if opts.model_path is not None else None)
+        if layers is not None:
+            from hostctl.layers import summary
+
+            run.manifest["layers"] = summary(layers)
         metrics = None
         if opts.evaluate:
             t0 = time.perf_counter()
@@ -77,11 +86,16 @@ def quantize(opts: QuantizeOptions, reporter: Reporter) -> RunSummary:
                                 {"options": run.manifest["options"], "backend": result.backend, "run_id": run.run_id,
                                  "inspect": run.manifest.get("inspect")})
             run.timings["evaluate"] = time.perf_counter() - t0
+        if layers is not None:
+            from hostctl.layers import render_worst
+
+            render_worst(layers, reporter)
         run.succeed()
     return RunSummary(status="succeeded", output_dir=run.stage.output_dir, run_id=run.run_id,
                       backend=result.backend, files=run.manifest["files"], timings=run.timings, metrics=metrics,
                       warnings=list(result.warnings), check=result.check, compile=result.compile,
-                      inspect=inspection.record() if inspection is not None else None)
+                      inspect=inspection.record() if inspection is not None else None,
+                      layers=run.manifest.get("layers"))
 
 
 def _run_payload(opts: QuantizeOptions, inputs: Inputs, rt: runtime.Runtime, run_dir: Path, reporter: Reporter,
@@ -93,6 +107,27 @@ def _run_payload(opts: QuantizeOptions, inputs: Inputs, rt: runtime.Runtime, run
     code, output = run_job(rt, run_dir, reporter)
     timings["payload"] = time.perf_counter() - t0
     return verify_outputs(run_dir, inputs, code, output)
+
+
+def _layers(opts: QuantizeOptions, result: Result, run_dir: Path, reporter: Reporter,
+            model_inside: str | None) -> dict[str, Any] | None:
+    """layers.json where the run's path writes it (portable, hybrid; not --analyze-samples 0), read back, with the
+    user's source lines as this machine names them (model_inside: where the payload saw --model-path); once a
+    line where the quantizer has no analysis (vai, or hybrid fallen back to it)."""
+    from hostctl.layers import expected, read_layers, render_unavailable, sources_on_the_host
+
+    if not expected(opts.analyze_samples, result.backend):
+        if opts.analyze_samples != 0:
+            render_unavailable(result.backend, reporter)
+        return None
+    if not (run_dir / LAYERS).is_file():
+        raise RunFailed(f"the payload reported success but did not write {LAYERS}",
+                        f"See {RUN_LOG} in the failed-run directory; --analyze-samples 0 skips the analysis.")
+    doc = read_layers(run_dir / LAYERS)
+    if model_inside is not None and opts.model_path is not None and sources_on_the_host(
+            doc, model_inside, opts.model_path.resolve()):
+        (run_dir / LAYERS).write_text(json.dumps(doc, indent=1, allow_nan=False) + "\n", encoding="utf-8")
+    return doc
 
 
 def verify_outputs(run_dir: Path, inputs: Inputs, code: int, output: PayloadOutput) -> Result:

@@ -20,7 +20,7 @@ import h5py
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
-from container_payload.job import FLOAT_PREDS, QUANT_PREDS
+from container_payload.job import FLOAT_PREDS, LAYERS, QUANT_PREDS
 from hostctl.evaluate import (
     LABELS_GROUP,
     METRICS,
@@ -63,9 +63,11 @@ _QUANT_COLOUR = "#f28e2b"
 
 
 def write_report(metrics: Metrics, samples: Path, float_preds: Path, quant_preds: Path, out_dir: Path,
-                 max_previews: int = 4, about: Mapping[str, str] | None = None) -> list[Path]:
+                 max_previews: int = 4, about: Mapping[str, str] | None = None,
+                 layers: Mapping[str, Any] | None = None) -> list[Path]:
     """Write out_dir/{previews.png, per_class_iou.png, index.html}; returns the files written. `about` names what
     was quantized (model, quantizer, run, samples: run_facts), so that a report read on its own says what it shows.
+    `layers` (layers.json's content, portable and hybrid runs) adds the plot of SQNR along the network's depth.
 
     out_dir is the report directory itself (a run's `report/`). It is built beside its final place and swapped
     in whole, so a reader never sees a mix of an old and a new report. Without labels the bar chart is left out:
@@ -81,7 +83,14 @@ def write_report(metrics: Metrics, samples: Path, float_preds: Path, quant_preds
         if metrics.has_labels:
             _draw_per_class_iou(metrics, staging / PER_CLASS_IOU)
             written.append(PER_CLASS_IOU)
-        (staging / INDEX).write_text(_index_html(metrics, names, written, about or {}), encoding="utf-8")
+        section = ""
+        if layers is not None:
+            from hostctl.layers import SQNR_PLOT, draw_sqnr, report_section
+
+            draw_sqnr(layers, staging / SQNR_PLOT)
+            written.append(SQNR_PLOT)
+            section = report_section(layers)
+        (staging / INDEX).write_text(_index_html(metrics, names, written, about or {}, section), encoding="utf-8")
         written.append(INDEX)
         _swap_in(staging, out_dir)
     except BaseException:
@@ -261,7 +270,8 @@ def run_facts(options: Mapping[str, Any], backend: str | None, run_id: str | Non
     return {k: v for k, v in facts.items() if v}
 
 
-def _index_html(metrics: Metrics, names: list[str], written: list[str], about: Mapping[str, str]) -> str:
+def _index_html(metrics: Metrics, names: list[str], written: list[str], about: Mapping[str, str],
+                layers_section: str = "") -> str:
     rows = "\n".join(
         "<tr>" + "".join(f"<td>{html.escape(cell)}</td>" for cell in row) + "</tr>" for row in metric_rows(metrics)
     )
@@ -298,7 +308,7 @@ img {{ max-width: 100%; border: 1px solid #eee; }}
 {rows}
 </table>
 {chart}
-<h2>Previews</h2>
+{layers_section}<h2>Previews</h2>
 <p class="dim">Samples: {shown}. {order}</p>
 <img src="{PREVIEWS}" alt="input, label, float and quantized predictions, and where they disagree">
 </body></html>
@@ -326,6 +336,15 @@ def evaluate_run(samples: Path, results_dir: Path, num_classes: int | None, repo
         num_classes = infer_num_classes(quant_preds)
     metrics = evaluate(samples, float_preds, quant_preds, num_classes, reporter)
     write_metrics(metrics, results_dir / METRICS)
-    files = (write_report(metrics, samples, float_preds, quant_preds, results_dir / REPORT_DIR, about=about)
-             if report else [])
+    layers = None
+    if report and (results_dir / LAYERS).is_file():
+        from hostctl.errors import RunFailed
+        from hostctl.layers import read_layers
+
+        try:
+            layers = read_layers(results_dir / LAYERS)
+        except RunFailed as exc:
+            reporter.warn(f"the report leaves out the layer analysis: {exc.message}")
+    files = (write_report(metrics, samples, float_preds, quant_preds, results_dir / REPORT_DIR, about=about,
+                          layers=layers) if report else [])
     return Evaluation(metrics=metrics, metrics_file=results_dir / METRICS, report_files=tuple(files))

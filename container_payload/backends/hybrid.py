@@ -15,7 +15,7 @@ import copy
 import json
 import os
 from dataclasses import asdict, dataclass
-from typing import Iterable, List, Optional, Sequence
+from typing import Callable, Iterable, List, Optional, Sequence
 
 import numpy as np
 import torch
@@ -23,7 +23,7 @@ import torch
 from container_payload.backends import Backend, BackendError
 from container_payload.backends.portable import PortableBackend
 from container_payload.backends.vai import VaiBackend, import_nndct
-from container_payload.job import BIAS_CORR, QUANT_INFO
+from container_payload.job import BIAS_CORR, FT_PARAM, QUANT_INFO
 
 CHECK_SAMPLES = 4
 MIN_ARGMAX_AGREEMENT = 0.999
@@ -61,6 +61,12 @@ class HybridBackend(Backend):
         self.nndct = VaiBackend(model, run_dir, input_size, target=target, quant_opt=quant_opt, warn=warn)
         self._checked = None  # the batch-1 nndct test-mode quantizer whose outputs passed the check
 
+    def fast_finetune(self, batches: Callable[[], Iterable[torch.Tensor]], count: int,
+                      progress: Optional[Callable[[str, int, int], None]] = None) -> None:
+        """The portable fast finetune; check() then writes its parameters as nndct's param.pth and has nndct's
+        test mode load them with load_ft_param(), as after nndct's own."""
+        self.portable.fast_finetune(batches, count, progress)
+
     def calibrate(self, batches: Iterable[torch.Tensor], count: Optional[int] = None) -> None:
         self.portable.calibrate(batches, count)
         info = dict(self.portable.quant_info)
@@ -81,6 +87,8 @@ class HybridBackend(Backend):
         n = len(samples)
         try:
             quantizer = self.nndct._quantizer("test", 1)
+            if self.portable.finetuned_params is not None:
+                self._load_finetuned(quantizer)
         except SystemExit as exc:  # nndct exits (status 0 or 2) on a name mismatch or a bias_corr.pth it rejects
             return Check(False, 0, None, None, TOLERANCE, "pytorch_nndct's test mode refused quant_info.json or "
                          "bias_corr.pth and exited with status {}; its [VAIQ_ERROR] lines above say why"
@@ -113,6 +121,33 @@ class HybridBackend(Backend):
         if passed:
             self._checked = quantizer
         return Check(passed, n, max_diff, agreement, TOLERANCE, reason)
+
+    def _load_finetuned(self, quantizer) -> None:
+        """param.pth as nndct's fast finetune writes it (the quant model's state_dict, every parameter on its
+        grid, before bias correction), from the portable parameters by nndct's names; then load_ft_param()."""
+        params = self.portable.finetuned_params
+        # nndct's quant model inside the wrapper quant_model gives (RecoveryModel.inner_model): export_param saves it
+        model = getattr(quantizer.quant_model, "inner_model", quantizer.quant_model)
+        found = set()
+        with torch.no_grad():
+            for module in model.modules():
+                names = getattr(module, "params_name", None) or []
+                for attr, name in zip(("weight", "bias"), names):
+                    value = params.get(name)
+                    tensor = getattr(module, attr, None)
+                    if value is not None and isinstance(tensor, torch.Tensor):
+                        if tuple(tensor.shape) != tuple(value.shape):
+                            raise BackendError("fast finetune: nndct's {} has shape {}, the portable one {}".format(
+                                name, tuple(tensor.shape), tuple(value.shape)))
+                        tensor.copy_(value.to(tensor.dtype))
+                        found.add(name)
+        missing = sorted(set(params) - found)
+        if missing:
+            raise BackendError("fast finetune: nndct's quant model has no parameter {}".format(", ".join(missing)))
+        _write_atomically(os.path.join(self.run_dir, FT_PARAM),
+                          lambda f: torch.save(model.state_dict(), f))
+        quantizer.load_ft_param()
+        self.nndct.finetuned = True
 
     def export(self, formats: Sequence[str], sample: torch.Tensor) -> List[str]:
         if self._checked is None:

@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from container_payload.job import BOARDS, BUILTIN_MODEL, EXPORT_FORMATS, QUANTIZERS
+from container_payload.job import BOARDS, BUILTIN_MODEL, EXPORT_FORMATS, FINETUNE_QUANTIZERS, QUANTIZERS
 from hostctl.cli import app
 from hostctl.cli.common import (
     DOCKER_PANEL,
@@ -112,6 +112,17 @@ def quantize(
     quant_opt: Annotated[int, typer.Option(min=0, max=3, envvar="HOSTCTL_QUANT_OPT", rich_help_panel=QUANT,
                                            help="nndct_quant_opt: 0 = no equalisation or bias correction, "
                                                 "3 = nndct's default.")] = 3,
+    analyze_samples: Annotated[int | None, typer.Option(
+        min=0, envvar="HOSTCTL_ANALYZE_SAMPLES", rich_help_panel=QUANT, metavar="N",
+        help="Portable and hybrid: measure every quantized tensor (SQNR, clipping, the error it adds alone) on "
+             "the first N test samples into layers.json; 0 skips it. Default: all test samples.")] = None,
+    fast_finetune: Annotated[bool, typer.Option(
+        "--fast-finetune", envvar="HOSTCTL_FAST_FINETUNE", rich_help_panel=QUANT,
+        help="Fast finetune (vai_q_pytorch's AdaQuant) before calibrating: each conv's weights and bias tuned "
+             "against the float model's outputs; nndct's test mode loads them from param.pth.")] = False,
+    finetune_samples: Annotated[int | None, typer.Option(
+        min=1, envvar="HOSTCTL_FINETUNE_SAMPLES", rich_help_panel=QUANT, metavar="N",
+        help="With --fast-finetune: finetune on N calibration samples. Default: all of them.")] = None,
     image: Image = DEFAULT_IMAGE,
     conda_env: CondaEnv = DEFAULT_CONDA_ENV,
     pull: Pull = "missing",
@@ -154,7 +165,14 @@ def quantize(
         evaluate=not no_evaluate,
         compile_board=_choice(compile_board, tuple(BOARDS), "--compile") if compile_board else None,
         board=_choice(board.lower(), tuple(BOARDS), "--board") if board else None, dpu_strict=dpu_strict,
+        analyze_samples=analyze_samples, fast_finetune=fast_finetune, finetune_samples=finetune_samples,
     )
+    if opts.finetune_samples is not None and not opts.fast_finetune:
+        raise UsageError("--finetune-samples needs --fast-finetune", "Add --fast-finetune, or drop "
+                                                                     "--finetune-samples.")
+    if opts.fast_finetune and opts.quantizer not in FINETUNE_QUANTIZERS:
+        raise UsageError(f"--fast-finetune with --quantizer {opts.quantizer} is not available yet",
+                         f"Use --quantizer {' or '.join(FINETUNE_QUANTIZERS)}, or drop --fast-finetune.")
     if opts.compile_board and (opts.quantizer == "portable" or (opts.exports is not None and
                                                                  "xmodel" not in opts.exports)):
         raise UsageError("--compile needs the xmodel, which only the vai quantizer exports",

@@ -8,7 +8,7 @@ import shlex
 import pytest
 from helpers import hostctl_inprocess, run_hostctl
 
-from container_payload.job import FLOAT_PREDS, QUANT_PREDS, SAMPLES, STATE_DICT
+from container_payload.job import FLOAT_PREDS, LAYERS, QUANT_PREDS, SAMPLES, STATE_DICT
 from hostctl.demo import FAST, FULL
 
 
@@ -27,8 +27,11 @@ def check_layout(summary: dict, tmp_path) -> None:
     results = demo / "quantization_results"
     for name in (FLOAT_PREDS, QUANT_PREDS, "metrics.json", "run.json", "quant_info.json"):
         assert (results / name).is_file(), name
-    assert sorted(p.name for p in (results / "report").iterdir()) == ["index.html", "per_class_iou.png",
-                                                                       "previews.png"]
+    pictures = ["index.html", "per_class_iou.png", "previews.png"]
+    if json.loads((results / "run.json").read_text())["payload"]["backend"] in ("portable", "hybrid"):
+        assert (results / LAYERS).is_file()  # the layer analysis, and its plot in the report
+        pictures.insert(1, "layers_sqnr.png")
+    assert sorted(p.name for p in (results / "report").iterdir()) == pictures
     assert summary["metrics"] == json.loads((results / "metrics.json").read_text())
 
 

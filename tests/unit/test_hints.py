@@ -50,6 +50,7 @@ COMMANDS = {
     "hostctl/evaluate.py": ("evaluate",),
     "hostctl/cli/evaluate.py": ("evaluate",),
     "hostctl/report.py": ("quantize", "evaluate"),
+    "hostctl/layers.py": ("quantize",),  # evaluate shows read_layers' message alone, as a warning
     "hostctl/demo.py": ("demo",),
     "hostctl/cli/demo.py": ("demo",),
     "hostctl/doctor.py": ("doctor",),

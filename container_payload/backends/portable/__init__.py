@@ -14,16 +14,18 @@ from typing import Callable, Dict, Iterable, List, Optional, Sequence
 import torch
 
 from container_payload.graph.nndct import PARAM_OPS, Graph
-from container_payload.job import SUPPORTED_EXPORTS
+from container_payload.job import FT_PORTABLE, SUPPORTED_EXPORTS
 
 from .. import Backend, BackendError
 from . import fixpoint as fxp
 from .engine import Calibrator, TestModel, adjust, has_params, part_key
 from .equalize import equalize
+from .finetune import FastFinetune, FinetuneDoesNotFit
 from .groups import quantization_graph
 
 VERSION = "hostctl-portable-1"
 QUANT_INFO = "quant_info.json"
+FINETUNE_CACHE = ".fast_finetune_cache"  # layer inputs and targets on disk, removed when finetuning ends
 
 
 class PortableBackend(Backend):
@@ -40,6 +42,11 @@ class PortableBackend(Backend):
         self.quant_info: Optional[dict] = None
         self.adjustments: List[str] = []
         self.bias_corr: Optional[Dict[str, Optional[List[float]]]] = None  # bias_corr.pth's content, or None
+        # after fast_finetune(): the fix positions the calibration keeps, and every parameter by nndct's name as
+        # nndct's param.pth holds it (on its grid, before bias correction)
+        self._kept_fps: Optional[Dict[str, Dict[str, Optional[int]]]] = None
+        self.finetuned_params: Optional[Dict[str, torch.Tensor]] = None
+        self.finetune_report: Optional[dict] = None
 
     # quant_opt 0 turns off equalization and bias correction; any level above 0 keeps both
     # (pytorch_nndct/__init__.py: nndct_param_corr and nndct_equalization are switched off only for quant_opt <= 0)
@@ -68,12 +75,41 @@ class PortableBackend(Backend):
             equalize(g)
         return g
 
+    def fast_finetune(self, batches: Callable[[], Iterable[torch.Tensor]], count: int,
+                      progress: Optional[Callable[[str, int, int], None]] = None) -> None:
+        """vai_q_pytorch's fast finetune (finetune.py) over the batches that batches() gives afresh each time;
+        the next calibrate() keeps its fix positions and starts from its parameters, as nndct's does."""
+        first = next(iter(batches()), None)
+        if first is None:
+            raise BackendError("fast finetune got no samples")
+        g = self._graph = self._build(first.float())
+        ft = FastFinetune(g, batches, count, os.path.join(self.run_dir, FINETUNE_CACHE), self.quant_opt, progress)
+        try:
+            ft.run()
+        except FinetuneDoesNotFit as exc:
+            raise BackendError(str(exc)) from exc
+        params = {}
+        for node in g.nodes:
+            if node.name in ft.params:
+                node.weight, node.bias = ft.params[node.name]
+                params[node.weight_name] = node.weight
+                if node.bias_name and node.bias is not None:
+                    params[node.bias_name] = node.bias
+        self._kept_fps = ft.fps
+        self.finetuned_params = params
+        self.finetune_report = ft.report
+        os.makedirs(self.run_dir, exist_ok=True)
+        tmp = os.path.join(self.run_dir, FT_PORTABLE + ".tmp")
+        torch.save({k: v.detach().clone() for k, v in params.items()}, tmp)
+        os.replace(tmp, os.path.join(self.run_dir, FT_PORTABLE))
+
     def calibrate(self, batches: Iterable[torch.Tensor], count: Optional[int] = None) -> None:
         for k, batch in enumerate(batches):
             batch = batch.float()
             if self._calib is None:
-                self._graph = self._build(batch)
-                self._calib = Calibrator(self._graph, bias_correction=self._optimize)
+                if self._kept_fps is None:
+                    self._graph = self._build(batch)
+                self._calib = Calibrator(self._graph, bias_correction=self._optimize, fixed=self._kept_fps)
             if count is not None and k >= count:
                 # batches after the announced count could move fix positions whose search has already stopped
                 raise BackendError("calibration got more than the {} batches announced".format(count))
@@ -122,7 +158,7 @@ class PortableBackend(Backend):
             "param": params,
             "output": outputs,
             "input": {},
-            "fast_finetuned": False,
+            "fast_finetuned": self._kept_fps is not None,
             "bias_corrected": self._optimize,
             "version": VERSION,
             # nndct hashes its own graph structure; this is the same idea over ours (names, ops, edges), so it

@@ -280,10 +280,11 @@ class Runner:
         return [i // o for i, o in zip(ins, outs)]
 
     def run(self, x: torch.Tensor, params, quant: Callable[[Node, torch.Tensor, fxp.Activation], torch.Tensor],
-            after: Optional[Callable] = None) -> torch.Tensor:
+            after: Optional[Callable] = None, stop_before: Optional[int] = None):
         """One forward pass. params(node) gives a param op's (weight, bias); quant(node, value, act) quantizes
         a node's output in place, applying act (an in-place activation, or None) to it first: a ReLU whose input
-        is its alone is left to the quantizer's first pass over memory."""
+        is its alone is left to the quantizer's first pass over memory. With stop_before, the values live before
+        that step instead (run_steps goes on from there)."""
         g = self.g
         env: Dict[int, object] = dict(g.consts)
         owned = set()  # values made by this run's nodes that no other value aliases
@@ -291,8 +292,19 @@ class Runner:
         inp = self.input_node
         if inp.name in self.keys:
             env[g.input_id] = quant(inp, fxp.own_copy(x), None)
+        return self.run_steps(env, owned, params, quant, after, 0, stop_before)
+
+    def run_steps(self, env: Dict[int, object], owned: set, params, quant, after: Optional[Callable], begin: int,
+                  stop_before: Optional[int] = None):
+        """Steps begin.. of a forward pass on env (value id -> value; consts included); owned, the values no
+        other value aliases, which a step may overwrite."""
+        g = self.g
         free = self.free_after
-        for i, step in enumerate(g.steps):
+        steps = g.steps
+        for i in range(begin, len(steps)):
+            if i == stop_before:
+                return env
+            step = steps[i]
             node = step.node
             if node is None:
                 val = step.fn(*[env[v] for v in step.ins])
@@ -366,8 +378,14 @@ def _writable_sum(a, b) -> bool:
 
 
 class Calibrator(Runner):
-    def __init__(self, g: Graph, bias_correction: bool) -> None:
+    """nndct's calib mode. With fixed (fix positions as fix_positions() gives them), every tensor is quantized at
+    its given position and none is searched: nndct's calibration after fast finetune (keep_fp), where only bias
+    correction moves."""
+
+    def __init__(self, g: Graph, bias_correction: bool,
+                 fixed: Optional[Dict[str, Dict[str, Optional[int]]]] = None) -> None:
         super().__init__(g)
+        self.fixed = fixed
         self.param_fp: Dict[str, int] = {}
         self.history: Dict[str, List[int]] = {k: [] for k in g.output_keys}
         self.bias_correction = bias_correction
@@ -392,13 +410,15 @@ class Calibrator(Runner):
                 self.float_params[node.name] = (node.weight, node.bias)
                 w_first = node.weight_name not in self.param_fp
                 if w_first:
-                    self.param_fp[node.weight_name] = fxp.capped(fxp.diffs_fix_pos(node.weight))
+                    self.param_fp[node.weight_name] = (fixed["param"][node.weight_name] if fixed else
+                                                       fxp.capped(fxp.diffs_fix_pos(node.weight)))
                 self.qweight[node.name] = (fxp.quantize_param(node.weight, self.param_fp[node.weight_name])
                                            if w_first else node.weight)
                 if node.bias is not None:
                     b_first = node.bias_name not in self.param_fp
                     if b_first:
-                        self.param_fp[node.bias_name] = fxp.capped(fxp.diffs_fix_pos(node.bias))
+                        self.param_fp[node.bias_name] = (fixed["param"][node.bias_name] if fixed else
+                                                         fxp.capped(fxp.diffs_fix_pos(node.bias)))
                     self.bias_now[node.name] = (fxp.quantize_param(node.bias, self.param_fp[node.bias_name])
                                                 if b_first else node.bias)
                     if bias_correction and node.op in PARAM_OPS:
@@ -425,6 +445,11 @@ class Calibrator(Runner):
         return self._quant(node, val, act)
 
     def _quant(self, node: Node, val: torch.Tensor, act: fxp.Activation) -> torch.Tensor:
+        if self.fixed is not None:
+            fp = self.fp_now[node.name] = self.fixed["output"].get(node.name)
+            if fp is None:  # never quantized (an inf or a nan when it was calibrated)
+                return act(val) if act is not None else val
+            return fxp.quantize_act_(val, fp, act, nonneg=_nonneg(node, act))
         scope = 1 if node.op == "input" else fxp.DIFFS_SCOPE
         hist = self.history.setdefault(node.name, [])  # a list-valued node's parts come in as they are met
         if self.remaining is not None:
@@ -488,6 +513,8 @@ class Calibrator(Runner):
 
     def fix_positions(self) -> Dict[str, Dict[str, int]]:
         """Fix positions as calibration leaves them (before the export-time adjustments)."""
+        if self.fixed is not None:
+            return {"param": dict(self.fixed["param"]), "output": dict(self.fixed["output"])}
         out = {k: fxp.modal_fp(h) for k, h in self.history.items() if h}
         out.update((k, None) for k in self.invalid if k not in out)  # reached, never quantizable: null
         return {"param": dict(self.param_fp), "output": out}
@@ -613,17 +640,6 @@ class TestModel(Runner):
         # its sums round, in an order that depends on the layout
         self.channels_last = shortcuts and channels_last_safe(g) and all(
             node.name in in_fp for node in g.nodes if node.op in CONV_OPS + CONV3D_OPS)
-        self.qparams = {}
-        for node in g.nodes:
-            if not has_params(node):
-                continue
-            w = fxp.quantize_param(node.weight, fps["param"][node.weight_name])
-            if self.channels_last and node.op in ("conv2d", "depthwise_conv2d") and w.dim() == 4:
-                w = w.contiguous(memory_format=torch.channels_last)  # same values; oneDNN's own layout for NHWC
-            b = None
-            if node.bias is not None:
-                b = fxp.quantize_param(biases.get(node.name, node.bias), fps["param"][node.bias_name])
-            self.qparams[node.name] = (w, b)
         # hardswish on a quantized input (conv, BN, hswish as nndct groups it), with a quantized output: its gate
         # in two passes, as an integer whose 1/128 the quantizer of the output takes into its own scaling
         self.gate_fast = frozenset(node.name for node in g.nodes if node.op == "hswish" and in_fp.get(node.name)
@@ -634,14 +650,31 @@ class TestModel(Runner):
         self.in_units = _integer_outputs(g, self.out_fp) if shortcuts else {}
         producer = {g.input_id: self.input_node.name}
         producer.update((s.outs[0], s.node.name) for s in g.steps if s.node is not None and len(s.outs) == 1)
+        self.in_scale: Dict[str, int] = {}  # param op -> fix position of the integer input it reads
         for r in g.steps:
             if r.node is None or not has_params(r.node) or r.node.op not in PARAM_OPS or not r.ins:
                 continue
             fp = self.in_units.get(producer.get(r.ins[0], ""))
             if fp is not None:
-                w, b = self.qparams[r.node.name]
-                # exact: a power of two; each product x * w, and so every sum, is the same float
-                self.qparams[r.node.name] = (w * 2.0 ** -fp, b)
+                self.in_scale[r.node.name] = fp
+        self.qparams = {}
+        for node in g.nodes:
+            if has_params(node):
+                self.set_params(node, node.weight, None if node.bias is None else biases.get(node.name, node.bias))
+
+    def set_params(self, node: Node, weight: torch.Tensor, bias: Optional[torch.Tensor]) -> None:
+        """A param op's float weight and bias, quantized at its fix positions, for the next forwards (fast
+        finetune changes them between forwards)."""
+        fps = self.fps["param"]
+        w = fxp.quantize_param(weight, fps[node.weight_name])
+        if self.channels_last and node.op in ("conv2d", "depthwise_conv2d") and w.dim() == 4:
+            w = w.contiguous(memory_format=torch.channels_last)  # same values; oneDNN's own layout for NHWC
+        b = None if bias is None else fxp.quantize_param(bias, fps[node.bias_name])
+        fp = self.in_scale.get(node.name)
+        if fp is not None:
+            # exact: a power of two; each product x * w, and so every sum, is the same float
+            w = w * 2.0 ** -fp
+        self.qparams[node.name] = (w, b)
 
     def general(self) -> "TestModel":
         """The same model without the shortcuts (channels-last, rounding without the exact-half pass, the fast

@@ -47,12 +47,22 @@ class _QuantModel(torch.nn.Module):
         self.quantized = quantized
         self.batches = []
         self.last_batch = None
+        self.quant_off = False  # nndct's NoQuant() while fast finetune caches the float tensors
+        self.unloaded_finetune = False  # test mode of a fast-finetuned calibration, before load_ft_param()
 
     def forward(self, *args):
         x = args[0]
         self.last_batch = x.shape[0]
+        if self.quantized is not None and self.unloaded_finetune:
+            # stricter than nndct, which defines this check (features_check) but never calls it, and then runs the
+            # finetuned fix positions with the float parameters: the fake stops, so an adapter that forgets
+            # load_ft_param() fails its tests
+            _log("ERROR", "[QUANTIZER_TORCH_FAST_FINETUNE] Fast finetuned parameters are not loaded. Call "
+                 "load_ft_param to load them.")
+            sys.exit(2)
         if self.quantized is None:
-            self.batches.append(x.detach().clone())
+            if not self.quant_off:
+                self.batches.append(x.detach().clone())
             return self.module(*args)
         out = self.quantized(x)
         if _fail_at("test_outputs"):
@@ -73,7 +83,9 @@ class torch_quantizer:  # noqa: N801 - the real API's name
         self.output_dir = output_dir
         self.input_args = input_args
         self.cls = type(module).__name__
-        self.module = module
+        # nndct's quant model is its own module (generated code, parameters loaded from the float model): fast
+        # finetune changes it, never the caller's module
+        self.module = copy.deepcopy(module)
         self.quant_opt = int(OPTIONS.get("nndct_quant_opt", 3))
         os.makedirs(output_dir, exist_ok=True)
         _log("NOTE", "Quant config file is empty, use default quant configuration")
@@ -84,14 +96,16 @@ class torch_quantizer:  # noqa: N801 - the real API's name
                     .format(self.cls))
         self.info_path = os.path.join(output_dir, "quant_info.json")
         self.bias_corr_path = os.path.join(output_dir, "bias_corr.pth")
+        self.param_path = os.path.join(output_dir, "param.pth")  # nndct: param_file = output_dir + "/param"
+        self.fast_finetuned = False
         quantized = None
         if quant_mode == "test":
             quantized = self._load_test_mode()
-        self.quant_model = _QuantModel(module, quantized)
+        self.quant_model = _QuantModel(self.module, quantized)
+        self.quant_model.unloaded_finetune = self.fast_finetuned
 
     def _load_test_mode(self):
         """What nndct's test mode does with the calibration files (torchquantizer.py, quant_config_imp.py)."""
-        from container_payload.backends import BackendError
 
         if not os.path.isfile(self.info_path):
             # What nndct does: log, then exit with status 0.
@@ -106,6 +120,13 @@ class torch_quantizer:  # noqa: N801 - the real API's name
             bias_corr = torch.load(self.bias_corr_path)
         with open(self.info_path) as f:
             info = json.load(f)
+        self.fast_finetuned = bool(info.get("fast_finetuned"))
+        self._test_files = (info, bias_corr)
+        return self._test_model(info, bias_corr)
+
+    def _test_model(self, info, bias_corr):
+        from container_payload.backends import BackendError
+
         backend = _portable(self.module, self.input_args, self.quant_opt, self.output_dir)
         try:
             backend.load(info, bias_corr, self.input_args[0])
@@ -123,6 +144,67 @@ class torch_quantizer:  # noqa: N801 - the real API's name
                  "\"--nndct_param_corr\" to load it.")
         return backend.quantized()
 
+    def fast_finetune(self, run_fn, run_args):
+        """nndct's signature (apis.py) and files (qproc/base.py finetune, adaquant.py finetune_v2), not its
+        algorithm: run_fn(*run_args) forwards the finetune samples once with quantization off (nndct caches the
+        network's inputs and the float outputs) and once calibrating; then, where nndct tunes every conv-like
+        layer, the fake tunes one bias: the last biased conv's, moved by the mean difference between the float
+        and the quantized model's outputs per channel (least squares for that bias alone). It saves the quant
+        model's state_dict as param.pth, and quant_info.json then says fast_finetuned."""
+        if self.mode == "test":
+            _log("WARN", "[QUANTIZER_TORCH_FINETUNE_IGNORED] Finetune function will be ignored in test mode!")
+            return
+        _log("NOTE", "=>Preparing data for fast finetuning module parameters ...")
+        start = len(self.quant_model.batches)
+        self.quant_model.quant_off = True
+        try:
+            with torch.no_grad():
+                run_fn(*run_args)
+        finally:
+            self.quant_model.quant_off = False
+        if _fail_at("fast_finetune_memory"):
+            # adaquant.py cache_net_inpouts: warns and returns None, which finetune_v2 then unpacks
+            _log("WARN", "[QUANTIZER_TORCH_MEMORY_SHORTAGE] There is not enought memory for fast finetuning and "
+                 "this process will be ignored!.Try to use a smaller calibration dataset.")
+            net_inputs, net_outputs = None  # noqa: F841 - nndct's own unpacking, and its TypeError
+        _log("NOTE", "=>Find initial quantization steps for fast finetuning...")
+        with torch.no_grad():
+            run_fn(*run_args)
+        batches = self.quant_model.batches[start:]
+        del self.quant_model.batches[start:]  # nndct clears the calibration history after finetuning
+        if not batches:
+            _log("ERROR", "fast finetune: run_fn forwarded nothing")
+            return
+        _log("NOTE", "=>Fast finetuning module parameters for better quantization accuracy...")
+        convs = [m for m in self.module.modules() if isinstance(m, torch.nn.Conv2d) and m.bias is not None]
+        if convs:
+            with tempfile.TemporaryDirectory() as scratch:
+                # nndct turns bias correction off while it finetunes (adaquant.py AdaQuant.__enter__)
+                backend = _portable(self.module, self.input_args, 0, scratch)
+                backend.calibrate(iter(batches))
+                quantized = backend.quantized()
+                with torch.no_grad():
+                    diff = sum((self.module(b) - quantized(b)).mean(dim=(0, 2, 3)) for b in batches) / len(batches)
+                    if diff.shape == convs[-1].bias.shape:
+                        convs[-1].bias += diff
+        self.fast_finetuned = True
+        torch.save(self.quant_model.state_dict(), self.param_path)
+        _log("NOTE", "=>Export fast finetuned parameters ...")
+        _log("NOTE", "=>Exporting quant model parameters.({})".format(self.param_path))
+
+    def load_ft_param(self):
+        """torchquantizer.py load_param: test mode only; exits with status 2 without the file or the flag."""
+        if self.mode != "test":
+            return
+        _log("NOTE", "=>Loading quant model parameters.({})".format(self.param_path))
+        if not os.path.isfile(self.param_path) or not self.fast_finetuned:
+            _log("ERROR", "[QUANTIZER_TORCH_FAST_FINETINE] Fast finetuned parameter file does not exist. Please "
+                 "check calibration with fast finetune is done or not.")
+            sys.exit(2)
+        self.quant_model.load_state_dict(torch.load(self.param_path))
+        self.quant_model.quantized = self._test_model(*self._test_files)
+        self.quant_model.unloaded_finetune = False
+
     def export_quant_config(self):
         if self.mode != "calib":
             _log("ERROR", "export_quant_config is only for calib mode")
@@ -136,7 +218,7 @@ class torch_quantizer:  # noqa: N801 - the real API's name
         with tempfile.TemporaryDirectory() as scratch:
             backend = _portable(self.module, self.input_args, self.quant_opt, scratch)
             backend.calibrate(iter(self.quant_model.batches))
-        info = dict(backend.quant_info, version="3.5.0+fake")
+        info = dict(backend.quant_info, version="3.5.0+fake", fast_finetuned=self.fast_finetuned)
         info["graph_md5"] = _graph_md5(info)
         with open(self.info_path, "w") as f:
             json.dump(info, f, indent=2)
