@@ -35,7 +35,7 @@ class ThreadPlan:
     threads: int
     wait_policy: str
     cpus: float  # the CPUs the payload may use
-    busy: float  # the CPUs other work kept busy when the plan was made
+    busy: float | None  # the CPUs other work kept busy when the plan was made (None: not needed, not measured)
     why: str
 
     @property
@@ -124,6 +124,12 @@ def plan_threads(requested: int | None = None, cpus_limit: float | None = None, 
     (cpus, quota, busy: this machine's unless given, for tests.)"""
     cpus = allowed_cpus() if cpus is None else cpus
     quota = cgroup_cpu_quota() if quota is None else quota
+    usable = float(cpus)
+    for limit in (quota, cpus_limit):
+        if limit is not None and limit > 0:
+            usable = min(usable, limit)
+    if requested == 1 and busy is None:  # one thread waits passively whatever the load: no window to wait for
+        return ThreadPlan(1, PASSIVE, usable, None, "--threads")
     if busy is None:
         busy = sample.busy() if sample is not None else busy_cpus()
         if busy is None:
@@ -132,10 +138,6 @@ def plan_threads(requested: int | None = None, cpus_limit: float | None = None, 
             except OSError:
                 busy = 0.0
     busy = busy or 0.0
-    usable = float(cpus)
-    for limit in (quota, cpus_limit):
-        if limit is not None and limit > 0:
-            usable = min(usable, limit)
     whole = max(1, math.floor(usable + 0.01))
     # other work on the machine's CPUs leaves fewer to us, when it does not fit in what we may not use anyway
     others = max(0.0, busy - (cpus - whole))

@@ -28,8 +28,13 @@ readonly HASH_LABEL="hostctl.stand-in.hash"
 readonly SUITE="bookworm"
 readonly CLEAN_PATH="/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 # python3-torch is Debian's 1.13.1 (the oldest torch hostctl supports). passwd gives usermod/groupmod.
+# libopenblas0-openmp: without it apt satisfies python3-torch's libblas.so.3 with the reference BLAS, and torch
+# 1.13 at one thread runs 1x1 convolutions of a batch under 16 through im2col and that BLAS: 10x slower than the
+# Vitis AI image's MKL-backed torch (a forward of LR-ASPP at 3x512x512, 0.85 s against 0.10 s with OpenBLAS),
+# which skewed every timing against nndct. The OpenMP build shares torch's libgomp, so OMP_NUM_THREADS and
+# OMP_WAIT_POLICY (hostctl's thread plan) govern both.
 readonly PACKAGES=(
-    python3 python3-venv python3-pip python3-numpy python3-h5py python3-torch
+    python3 python3-venv python3-pip python3-numpy python3-h5py python3-torch libopenblas0-openmp
     gosu passwd sudo ca-certificates
 )
 

@@ -13,7 +13,6 @@ import inspect
 from typing import Any
 
 import typer.core
-import typer.rich_utils
 
 from hostctl.ui import OptionHelp, print_options_panel
 
@@ -23,7 +22,20 @@ _TYPE_WORDS = {"int": "N", "integer": "N", "float": "NUMBER", "path": "PATH", "s
 
 
 def install() -> None:
-    typer.rich_utils._print_options_panel = _print_options_panel  # type: ignore[assignment]
+    """Our options panel in typer's help. typer.rich_utils (with rich's markdown, syntax and traceback modules, a
+    seventh of a second) is imported only when help is printed, not on every command's start."""
+    for cls in (typer.core.TyperCommand, typer.core.TyperGroup):
+        cls.format_help = _with_our_panel(cls.format_help)  # type: ignore[method-assign]
+
+
+def _with_our_panel(format_help: Any) -> Any:
+    def wrapped(self: Any, ctx: Any, formatter: Any) -> Any:
+        from typer import rich_utils
+
+        rich_utils._print_options_panel = _print_options_panel  # type: ignore[assignment]
+        return format_help(self, ctx, formatter)
+
+    return wrapped
 
 
 def reflow_docstrings(app: typer.Typer) -> None:
@@ -48,7 +60,9 @@ def option_help(param: Any, ctx: Any, markup_mode: Any) -> OptionHelp:
         metavar = _metavar(param)
         if metavar:
             names += f" {metavar}"
-    help_text = typer.rich_utils._make_rich_text(text=param.help, style=typer.rich_utils.STYLE_OPTION_HELP,
+    from typer import rich_utils
+
+    help_text = rich_utils._make_rich_text(text=param.help, style=rich_utils.STYLE_OPTION_HELP,
                                                  markup_mode=markup_mode) if param.help else None
     notes = []
     envvar = getattr(param, "envvar", None)

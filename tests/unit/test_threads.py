@@ -36,6 +36,18 @@ def test_threads_option_wins_and_spins_only_on_idle_cpus():
     assert plan.threads == 2 and "OMP_WAIT_POLICY" not in plan.environment()
 
 
+def test_one_thread_needs_no_look_at_the_load():
+    """--threads 1 (and inspect's one forward) waits passively whatever the load: the 0.2 s window is not
+    waited for."""
+
+    class Unread:
+        def busy(self, window: float = 0.2) -> float:
+            raise AssertionError("the load was sampled")
+
+    plan = plan_threads(1, cpus=2, quota=None, sample=Unread())
+    assert (plan.threads, plan.busy, plan.environment()["OMP_WAIT_POLICY"]) == (1, None, "PASSIVE")
+
+
 def test_busy_cpus_are_read_from_proc_stat(tmp_path: Path, monkeypatch):
     from hostctl import threads
 
