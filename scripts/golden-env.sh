@@ -26,6 +26,15 @@ readonly WANT="${PINS[*]} ${DEPS[*]}"
 say() { printf 'golden-env: %s\n' "$*" >&2; }
 die() { say "error: $*"; exit 1; }
 
+# The references were made on the reference BLAS (libblas3), which Debian's torch takes unless an optimised one
+# is installed; tests/golden/arithmetic.py points each check at it, so it must be there beside OpenBLAS too.
+if ! dpkg -s libblas3 >/dev/null 2>&1 && command -v apt-get >/dev/null 2>&1 && [[ "$(id -u)" -eq 0 ]]; then
+    say "installing Debian's libblas3 (the BLAS the references computed with)"
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq libblas3 >&2 \
+        || { apt-get update -qq >&2 && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq libblas3 >&2; } \
+        || die "apt-get install libblas3 failed"
+fi
+
 imports_all() {
     "$1" -c 'import torch, torchvision, h5py, numpy, timm, segmentation_models_pytorch' >/dev/null 2>&1
 }

@@ -11,7 +11,11 @@ picks the kernels, and so what a reference records under "arithmetic":
   onednn    oneDNN's convolutions: ONEDNN_MAX_CPU_ISA (DNNL_MAX_CPU_ISA for oneDNN 1.x), its names ("AVX2",
             "AVX512_CORE", ...); a cap, so oneDNN never goes above what the CPU has. None where torch has no oneDNN.
   threads   torch's intra-op threads: torch 1.13 chooses between oneDNN and its own conv for small inputs by it.
-  blas      the BLAS libraries the process mapped (paths): kept for the record, not capped.
+  blas      the BLAS libraries the process mapped (paths). torch 1.13 at one thread runs 1x1 convolutions of a
+            small batch through im2col and the BLAS, so its last bits are the BLAS's: Debian's torch takes
+            whichever libblas.so.3 the system's alternatives name (the reference BLAS by default, OpenBLAS once
+            installed). A worker is pointed at the recorded system BLAS's directory (LD_LIBRARY_PATH); a BLAS
+            bundled in a wheel (scipy's) is for the record only.
 
 `current(torch)` reads them in the running process; `caps_env(record)` is the environment that makes a new
 process use them; `cpu_lacks(record)` says why this machine cannot. Standard library only, but `current`.
@@ -61,12 +65,24 @@ def current(torch) -> dict:  # torch is passed in, so that this module imports w
     }
 
 
-def caps_env(record: dict) -> dict[str, str]:
+def caps_env(record: dict, environ: dict[str, str] | None = None) -> dict[str, str]:
     """Environment variables that make a fresh process compute with record's kernels (where the CPU has them)."""
     env = {"ATEN_CPU_CAPABILITY": record["aten"], "OMP_NUM_THREADS": str(record["threads"])}
     if record.get("onednn"):
         env["ONEDNN_MAX_CPU_ISA"] = env["DNNL_MAX_CPU_ISA"] = record["onednn"]
+    blas = system_blas(record)
+    if blas is not None and os.path.exists(blas):
+        before = (os.environ if environ is None else environ).get("LD_LIBRARY_PATH")
+        env["LD_LIBRARY_PATH"] = os.path.dirname(blas) + (os.pathsep + before if before else "")
     return env
+
+
+def system_blas(record: dict) -> str | None:
+    """The system BLAS (libblas.so.3 of an alternatives directory) the record's process computed with, or None."""
+    for path in record.get("blas") or ():
+        if "site-packages" not in path and re.match(r"libblas\.so\.3", os.path.basename(path)):
+            return path
+    return None
 
 
 def cpu_lacks(record: dict, flags: set[str] | None = None) -> str | None:
@@ -85,6 +101,9 @@ def cpu_lacks(record: dict, flags: set[str] | None = None) -> str | None:
         missing += [f for f in onednn if f not in flags and f not in missing]
     if missing:
         return f"this CPU lacks {', '.join(missing)}, which {describe(record)} needs"
+    blas = system_blas(record)
+    if blas is not None and not os.path.exists(blas):
+        return f"{blas} (the BLAS the reference computed with) is not on this machine"
     return None
 
 

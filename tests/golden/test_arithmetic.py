@@ -51,6 +51,21 @@ def test_caps_env_caps_each_knob() -> None:
     assert "ONEDNN_MAX_CPU_ISA" not in arithmetic.caps_env({**AVX2, "onednn": None})
 
 
+def test_caps_env_points_at_the_recorded_system_blas(tmp_path: Path) -> None:
+    """Debian's torch takes whichever libblas.so.3 the alternatives name; a worker gets the recorded one's directory
+    first on its library path. A BLAS bundled in a wheel (scipy's) is not torch's and is left alone."""
+    blas = tmp_path / "blas" / "libblas.so.3.11.0"
+    blas.parent.mkdir()
+    blas.write_bytes(b"")
+    record = {**AVX2, "blas": ["/v/lib/python3.11/site-packages/scipy.libs/libopenblasp-r0.so", str(blas)]}
+    assert arithmetic.caps_env(record, {})["LD_LIBRARY_PATH"] == str(blas.parent)
+    assert arithmetic.caps_env(record, {"LD_LIBRARY_PATH": "/a"})["LD_LIBRARY_PATH"] == f"{blas.parent}{os.pathsep}/a"
+    assert arithmetic.cpu_lacks(record, {"avx2", "fma"}) is None
+    gone = {**AVX2, "blas": [str(tmp_path / "openblas" / "libblas.so.3")]}
+    assert "LD_LIBRARY_PATH" not in arithmetic.caps_env(gone, {})
+    assert arithmetic.cpu_lacks(gone, {"avx2", "fma"}).endswith("is not on this machine")
+
+
 @pytest.mark.slow  # two fresh torch imports
 def test_current_reads_what_the_caps_set() -> None:
     this = _current_under({})
@@ -96,6 +111,8 @@ def test_check_applies_the_recorded_arithmetic_not_the_callers(tmp_path: Path) -
     lines = {line["ref"]: line for line in _check(python, tmp_path, arithmetic.caps_env(lower))}
     exact, other = lines[BIAS_CORRECTED], lines["relabelled-q3"]
     assert not arithmetic.differs(recorded, exact["arithmetic"])
+    # the BLAS too, whichever libblas.so.3 this machine's alternatives name (OpenBLAS moves the 1x1 convs' bits)
+    assert arithmetic.system_blas(recorded) in exact["arithmetic"]["blas"], exact["arithmetic"]["blas"]
     assert not arithmetic.differs(lower, other["arithmetic"])
     assert exact["float_logits_max_abs"] == 0.0 and exact["logits_max_abs"] == 0.0, exact
     assert exact["params"][0] == exact["params"][1] and exact["argmax"] == 1.0, exact

@@ -9,7 +9,7 @@ import pytest
 
 from container_payload import lease
 from hostctl.runtime.docker.engine import ssh_problem
-from hostctl.runtime.docker.ssh import SSH_OPTIONS, SshFailure, SshMissing, ssh_command
+from hostctl.runtime.docker.ssh import SSH_OPTIONS, SshFailure, SshMissing, control_options, ssh_command
 
 
 @pytest.mark.parametrize("url,expected", [
@@ -19,7 +19,7 @@ from hostctl.runtime.docker.ssh import SSH_OPTIONS, SshFailure, SshMissing, ssh_
     ("ssh://builder@[::1]:2222", ["-l", "builder", "-p", "2222", "--", "::1"]),
 ])
 def test_ssh_command_line(url, expected):
-    assert ssh_command(url) == ["ssh", *SSH_OPTIONS, *expected, "docker system dial-stdio"]
+    assert ssh_command(url) == ["ssh", *SSH_OPTIONS, *control_options(), *expected, "docker system dial-stdio"]
     assert "BatchMode=yes" in SSH_OPTIONS and not any("StrictHostKeyChecking" in o for o in SSH_OPTIONS)
 
 

@@ -10,17 +10,26 @@ long run needs from it:
   - BatchMode (a password prompt cannot work: several connections are opened), a connect timeout, and keep-alives
     so that a dead link ends ssh, and with it the run, within about 20 seconds;
   - real read timeouts on the pipe, so `wait(timeout=...)` polls as it does on a socket;
-  - connections are reused while their ssh process lives (one ssh per concurrent request, not per request).
+  - connections are reused while their ssh process lives (one ssh per concurrent request, not per request);
+  - one login per hostctl process: the first ssh becomes a ControlMaster on a socket in a private directory of
+    this process, and every later connection (the attach stream, the copies, the lease's heartbeat, concurrent
+    requests) is a session multiplexed over it, opened in milliseconds instead of a key exchange each (0.7 s
+    on loopback here, more over a WAN; a hardware key asks for a touch once, not per connection). The master
+    stays CONTROL_PERSIST seconds after its last session, so a killed hostctl leaves no ssh behind for longer;
+    a dead link ends the master and every session with it, as it ended each ssh before.
 """
 
 from __future__ import annotations
 
+import atexit
 import collections
 import io
 import os
 import select
+import shutil
 import socket
 import subprocess
+import tempfile
 import threading
 import urllib.parse
 from typing import Any
@@ -35,6 +44,23 @@ KEEPALIVE_COUNT = 3
 SSH_OPTIONS = ["-o", "BatchMode=yes", "-o", "ConnectTimeout=10",
                "-o", f"ServerAliveInterval={KEEPALIVE_INTERVAL}", "-o", f"ServerAliveCountMax={KEEPALIVE_COUNT}"]
 REMOTE_COMMAND = "docker system dial-stdio"
+CONTROL_PERSIST = 10  # seconds the master outlives its last session
+
+_control_lock = threading.Lock()
+_control_dir: str | None = None
+
+
+def control_options() -> list[str]:
+    """ssh's connection sharing for this process: ControlMaster=auto on a socket in a directory only this process
+    uses (mode 0700, removed at exit), so that no other program's master is ever joined."""
+    global _control_dir
+    with _control_lock:
+        if _control_dir is None:
+            _control_dir = tempfile.mkdtemp(prefix="hostctl-ssh-")
+            atexit.register(shutil.rmtree, _control_dir, True)
+    # %C: a hash of the local host, remote host, port and user, so that each engine gets its own master
+    return ["-o", "ControlMaster=auto", "-o", f"ControlPath={_control_dir}/%C",
+            "-o", f"ControlPersist={CONTROL_PERSIST}"]
 
 
 class SshFailure(ConnectionError):
@@ -87,7 +113,7 @@ def ssh_command(url: str) -> list[str]:
     parts = urllib.parse.urlsplit(url)
     if parts.scheme != "ssh" or not parts.hostname:
         raise ValueError(f"not an ssh:// URL: {url}")
-    args = ["ssh", *SSH_OPTIONS]
+    args = ["ssh", *SSH_OPTIONS, *control_options()]
     if parts.username:
         args += ["-l", urllib.parse.unquote(parts.username)]
     if parts.port:
@@ -315,8 +341,9 @@ class SshAdapter(BaseHTTPAdapter):
 
 
 def warm_up(client: Any) -> None:
-    """Log in a second connection in the background: a run holds one for the attach stream while its other
-    requests need another, and each login costs a key exchange (0.7 s on loopback here, more over a WAN)."""
+    """Open a second connection in the background: a run holds one for the attach stream while its other
+    requests need another. It is a session on the first connection's master (no second login), but ssh still
+    takes tens of milliseconds to start."""
     adapter = client.api.adapters.get("http+docker://ssh")
     if not isinstance(adapter, SshAdapter):
         return
