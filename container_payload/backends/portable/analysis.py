@@ -149,25 +149,6 @@ def reference(model: torch.nn.Module, sample: torch.Tensor, g: Graph,
     return modules, params
 
 
-def _fill(runner: Runner, step, env: Dict[int, Any], params, quant) -> None:
-    """Runs one step of runner's graph into env (Runner.run's loop body, without in-place reuse)."""
-    node = step.node
-    if node is None:
-        val = step.fn(*[env[v] for v in step.ins])
-        if len(step.outs) == 1:
-            env[step.outs[0]] = val
-        else:
-            for o, v in zip(step.outs, val):
-                env[o] = v
-    else:
-        runner._step(node, step, env, params, quant, None, False)
-
-
-def _free(runner: Runner, i: int, env: Dict[int, Any]) -> None:
-    for dead in runner.free_after.get(i, ()):
-        env.pop(dead, None)
-
-
 def _keep(node, val, act):
     return val if act is None else act(val)
 
@@ -254,9 +235,9 @@ class LayerAnalysis:
             env[self.g.input_id] = first[:1]
             for i, step in enumerate(self.g.steps):
                 s = time.perf_counter()
-                _fill(self.f, step, env, self._float_params, _keep)
+                self.f.run_step(step, env, self._float_params, _keep)
                 times[i] = time.perf_counter() - s
-                _free(self.f, i, env)
+                self.f.free(i, env)
         whole = sum(times) or 1e-9
         tail = [0.0] * (len(times) + 1)
         for i in range(len(times) - 1, -1, -1):
@@ -319,13 +300,13 @@ class LayerAnalysis:
         if own and made:
             own_s += self._forks(-1, None, fenv, made, ref, ref_classes)
         for i, step in enumerate(g.steps):
-            _fill(self.f, step, fenv, self._float_params, fquant)
-            _fill(self.q, step, qenv, self._qparams, qquant)
+            self.f.run_step(step, fenv, self._float_params, fquant)
+            self.q.run_step(step, qenv, self._qparams, qquant)
             made = self._compare(seen_f, seen_q)
             if own and step.node is not None and (made or step.node.name in self.params_of):
                 own_s += self._forks(i, step, fenv, made, ref, ref_classes)
-            _free(self.f, i, fenv)
-            _free(self.q, i, qenv)
+            self.f.free(i, fenv)
+            self.q.free(i, qenv)
         y_f, y_q = fenv[g.output_id], qenv[g.output_id]
         if isinstance(y_f, torch.Tensor) and isinstance(y_q, torch.Tensor):
             self.out_noise += _sum_sq(y_q.float() - y_f.float())
@@ -397,8 +378,8 @@ class LayerAnalysis:
     def _tail(self, env: Dict[int, Any], start: int, params) -> torch.Tensor:
         steps = self.g.steps
         for k in range(start, len(steps)):
-            _fill(self.f, steps[k], env, params, _keep)
-            _free(self.f, k, env)
+            self.f.run_step(steps[k], env, params, _keep)
+            self.f.free(k, env)
         return env[self.g.output_id]
 
     # ---- the document ---------------------------------------------------------------------------------------

@@ -305,21 +305,31 @@ class Runner:
             if i == stop_before:
                 return env
             step = steps[i]
-            node = step.node
-            if node is None:
-                val = step.fn(*[env[v] for v in step.ins])
-                if len(step.outs) == 1:
-                    env[step.outs[0]] = val
-                else:
-                    for o, v in zip(step.outs, val):
-                        env[o] = v
-            else:
-                overwrite = i in self.may_overwrite and step.ins[0] in owned
-                if self._step(node, step, env, params, quant, after, overwrite):
-                    owned.add(step.outs[0])
+            overwrite = step.node is not None and i in self.may_overwrite and step.ins[0] in owned
+            if self.run_step(step, env, params, quant, after, overwrite):
+                owned.add(step.outs[0])
             for dead in free.get(i, ()):
                 env.pop(dead, None)
         return env[g.output_id]
+
+    def run_step(self, step: Step, env: Dict[int, object], params, quant, after: Optional[Callable] = None,
+                 overwrite: bool = False) -> bool:
+        """One step into env: a plain function of its inputs (list packing, sizes) or a node; returns whether its
+        value is a tensor no other value aliases."""
+        if step.node is None:
+            val = step.fn(*[env[v] for v in step.ins])
+            if len(step.outs) == 1:
+                env[step.outs[0]] = val
+            else:
+                for o, v in zip(step.outs, val):
+                    env[o] = v
+            return False
+        return self._step(step.node, step, env, params, quant, after, overwrite)
+
+    def free(self, i: int, env: Dict[int, object]) -> None:
+        """Drops from env the values no step after step i reads."""
+        for dead in self.free_after.get(i, ()):
+            env.pop(dead, None)
 
     def _step(self, node: Node, step: Step, env: Dict[int, object], params, quant, after, overwrite: bool) -> bool:
         """Runs one node; returns whether its value is a tensor no other value aliases."""
