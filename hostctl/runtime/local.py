@@ -13,7 +13,7 @@ import threading
 from pathlib import Path
 from typing import IO, Any
 
-import container_payload
+from hostctl import warm
 from hostctl.errors import EnvironmentProblem
 from hostctl.options import QuantizeOptions
 from hostctl.runtime import LineSink
@@ -21,9 +21,9 @@ from hostctl.runtime.lines import LineSplitter
 from hostctl.signals import SignalTrap
 from hostctl.threads import CpuSample, ThreadPlan, plan_threads
 from hostctl.ui import Reporter
+from hostctl.warm import payload_env
 
 GRACE_SECONDS = 5.0
-PAYLOAD_DIR = Path(container_payload.__file__).resolve().parent
 # What the payload imports besides the standard library, and the oldest Python it runs on.
 PAYLOAD_NEEDS = ("torch", "numpy", "h5py")
 PAYLOAD_MIN_PYTHON = (3, 8)
@@ -88,7 +88,7 @@ class LocalRuntime:
             try:
                 probe = subprocess.run([self.python, "-c", code, module], stdin=subprocess.DEVNULL,
                                        capture_output=True, text=True, timeout=PROBE_SECONDS,
-                                       env=_payload_env(Path(shim)), cwd=shim)
+                                       env=payload_env(Path(shim)), cwd=shim)
             except subprocess.TimeoutExpired:
                 return f"importing it took more than {PROBE_SECONDS:.0f} s"
         if probe.returncode != 0:
@@ -118,8 +118,17 @@ class LocalRuntime:
         return env
 
     def run(self, job_file: Path, on_line: LineSink) -> int:
+        started = warm.take(self.python, self._threads_env())
+        if started is not None:  # started as the CLI started, torch imported by now (hostctl/warm.py)
+            self.reporter.debug(f"running {self.python} -u -m container_payload --job {job_file} (started early)")
+            process = started.hand(job_file, self.run_dir)
+            try:
+                return _pump(process, on_line)
+            finally:
+                _stop(process, self.trap)
+                started.close()
         with tempfile.TemporaryDirectory(prefix=f"hostctl-payload-{os.getpid()}-") as shim:
-            env = dict(_payload_env(Path(shim)), **self._threads_env())
+            env = dict(payload_env(Path(shim)), **self._threads_env())
             argv = [self.python, "-u", "-m", "container_payload", "--job", str(job_file)]
             self.reporter.debug("running " + " ".join(argv))
             process = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
@@ -128,16 +137,6 @@ class LocalRuntime:
                 return _pump(process, on_line)
             finally:
                 _stop(process, self.trap)
-
-
-def _payload_env(shim: Path) -> dict[str, str]:
-    """The payload's environment, with `shim` holding container_payload as the first entry of its path.
-
-    Only container_payload goes on the path: a foreign interpreter must not see this one's packages."""
-    os.symlink(PAYLOAD_DIR, shim / "container_payload")
-    env = dict(os.environ, PYTHONUNBUFFERED="1", PYTHONIOENCODING="utf-8")
-    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(shim), os.environ.get("PYTHONPATH")) if p)
-    return env
 
 
 def check_interpreter(python: str, shown: str) -> None:

@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 
 import pytest
-from helpers import run_hostctl, tree_snapshot
+from helpers import hostctl_inprocess, run_hostctl, tree_snapshot
 
 pytestmark = pytest.mark.slow
 
@@ -95,3 +95,41 @@ def test_a_wrong_target_is_refused_before_anything_is_written(tmp_path, model_di
     assert tree_snapshot(out) == before
     listed = run_hostctl(["inspect", "--list-targets"])  # the hint's command works
     assert listed.returncode == 0 and "DPUCZDX8G_ISA1_B4096" in listed.stdout.split()
+
+
+def _left_in(tmp: Path) -> list[str]:
+    """Payload shims left in `tmp`, and processes whose working directory is under it."""
+    left = [p.name for p in tmp.glob("hostctl-payload-*")]
+    for proc in Path("/proc").glob("[0-9]*"):
+        try:
+            if str(tmp) in str((proc / "cwd").resolve()):
+                left.append(f"process {proc.name}")
+        except OSError:
+            continue
+    return left
+
+
+def test_the_payload_started_with_the_cli_gives_the_answer_of_one_started_after_it(tmp_path, model_dir, capsys):
+    """`python -m hostctl inspect` starts its payload before typer's import (hostctl/warm.py); in this process
+    the CLI starts the payload only when it runs it. Same files, and nothing left behind either way."""
+    tmp = tmp_path / "tmp"
+    tmp.mkdir()
+    args = ["inspect", "--model", "net:Net", "--model-path", str(model_dir), "--input-size", "3", "16", "16",
+            "--board", "kv260", "--debug"]
+    early = run_hostctl([*args, "--output-dir", str(tmp_path / "early")], env={"TMPDIR": str(tmp)})
+    assert early.returncode == 0, early.stderr
+    assert "--job -" not in early.stderr and "(started early)" in early.stderr
+    assert _left_in(tmp) == []
+    code, _, err = hostctl_inprocess([*args, "--output-dir", str(tmp_path / "late")], capsys)
+    assert code == 0, err
+    assert "(started early)" not in err
+    for name in ("inspect.json", "inspect_DPUCZDX8G_ISA1_B4096.txt", "inspect_graph.svg"):
+        assert (tmp_path / "early" / name).read_bytes() == (tmp_path / "late" / name).read_bytes(), name
+
+
+def test_a_refused_inspection_ends_the_payload_it_started(tmp_path, model_dir):
+    tmp = tmp_path / "tmp"
+    tmp.mkdir()
+    proc = run_hostctl(["inspect", "--target", "DPUCZDX8G_ISA1_B4069"], env={"TMPDIR": str(tmp)})
+    assert proc.returncode == 2, proc.stderr
+    assert _left_in(tmp) == []
