@@ -3,26 +3,11 @@ image fails these tests instead of skipping them."""
 
 from __future__ import annotations
 
-import os
-
 import pytest
-from docker_helpers import engine_client, hostctl_containers, stand_in_image_name
+from docker_helpers import engine_fixtures, hostctl_containers, tier_unavailable
 
-
-def _unavailable(reason: str) -> None:
-    if os.environ.get("HOSTCTL_REQUIRE_DOCKER") == "1":
-        pytest.fail(f"Docker tests are required here but cannot run: {reason}", pytrace=False)
-    pytest.skip(reason)
-
-
-@pytest.fixture(scope="session")
-def docker_client():
-    return engine_client(_unavailable)
-
-
-@pytest.fixture(scope="session")
-def stand_in_image(docker_client) -> str:
-    return stand_in_image_name(docker_client, _unavailable)
+_unavailable = tier_unavailable("Docker", "HOSTCTL_REQUIRE_DOCKER")
+docker_client, stand_in_image = engine_fixtures(_unavailable)
 
 
 @pytest.fixture(autouse=True)

@@ -10,10 +10,35 @@ import subprocess
 import sys
 import tempfile
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
+import pytest
 from helpers import FAKE_NNDCT, USER_MODELS, source_path
+
+
+def tier_unavailable(tier: str, *required: str) -> Callable[[str], None]:
+    """What a tier's tests do when what they need cannot run: skip, or fail where one of the `required` variables
+    is 1 (CI sets them: a green run must have run them)."""
+    def unavailable(reason: str) -> None:
+        if any(os.environ.get(name) == "1" for name in required):
+            pytest.fail(f"{tier} tests are required here but cannot run: {reason}", pytrace=False)
+        pytest.skip(reason)
+
+    return unavailable
+
+
+def engine_fixtures(unavailable: Callable[[str], None]):
+    """The session fixtures docker_client and stand_in_image, for a tier's conftest (docker, ssh)."""
+    @pytest.fixture(scope="session")
+    def docker_client():
+        return engine_client(unavailable)
+
+    @pytest.fixture(scope="session")
+    def stand_in_image(docker_client) -> str:
+        return stand_in_image_name(docker_client, unavailable)
+
+    return docker_client, stand_in_image
 
 
 def engine_client(unavailable):

@@ -17,24 +17,11 @@ import pytest
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "tests" / "docker"))
 
-from docker_helpers import engine_client, hostctl_containers, stand_in_image_name  # noqa: E402 - after the path
+from docker_helpers import engine_fixtures, hostctl_containers, tier_unavailable  # noqa: E402 - after the path
 from sshd import SshServer  # noqa: E402
 
-
-def _unavailable(reason: str) -> None:
-    if os.environ.get("HOSTCTL_REQUIRE_SSH") == "1" or os.environ.get("HOSTCTL_REQUIRE_DOCKER") == "1":
-        pytest.fail(f"ssh tests are required here but cannot run: {reason}", pytrace=False)
-    pytest.skip(reason)
-
-
-@pytest.fixture(scope="session")
-def docker_client():
-    return engine_client(_unavailable)
-
-
-@pytest.fixture(scope="session")
-def stand_in_image(docker_client) -> str:
-    return stand_in_image_name(docker_client, _unavailable)
+_unavailable = tier_unavailable("ssh", "HOSTCTL_REQUIRE_SSH", "HOSTCTL_REQUIRE_DOCKER")
+docker_client, stand_in_image = engine_fixtures(_unavailable)
 
 
 def start_server(root: Path, docker_client) -> SshServer:

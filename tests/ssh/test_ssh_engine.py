@@ -9,6 +9,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import h5py
 import numpy as np
@@ -117,6 +118,19 @@ def test_missing_ssh_is_one_line_with_the_fix(tmp_path, unet_inputs, stand_in_im
     assert "no `ssh` command on PATH" in stderr and "openssh-client" in stderr
 
 
+def _calibrating(tmp_path: Path, image: str, env: dict[str, str],
+                 docker_client) -> tuple[subprocess.Popen, Path, dict[str, bytes], Any]:
+    """A slow quantize over ssh into an output directory with earlier results, caught mid-calibration: its
+    process, the output directory, what that held before, and the one container running for it."""
+    out = tmp_path / "ssh-out"
+    before = _earlier_results(out)
+    proc = _start_slow_run(tmp_path, out, image, env)
+    _wait_for_calibration(tmp_path)
+    [container] = _running(docker_client, proc.pid)
+    assert container.status == "running"
+    return proc, out, before, container
+
+
 def _start_slow_run(tmp_path: Path, out: Path, image: str, env: dict[str, str]) -> subprocess.Popen:
     inputs = make_inputs(tmp_path / "in", user_model("Slow"), n_calib=200, n_test=2)
     args = docker_args(inputs, out, image, "--model", "misbehaving:Slow", "--model-path", str(USER_MODELS),
@@ -155,11 +169,7 @@ def _running(docker_client, pid: int) -> list:
 
 def test_killed_ssh_session_mid_calibration(tmp_path, stand_in_image, docker_client, own_sshd):
     """The sshd children serving hostctl die: exit 1 within 30 s, one line, earlier results intact, no container."""
-    out = tmp_path / "ssh-out"
-    before = _earlier_results(out)
-    proc = _start_slow_run(tmp_path, out, stand_in_image, own_sshd.client_env())
-    _wait_for_calibration(tmp_path)
-    assert [c.status for c in _running(docker_client, proc.pid)] == ["running"]
+    proc, out, before, _ = _calibrating(tmp_path, stand_in_image, own_sshd.client_env(), docker_client)
     killed = own_sshd.kill_sessions()
     started = time.monotonic()
     _, stderr = proc.communicate(timeout=60)
@@ -181,11 +191,7 @@ def test_frozen_link_ends_the_run_and_the_lease_stops_the_container(tmp_path, st
     """The link goes silent (sessions frozen) and the host cannot reconnect (sshd gone): hostctl exits 1 within
     30 s; the container, which nobody can reach to stop, stops by itself within 60 s; `hostctl clean` over ssh
     removes it once the engine answers again."""
-    out = tmp_path / "ssh-out"
-    before = _earlier_results(out)
-    proc = _start_slow_run(tmp_path, out, stand_in_image, own_sshd.client_env())
-    _wait_for_calibration(tmp_path)
-    [container] = _running(docker_client, proc.pid)
+    proc, out, before, container = _calibrating(tmp_path, stand_in_image, own_sshd.client_env(), docker_client)
     sessions = own_sshd.sessions()
     for pid in sessions:
         os.kill(pid, signal.SIGSTOP)  # no more bytes either way, no FIN or RST: a link that went silent
@@ -253,11 +259,7 @@ def test_compile_over_ssh(tmp_path, stand_in_image, sshd):
 
 
 def test_ctrl_c_over_ssh_behaves_as_locally(tmp_path, stand_in_image, docker_client, sshd):
-    out = tmp_path / "ssh-out"
-    before = _earlier_results(out)
-    proc = _start_slow_run(tmp_path, out, stand_in_image, sshd.client_env())
-    _wait_for_calibration(tmp_path)
-    assert [c.status for c in _running(docker_client, proc.pid)] == ["running"]
+    proc, out, before, _ = _calibrating(tmp_path, stand_in_image, sshd.client_env(), docker_client)
     started = time.monotonic()
     os.killpg(proc.pid, signal.SIGINT)  # the terminal's Ctrl-C: hostctl and every child in its group
     _, stderr = proc.communicate(timeout=60)
