@@ -4,6 +4,7 @@
 of JSON from stdin and run that job in DIR, as if started there with --job PATH. At the end of input, exit."""
 
 import argparse
+import atexit
 import json
 import os
 import sys
@@ -25,6 +26,21 @@ def wait_for_job() -> str:
     os.dup2(devnull, 0)
     os.close(devnull)
     return ticket["job"]
+
+
+def exit_now(code):
+    """Exit once everything is written and the result sent, without the interpreter's teardown: freeing every
+    module and tensor one by one took 0.4-0.6 s after a quantize run's result (0.3 s after an inspection's), time
+    the host spends waiting for the process or the container to end. What exit handlers do (logging's flush, a
+    library's clean-up) still happens; the files the job wrote are closed by then."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    run_exit_handlers = getattr(atexit, "_run_exitfuncs", None)
+    if run_exit_handlers is not None:
+        run_exit_handlers()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
 
 
 if __name__ == "__main__":
@@ -51,10 +67,4 @@ if __name__ == "__main__":
     else:
         from container_payload.run import main as main_job
     code = main_job(args.job)
-    if task == "inspect":
-        # Everything is written and the result sent: the interpreter's teardown (torch's modules, the traced
-        # graph) would take 0.3 s more, a tenth of the whole `hostctl inspect`.
-        sys.stdout.flush()
-        sys.stderr.flush()
-        os._exit(code)
-    sys.exit(code)
+    exit_now(code)
