@@ -1,5 +1,6 @@
 """Process-wide settings the payload makes before it works: glibc's malloc keeps freed memory for reuse."""
 
+import os
 import platform
 import subprocess
 import sys
@@ -39,3 +40,42 @@ def test_freed_memory_is_reused_without_page_faults():
     # tensor's worth, when a small allocation split the free block; eight tensors' worth without the setting)
     assert default > 8 * 1000
     assert kept < default / 3
+
+
+_ATEXIT_MODEL = textwrap.dedent("""
+    import atexit, os
+    from torch import nn
+
+    atexit.register(lambda: open(os.environ["EXIT_MARK"], "w").write("ran"))
+
+
+    class Net(nn.Module):
+        def __init__(self, num_classes=7):
+            super().__init__()
+            self.conv = nn.Conv2d(3, num_classes, 3, padding=1)
+
+        def forward(self, x):
+            return self.conv(x)
+""")
+
+
+@pytest.mark.parametrize("readable", [True, False])
+def test_the_payload_exits_with_its_code_after_the_exit_handlers(tmp_path, readable):
+    """The payload ends with os._exit once the result is out (container_payload/__main__.py exit_now): the job's
+    exit code stands, and exit handlers (a library's clean-up, logging's flush) still run."""
+    from helpers import source_path
+
+    from container_payload.job import EXIT_BAD_JOB, InspectJob
+
+    (tmp_path / "models").mkdir()
+    (tmp_path / "models" / "atexit_net.py").write_text(_ATEXIT_MODEL)
+    job = tmp_path / "job.json"
+    if readable:
+        job.write_text(InspectJob(run_dir=str(tmp_path), target="DPUCZDX8G_ISA1_B4096", input_size=(3, 8, 8),
+                                  model="atexit_net:Net", model_path=str(tmp_path / "models")).to_json())
+    env = dict(os.environ, EXIT_MARK=str(tmp_path / "mark"), PYTHONPATH=source_path(os.environ.get("PYTHONPATH")))
+    proc = subprocess.run([sys.executable, "-m", "container_payload", "--job", str(job)], capture_output=True,
+                          text=True, env=env, cwd=tmp_path, timeout=300)
+    assert proc.returncode == (0 if readable else EXIT_BAD_JOB), proc.stderr
+    assert '"event":"result"' in proc.stdout if readable else '"event":"error"' in proc.stdout
+    assert (tmp_path / "mark").exists() is readable  # the model's module registered it
