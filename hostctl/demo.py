@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import shutil
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -178,38 +179,52 @@ def train(dataset: Path, checkpoint: Path, config: DemoConfig, reporter) -> tupl
     torch.manual_seed(config.seed)
     generator = torch.Generator().manual_seed(config.seed)
     model = Unet(num_classes=NUM_CLASSES, **config.model_args)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=config.learning_rate, weight_decay=1e-4)
-    schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=config.learning_rate,
-                                                   total_steps=config.steps, pct_start=0.15)
+    started = time.perf_counter()
+    with reporter.task("train", config.steps, "Training the demo Unet", unit="steps"):
+        loss_value = fit(model, images, labels, steps=config.steps, batch_size=config.batch_size,
+                         learning_rate=config.learning_rate, weight_decay=1e-4, generator=generator,
+                         on_step=lambda step, loss: reporter.update_task("train", done=step))
+    reporter.close()
+    torch.save({"model": model.state_dict(), "steps": config.steps, "loss": loss_value}, checkpoint)
+    reporter.info(f"trained {config.steps} steps in {time.perf_counter() - started:.1f} s, final loss {loss_value:.4f}")
+    return config.steps, loss_value
+
+
+def fit(model: torch.nn.Module, images: torch.Tensor, labels: torch.Tensor, *, steps: int, batch_size: int,
+        learning_rate: float, weight_decay: float, generator: torch.Generator,
+        on_step: Callable[[int, float], None]) -> float:
+    """Train `model` for `steps` steps the demo's way: AdamW on a one-cycle schedule, shuffled batches (from
+    `generator`) with random horizontal flips, cross-entropy, one thread (the same steps whatever the load, and
+    faster beside other work). on_step(step, loss) after each step; returns the last loss. (The model of issue 21
+    is trained the same way: scripts/train_mobileseg.py.)"""
+    optimizer = torch.optim.AdamW(model.parameters(), lr=learning_rate, weight_decay=weight_decay)
+    schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=learning_rate, total_steps=steps,
+                                                   pct_start=0.15)
     model.train()
-    step, loss_value, started = 0, float("nan"), time.perf_counter()
+    step, loss_value = 0, float("nan")
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        with reporter.task("train", config.steps, "Training the demo Unet", unit="steps"):
-            while step < config.steps:
-                order = torch.randperm(len(images), generator=generator)
-                for first in range(0, len(order) - config.batch_size + 1, config.batch_size):
-                    batch = order[first:first + config.batch_size]
-                    x, y = images[batch], labels[batch]
-                    if torch.rand(1, generator=generator).item() < 0.5:  # horizontal flips: a cheap augmentation
-                        x, y = x.flip(3), y.flip(2)
-                    loss = torch.nn.functional.cross_entropy(model(x), y)
-                    optimizer.zero_grad()
-                    loss.backward()
-                    optimizer.step()
-                    schedule.step()
-                    step += 1
-                    loss_value = loss.item()
-                    reporter.update_task("train", done=step)
-                    if step >= config.steps:
-                        break
+        while step < steps:
+            order = torch.randperm(len(images), generator=generator)
+            for first in range(0, len(order) - batch_size + 1, batch_size):
+                batch = order[first:first + batch_size]
+                x, y = images[batch], labels[batch]
+                if torch.rand(1, generator=generator).item() < 0.5:  # horizontal flips: a cheap augmentation
+                    x, y = x.flip(3), y.flip(2)
+                loss = torch.nn.functional.cross_entropy(model(x), y)
+                optimizer.zero_grad()
+                loss.backward()
+                optimizer.step()
+                schedule.step()
+                step += 1
+                loss_value = loss.item()
+                on_step(step, loss_value)
+                if step >= steps:
+                    break
     finally:
         torch.set_num_threads(threads)
-    reporter.close()
-    torch.save({"model": model.state_dict(), "steps": step, "loss": loss_value}, checkpoint)
-    reporter.info(f"trained {step} steps in {time.perf_counter() - started:.1f} s, final loss {loss_value:.4f}")
-    return step, loss_value
+    return loss_value
 
 
 def _load_split(dataset: Path, split: str, config: DemoConfig,

@@ -2,9 +2,10 @@
 and an LR-ASPP-like head (a pooled gate on the deep features, a skip from stride 4, bilinear upsampling).
 
 Every op maps onto a DPU operator on DPUCZDX8G (hardswish, hardsigmoid, depthwise conv, add, mul, resize), as in
-torchvision's LR-ASPP MobileNetV3. It is the model of issue 21: per-tensor power-of-two weights lose accuracy on
-its depthwise convs, whose folded BatchNorm scales differ widely between channels, so plain post-training
-quantization costs it several points of mIoU (scripts/train_mobileseg.py trains it on the demo's data).
+torchvision's LR-ASPP MobileNetV3, and its BatchNorms have that model's eps. It is the model of issue 21:
+per-tensor power-of-two weights lose accuracy on its depthwise convs, whose folded BatchNorm scales differ widely
+between channels, so plain post-training quantization costs it several points of mIoU, which fast finetune wins
+back (scripts/train_mobileseg.py trains it on the demo's data).
 """
 
 from typing import Optional
@@ -12,6 +13,8 @@ from typing import Optional
 import torch
 from torch import nn
 from torch.nn import functional as F
+
+BN_EPS = 1e-3  # torchvision's MobileNetV3 uses this eps (its default, 1e-5, is the BatchNorm2d's)
 
 
 def _act(kind: str) -> nn.Module:
@@ -22,7 +25,7 @@ class ConvBNAct(nn.Sequential):
     def __init__(self, cin: int, cout: int, kernel: int = 1, stride: int = 1, groups: int = 1,
                  act: Optional[str] = "relu") -> None:
         layers = [nn.Conv2d(cin, cout, kernel, stride, kernel // 2, groups=groups, bias=False),
-                  nn.BatchNorm2d(cout)]
+                  nn.BatchNorm2d(cout, eps=BN_EPS)]
         if act is not None:
             layers.append(_act(act))
         super().__init__(*layers)
