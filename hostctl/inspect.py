@@ -23,6 +23,7 @@ from typing import Any
 from container_payload.inspector import targets
 from container_payload.inspector.names import inserted_permute, op_kind
 from container_payload.job import BUILTIN_MODEL, INSPECT_REPORT, JOB, InspectJob
+from hostctl import warm
 from hostctl.errors import EXIT_ENV, EnvironmentProblem, InputError, RunFailed, UsageError
 from hostctl.options import DEFAULT_CONDA_ENV, DEFAULT_IMAGE, QuantizeOptions
 from hostctl.staged_run import PayloadOutput, run_job, staged_run, tail_hint
@@ -209,8 +210,9 @@ def inspect_model(opts: InspectOptions, reporter: Reporter) -> InspectSummary:
                                   conda_env=opts.conda_env, pull=opts.pull, requirements=opts.requirements,
                                   input_dir=opts.model_path or run.run_dir,
                                   # one forward: on one thread it is as quick, never slowed by other work, and
-                                  # needs no look at the machine's load (a 0.2 s window) first
-                                  threads=None if in_image else 1)
+                                  # needs no look at the machine's load (a 0.2 s window) first; the payload
+                                  # started with the CLI (hostctl/warm.py) was started with these threads
+                                  threads=None if in_image else warm.INSPECT_THREADS)
         rt = runtime.create(carrier, run.run_dir, reporter, run.trap)
         rt.prepare()
         run.manifest["runtime"] = rt.describe()

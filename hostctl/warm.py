@@ -29,7 +29,7 @@ import container_payload
 from hostctl.threads import plan_threads
 
 PAYLOAD_DIR = Path(container_payload.__file__).resolve().parent
-# `hostctl inspect` runs its one forward on one thread (hostctl/inspect.py): the warm payload's variables
+# the threads `hostctl inspect` runs its one forward with on the local runtime (hostctl/inspect.py)
 INSPECT_THREADS = 1
 # the options that mean no inspection runs, or not on the local runtime's payload
 _NOT_RUN = ("--help", "-h", "--list-targets")

@@ -21,7 +21,6 @@ from hostctl.runtime.lines import LineSplitter
 from hostctl.signals import SignalTrap
 from hostctl.threads import CpuSample, ThreadPlan, plan_threads
 from hostctl.ui import Reporter
-from hostctl.warm import payload_env
 
 GRACE_SECONDS = 5.0
 # What the payload imports besides the standard library, and the oldest Python it runs on.
@@ -88,7 +87,7 @@ class LocalRuntime:
             try:
                 probe = subprocess.run([self.python, "-c", code, module], stdin=subprocess.DEVNULL,
                                        capture_output=True, text=True, timeout=PROBE_SECONDS,
-                                       env=payload_env(Path(shim)), cwd=shim)
+                                       env=warm.payload_env(Path(shim)), cwd=shim)
             except subprocess.TimeoutExpired:
                 return f"importing it took more than {PROBE_SECONDS:.0f} s"
         if probe.returncode != 0:
@@ -128,7 +127,7 @@ class LocalRuntime:
                 _stop(process, self.trap)
                 started.close()
         with tempfile.TemporaryDirectory(prefix=f"hostctl-payload-{os.getpid()}-") as shim:
-            env = dict(payload_env(Path(shim)), **self._threads_env())
+            env = dict(warm.payload_env(Path(shim)), **self._threads_env())
             argv = [self.python, "-u", "-m", "container_payload", "--job", str(job_file)]
             self.reporter.debug("running " + " ".join(argv))
             process = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
