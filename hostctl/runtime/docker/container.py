@@ -32,7 +32,8 @@ from hostctl.ui import Reporter
 STOP_GRACE = 5.0
 WAIT_POLL = 1.0
 ENGINE_LOST_SECONDS = 30.0
-LOST_CLEANUP_SECONDS = 8.0  # one attempt to remove the container after the link dropped, then the lease's job
+LOST_CLEANUP_SECONDS = 6.0  # tries at removing the container after the link dropped, then it is the lease's job
+LOST_RETRY_SECONDS = 0.5
 
 
 class ContainerRunner:
@@ -170,17 +171,26 @@ class ContainerRunner:
                 time.sleep(1.0)
 
     def _remove_after_loss(self, container: Any) -> bool:
-        """One bounded try at removing the container over a link that just dropped (ssh may reconnect)."""
+        """Remove the container over a link that just dropped, trying again for a bounded while: ssh may reconnect,
+        but the first try can meet the dying ssh master (its socket still answers for a moment, then the session
+        fails), so one failed try says little."""
         removed = threading.Event()
+        deadline = time.monotonic() + LOST_CLEANUP_SECONDS
 
         def remove() -> None:
-            try:
-                container.remove(force=True)
-                removed.set()
-            except docker.errors.NotFound:
-                removed.set()
-            except Exception as exc:  # noqa: BLE001 - the lease stops it; `hostctl clean` removes it
-                self.reporter.debug(f"could not remove {container.short_id} after the link dropped: {exc}")
+            while True:
+                try:
+                    container.remove(force=True)
+                    removed.set()
+                    return
+                except docker.errors.NotFound:
+                    removed.set()
+                    return
+                except Exception as exc:  # noqa: BLE001 - the lease stops it; `hostctl clean` removes it
+                    self.reporter.debug(f"could not remove {container.short_id} after the link dropped: {exc}")
+                if time.monotonic() + LOST_RETRY_SECONDS >= deadline:
+                    return
+                time.sleep(LOST_RETRY_SECONDS)
 
         thread = threading.Thread(target=remove, name="remove-after-loss", daemon=True)
         thread.start()
