@@ -4,9 +4,12 @@ import sys
 
 
 def main() -> None:
-    from hostctl import warm
+    from hostctl import ssh_login, warm
 
-    warm.start(sys.argv[1:])  # before typer's import: a local inspection's payload starts now (hostctl/warm.py)
+    # before typer's import: a local inspection's payload starts now (hostctl/warm.py), and so does the login to
+    # an ssh:// engine (hostctl/ssh_login.py)
+    warm.start(sys.argv[1:])
+    ssh_login.start(sys.argv[1:])
     from hostctl.cli import main as cli_main
 
     cli_main()

@@ -37,7 +37,7 @@ def diagnose(image: str, output_dir: Path) -> list[Finding]:
     findings.append(Finding("engine", True, f"Docker {facts['version']} (API {facts['api_version']}, "
                                             f"{facts['os_arch']}) at {facts['url']}, round trip "
                                             f"{facts['rtt_ms']:.0f} ms"))
-    findings.append(_container_resources(facts.get("cpus"), facts.get("memory")))
+    findings.append(_container_resources(facts.get("cpus"), facts.get("memory"), facts["local"]))
     if not facts["local"]:
         findings.append(Finding("engine location", True, "remote: inputs are copied into each container and "
                                                           "results copied back (slower for large inputs)"))
@@ -68,14 +68,14 @@ def _engine_disk(free: int | None, image_present: bool) -> Finding:
                    "" if ok else "Free space on the engine's machine: docker system prune, docker image prune.")
 
 
-def _container_resources(cpus: int | None, memory: int | None) -> Finding:
+def _container_resources(cpus: int | None, memory: int | None, local: bool) -> Finding:
     """What the engine gives a payload container (all its CPUs and memory unless --cpus and --memory say less),
     and the threads hostctl would run it with now (hostctl/threads.py)."""
-    from hostctl.threads import plan_threads
+    from hostctl.threads import plan_remote, plan_threads
 
     if not cpus:
         return Finding("container resources", True, "the engine does not say how many CPUs it has")
-    plan = plan_threads(cpus_limit=float(cpus))
+    plan = plan_threads(cpus_limit=float(cpus)) if local else plan_remote(None, None, cpus)
     gib = f", {memory / 2**30:.1f} GiB of memory" if memory else ""
     return Finding("container resources", True,
                    f"{cpus} CPU(s){gib} per container (less with --cpus, --memory); the payload would run "

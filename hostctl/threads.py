@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import math
 import os
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -147,3 +147,12 @@ def plan_threads(requested: int | None = None, cpus_limit: float | None = None, 
                           "--threads")
     why = f"{whole} CPU(s) usable" + (f", {busy:.1f} busy" if free < whole else "")
     return ThreadPlan(free, ACTIVE if free > 1 else PASSIVE, usable, round(busy, 2), why)
+
+
+def plan_remote(requested: int | None, cpus_limit: float | None, engine_cpus: int) -> ThreadPlan:
+    """A remote engine's payload: the engine's CPUs as it reports them, not this machine's; how busy they are
+    cannot be seen from here (this machine's load is not theirs), so none are counted busy."""
+    plan = plan_threads(requested, cpus_limit, cpus=engine_cpus, quota=0.0, busy=0.0)
+    if requested is not None:
+        return replace(plan, busy=None)
+    return replace(plan, busy=None, why=f"{plan.why} on the remote engine, whose load is not seen from here")

@@ -9,7 +9,7 @@ process only when its interpreter and environment are exactly those LocalRuntime
 it is ended and the payload starts as usual. A warm payload never taken is ended when hostctl exits, and ends
 itself at the end of its input should hostctl be killed.
 
-Only the standard library and hostctl.threads are imported here: this runs before typer's import.
+Only the standard library, hostctl.argv and hostctl.threads are imported here: this runs before typer's import.
 """
 
 from __future__ import annotations
@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import container_payload
+from hostctl.argv import last_value
 from hostctl.threads import plan_threads
 
 PAYLOAD_DIR = Path(container_payload.__file__).resolve().parent
@@ -127,17 +128,8 @@ def _local_inspection_python(argv: list[str]) -> str | None:
     that take() ends: the options are parsed for real by the CLI."""
     if not argv or argv[0] != "inspect" or any(a in _NOT_RUN for a in argv):
         return None
-    runtime = _last_value(argv, "--runtime") or os.environ.get("HOSTCTL_INSPECT_RUNTIME") or "local"
+    runtime = last_value(argv, "--runtime") or os.environ.get("HOSTCTL_INSPECT_RUNTIME") or "local"
     if runtime != "local":
         return None
-    return _last_value(argv, "--python") or os.environ.get("HOSTCTL_PYTHON") or sys.executable
+    return last_value(argv, "--python") or os.environ.get("HOSTCTL_PYTHON") or sys.executable
 
-
-def _last_value(argv: list[str], option: str) -> str | None:
-    value = None
-    for i, arg in enumerate(argv):
-        if arg == option and i + 1 < len(argv):
-            value = argv[i + 1]
-        elif arg.startswith(option + "="):
-            value = arg[len(option) + 1:]
-    return value

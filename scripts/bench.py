@@ -35,6 +35,7 @@ The hybrid benchmark needs an interpreter where pytorch_nndct imports; e.g.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import shutil
 import statistics
@@ -124,17 +125,24 @@ def bench_remote(args: argparse.Namespace) -> None:
                    "--input-size", "3", "128", "128", "--num-classes", "3", "--model-arg", "width=4",
                    "--model-arg", "depth=2", "--quantizer", "portable", "--image", image, "--pull", "never",
                    "--no-evaluate"]
+        if args.threads:
+            command += ["--threads", str(args.threads)]
         timed(command + ["--output-dir", str(work / "warm")], "model ", env=remote_env)
         rows: dict[str, list[float]] = {"local socket": [], "ssh://": []}
+        plans: dict[str, list[str]] = {"local socket": [], "ssh://": []}
         for i in range(args.runs):
-            rows["local socket"].append(timed(command + ["--output-dir", str(work / f"l{i}")], "model ", env=env)[0])
-            rows["ssh://"].append(timed(command + ["--output-dir", str(work / f"r{i}")], "model ", env=remote_env)[0])
+            for name, out, run_env in (("local socket", work / f"l{i}", env), ("ssh://", work / f"r{i}", remote_env)):
+                rows[name].append(timed(command + ["--output-dir", str(out)], "model ", env=run_env)[0])
+                threads = json.loads((out / "run.json").read_text())["runtime"]["threads"]
+                plans[name].append(f"{threads['threads']}{threads['wait_policy'][0]}")
         med = {name: statistics.median(r) for name, r in rows.items()}
         size_mb = sum(p.stat().st_size for p in inputs.dir.iterdir()) / 1e6
         print(f"\nremote benchmark: {args.runs} interleaved runs each, image {image}, tiny Unet 3x128x128, "
-              f"{args.remote_calib} calib + 8 test ({size_mb:.0f} MB of inputs)")
+              f"{args.remote_calib} calib + 8 test ({size_mb:.0f} MB of inputs), "
+              f"{f'--threads {args.threads}' if args.threads else 'the threads each run planned'}")
         for name, r in rows.items():
-            print(f"{name:14} median {med[name]:6.2f} s   min {min(r):6.2f}   max {max(r):6.2f}")
+            print(f"{name:14} median {med[name]:6.2f} s   min {min(r):6.2f}   max {max(r):6.2f}   "
+                  f"threads (A: spinning, P: passive) {' '.join(plans[name])}")
         print(f"ratio ssh:// / local socket: {med['ssh://'] / med['local socket']:.3f} (target <= 1.15)")
         _bench_copies(args, work, remote_env, image)
     finally:
@@ -510,6 +518,7 @@ def main() -> None:
     remote = parser.add_argument_group("remote")
     remote.add_argument("--remote-calib", type=int, default=96, help="calibration samples (default 96)")
     remote.add_argument("--remote-mb", type=int, default=256, help="size of the copied file in MiB (default 256)")
+    remote.add_argument("--threads", type=int, help="the same --threads for every run (default: each run's plan)")
     inspect = parser.add_argument_group("inspect")
     inspect.add_argument("--utf-path", default="/root/vai_utf_adapter",
                          help="the vai_utf stand-in nndct's rule-based Inspector imports")

@@ -70,6 +70,10 @@ def test_doctor_over_ssh_reports_the_remote_engine(stand_in_image, sshd):
     assert "round trip" in findings["engine"]["detail"]
     assert findings["image"]["ok"]
     assert "free on the engine" in findings["engine disk"]["detail"]
+    # the payload's threads follow the engine's CPUs, not this machine's load (ssh's own work beside it)
+    cpus = findings["container resources"]["detail"].split(" CPU(s)")[0]
+    assert f"would run {cpus} thread(s) now ({cpus} CPU(s) usable on the remote engine" in \
+        findings["container resources"]["detail"]
 
 
 def _failure(server, tmp_path, unet_inputs, image, **env):
@@ -237,11 +241,14 @@ def test_a_docker_context_with_an_ssh_endpoint(tmp_path, stand_in_image, sshd):
     for command in (["create", "hostctl-test", "--docker", f"host={sshd.url}"], ["use", "hostctl-test"]):
         done = subprocess.run(["docker", "context", *command], env=env, capture_output=True, text=True)
         assert done.returncode == 0, done.stderr
+    logins_before = sshd.log.read_text().count("Accepted publickey")
     proc = run_hostctl(["doctor", "--image", stand_in_image, "--json"],
                        env=dict(sshd.client_env(), DOCKER_HOST="", DOCKER_CONFIG=env["DOCKER_CONFIG"]))
     engine = {f["check"]: f for f in json.loads(proc.stdout)}["engine"]
     assert engine["ok"], engine
     assert f"{sshd.url} (context hostctl-test)" in engine["detail"]
+    # the entry point found the context's endpoint too: its early login is the one login (hostctl/ssh_login.py)
+    assert sshd.log.read_text().count("Accepted publickey") - logins_before == 1
 
 
 def test_compile_over_ssh(tmp_path, stand_in_image, sshd):

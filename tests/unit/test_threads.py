@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from hostctl.threads import THREAD_VARIABLES, cgroup_cpu_quota, plan_threads
+from hostctl.threads import THREAD_VARIABLES, cgroup_cpu_quota, plan_remote, plan_threads
 
 
 @pytest.mark.parametrize("cpus,quota,limit,busy,threads", [
@@ -34,6 +34,18 @@ def test_threads_option_wins_and_spins_only_on_idle_cpus():
     assert (plan.threads, plan.why, plan.environment()["OMP_WAIT_POLICY"]) == (3, "--threads", "PASSIVE")
     plan = plan_threads(2, cpus=4, quota=None, busy=0.0)
     assert plan.threads == 2 and "OMP_WAIT_POLICY" not in plan.environment()
+
+
+def test_a_remote_engine_is_planned_from_its_own_cpus(monkeypatch):
+    """The payload runs on the engine's machine: its CPU count, whatever this machine's count and load."""
+    monkeypatch.setattr("hostctl.threads.busy_cpus", lambda: pytest.fail("this machine's load was read"))
+    plan = plan_remote(None, None, 16)
+    assert (plan.threads, plan.wait_policy, plan.busy) == (16, "ACTIVE", None)
+    assert plan.why == "16 CPU(s) usable on the remote engine, whose load is not seen from here"
+    assert plan_remote(None, 4.0, 16).threads == 4  # --cpus
+    plan = plan_remote(2, None, 16)
+    assert (plan.threads, plan.why, plan.environment().get("OMP_WAIT_POLICY")) == (2, "--threads", None)
+    assert plan_remote(None, None, 1).environment()["OMP_WAIT_POLICY"] == "PASSIVE"
 
 
 def test_one_thread_needs_no_look_at_the_load():

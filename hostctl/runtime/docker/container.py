@@ -9,7 +9,7 @@ from __future__ import annotations
 import queue
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import docker
@@ -64,16 +64,19 @@ class ContainerRunner:
                 network_mode="bridge" if network else "none", detach=True, mem_limit=memory, memswap_limit=memory,
                 nano_cpus=int(cpus * 1e9) if cpus else None,
             )
-            sent = copy_in(container, shares, self.reporter) if self.copy_files else {}
-            if self.copy_files:
+            attached = _later(self.client.api.attach, container.id, stream=True, logs=True, demux=True)
+            if self.copy_files:  # the attach stream's connection opens while the inputs go in
+                sent = copy_in(container, shares, self.reporter)
+
                 def lost(exc: BaseException) -> LinkLost:
                     error = link_lost(engine_url(), exc)
                     lines.put(error)  # ends the pump, which waits for the payload's lines
                     return error
 
                 heartbeat = Heartbeat(container, lost)
-                heartbeat.beat()
-            stream = self.client.api.attach(container.id, stream=True, logs=True, demux=True)
+            else:
+                sent = {}
+            stream = attached()
             container.start()
             if heartbeat is not None:
                 heartbeat.start()
@@ -239,3 +242,25 @@ class ContainerRunner:
                 last = exc
                 time.sleep(0.5)
         self.reporter.warn(f"could not remove container {container.short_id}: {last}; `hostctl clean` will")
+
+
+def _later(call: Callable[..., Any], *args: Any, **kwargs: Any) -> Callable[[], Any]:
+    """Start `call` on a thread now; the returned function waits for its result (or raises its exception)."""
+    outcome: dict[str, Any] = {}
+
+    def run() -> None:
+        try:
+            outcome["value"] = call(*args, **kwargs)
+        except BaseException as exc:  # noqa: BLE001 - raised again on the caller's thread
+            outcome["error"] = exc
+
+    thread = threading.Thread(target=run, name="hostctl-later", daemon=True)
+    thread.start()
+
+    def result() -> Any:
+        thread.join()
+        if "error" in outcome:
+            raise outcome["error"]
+        return outcome["value"]
+
+    return result

@@ -78,20 +78,23 @@ class Heartbeat:
         self._thread.start()
 
     def _run(self) -> None:
+        """The first beat at once (the payload's watch counts from the first content it sees), then every
+        BEAT_EVERY seconds."""
         failing_since: float | None = None
-        while not self._stop.wait(BEAT_EVERY):
+        while True:
             try:
                 self.beat()
                 failing_since = None
             except Exception as exc:  # noqa: BLE001 - judged below; the run itself decides what to do
                 if self._stop.is_set():
                     return
-                if not is_link_failure(exc):
-                    continue  # e.g. the container just exited: the run's own wait sees it
-                failing_since = failing_since or time.monotonic()
-                if ssh_failure(exc) is not None or time.monotonic() - failing_since > LOST_AFTER:
-                    self.lost = self.on_lost(exc)
-                    return
+                if is_link_failure(exc):  # anything else, e.g. the container just exited: the run's wait sees it
+                    failing_since = failing_since or time.monotonic()
+                    if ssh_failure(exc) is not None or time.monotonic() - failing_since > LOST_AFTER:
+                        self.lost = self.on_lost(exc)
+                        return
+            if self._stop.wait(BEAT_EVERY):
+                return
 
     def stop(self) -> None:
         self._stop.set()

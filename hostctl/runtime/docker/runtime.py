@@ -34,7 +34,7 @@ from hostctl.runtime.docker.shim import (
     shim,
 )
 from hostctl.signals import SignalTrap
-from hostctl.threads import CpuSample, ThreadPlan, plan_threads
+from hostctl.threads import CpuSample, ThreadPlan, plan_remote, plan_threads
 from hostctl.ui import Reporter
 
 
@@ -57,6 +57,7 @@ class DockerRuntime:
         self._cpu_sample = CpuSample()  # the thread plan's window runs while prepare() works
         self._threads: ThreadPlan | None = None
         self.copy_files = False
+        self._engine_cpus: int | None = None  # a remote engine's CPUs
 
     def prepare(self) -> None:
         try:
@@ -68,8 +69,11 @@ class DockerRuntime:
 
     def _prepare(self) -> None:
         self.client = connect()
+        remote = not is_local_engine(self.client)
+        if remote:  # the payload runs on the engine's CPUs: this machine's count and load say nothing of them
+            self._engine_cpus = self.client.info().get("NCPU")
         # A remote engine cannot see this machine's files: copy them in and the results out instead of binding.
-        self.copy_files = not is_local_engine(self.client) or os.environ.get("HOSTCTL_DOCKER_FILES") == "copy"
+        self.copy_files = remote or os.environ.get("HOSTCTL_DOCKER_FILES") == "copy"
         if self.copy_files:
             self.reporter.info(f"engine at {engine_url()} is remote: inputs are copied into the container and "
                                "results copied back")
@@ -108,8 +112,11 @@ class DockerRuntime:
     def threads(self) -> ThreadPlan:
         """The payload's threads (compile's options carry no thread settings: the plan alone)."""
         if self._threads is None:
-            self._threads = plan_threads(getattr(self.opts, "threads", None), getattr(self.opts, "cpus", None),
-                                         sample=self._cpu_sample)
+            requested, limit = getattr(self.opts, "threads", None), getattr(self.opts, "cpus", None)
+            if self._engine_cpus:
+                self._threads = plan_remote(requested, limit, self._engine_cpus)
+            else:
+                self._threads = plan_threads(requested, limit, sample=self._cpu_sample)
         return self._threads
 
     def _environment(self) -> dict[str, str]:

@@ -11,8 +11,9 @@ long run needs from it:
     so that a dead link ends ssh, and with it the run, within about 20 seconds;
   - real read timeouts on the pipe, so `wait(timeout=...)` polls as it does on a socket;
   - connections are reused while their ssh process lives (one ssh per concurrent request, not per request);
-  - one login per hostctl process: the first ssh becomes a ControlMaster on a socket in a private directory of
-    this process, and every later connection (the attach stream, the copies, the lease's heartbeat, concurrent
+  - one login per hostctl process (hostctl/ssh_login.py): a ControlMaster on a socket in a private directory of
+    this process, started by the entry point while the CLI starts (else by the first connection), and every
+    connection (the attach stream, the copies, the lease's heartbeat, concurrent
     requests) is a session multiplexed over it, opened in milliseconds instead of a key exchange each (0.7 s
     on loopback here, more over a WAN; a hardware key asks for a touch once, not per connection). The master
     stays CONTROL_PERSIST seconds after its last session, so a killed hostctl leaves no ssh behind for longer;
@@ -21,46 +22,23 @@ long run needs from it:
 
 from __future__ import annotations
 
-import atexit
 import collections
 import io
 import os
 import select
-import shutil
 import socket
 import subprocess
-import tempfile
 import threading
-import urllib.parse
 from typing import Any
 
 import urllib3.connection
 import urllib3.connectionpool
 from docker.transport.basehttpadapter import BaseHTTPAdapter
 
-# Command-line -o options win over ~/.ssh/config (ssh takes the first value it meets), so only what hostctl needs.
-KEEPALIVE_INTERVAL = 5
-KEEPALIVE_COUNT = 3
-SSH_OPTIONS = ["-o", "BatchMode=yes", "-o", "ConnectTimeout=10",
-               "-o", f"ServerAliveInterval={KEEPALIVE_INTERVAL}", "-o", f"ServerAliveCountMax={KEEPALIVE_COUNT}"]
+from hostctl import ssh_login
+from hostctl.ssh_login import SSH_OPTIONS, control_options, destination, ssh_environment
+
 REMOTE_COMMAND = "docker system dial-stdio"
-CONTROL_PERSIST = 10  # seconds the master outlives its last session
-
-_control_lock = threading.Lock()
-_control_dir: str | None = None
-
-
-def control_options() -> list[str]:
-    """ssh's connection sharing for this process: ControlMaster=auto on a socket in a directory only this process
-    uses (mode 0700, removed at exit), so that no other program's master is ever joined."""
-    global _control_dir
-    with _control_lock:
-        if _control_dir is None:
-            _control_dir = tempfile.mkdtemp(prefix="hostctl-ssh-")
-            atexit.register(shutil.rmtree, _control_dir, True)
-    # %C: a hash of the local host, remote host, port and user, so that each engine gets its own master
-    return ["-o", "ControlMaster=auto", "-o", f"ControlPath={_control_dir}/%C",
-            "-o", f"ControlPersist={CONTROL_PERSIST}"]
 
 
 class SshFailure(ConnectionError):
@@ -110,15 +88,7 @@ def stream_failure(stream: Any) -> SshFailure | None:
 
 def ssh_command(url: str) -> list[str]:
     """The ssh command line for an ssh://[user@]host[:port] URL (what the docker CLI runs, plus SSH_OPTIONS)."""
-    parts = urllib.parse.urlsplit(url)
-    if parts.scheme != "ssh" or not parts.hostname:
-        raise ValueError(f"not an ssh:// URL: {url}")
-    args = ["ssh", *SSH_OPTIONS, *control_options()]
-    if parts.username:
-        args += ["-l", urllib.parse.unquote(parts.username)]
-    if parts.port:
-        args += ["-p", str(parts.port)]
-    return [*args, "--", parts.hostname, REMOTE_COMMAND]
+    return ["ssh", *SSH_OPTIONS, *control_options(), *destination(url), REMOTE_COMMAND]
 
 
 class _PipeReader(io.RawIOBase):
@@ -183,10 +153,11 @@ class SshSocket(socket.socket):
 
     def connect(self, *_: Any) -> None:  # socket's signature; the address is the URL's
         command = ssh_command(self.url)
+        ssh_login.wait(self.url)  # join the login the entry point started, not log in beside it
         try:
             self.proc = subprocess.Popen(
                 command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, bufsize=0,
-                env=_ssh_environment(),
+                env=ssh_environment(),
                 # Its own session: the terminal's Ctrl-C is hostctl's to handle (stop and remove the container
                 # over this very link), not ssh's to die of.
                 start_new_session=True)
@@ -279,14 +250,6 @@ class SshSocket(socket.socket):
         if proc is not None and proc.stdout is not None:
             proc.stdout.close()
         super().close()
-
-
-def _ssh_environment() -> dict[str, str]:
-    env = dict(os.environ)
-    # As docker-py does: the Python's library path and CA bundle are not ssh's business.
-    env.pop("LD_LIBRARY_PATH", None)
-    env.pop("SSL_CERT_FILE", None)
-    return env
 
 
 class SshConnection(urllib3.connection.HTTPConnection):
