@@ -32,7 +32,7 @@ def clean(
 ) -> None:
     """Remove containers hostctl left (kept or orphaned), requirement caches of images that are gone, the
     temporary files of runs that died (beside output directories, and payload staging in the temp directory),
-    and failed-run directories older than the newest one."""
+    failed-run directories older than the newest one, and the input volumes a remote engine keeps (not in use)."""
     from hostctl.errors import EnvironmentProblem
     from hostctl.runtime.docker import clean as clean_up
 

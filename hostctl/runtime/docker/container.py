@@ -16,11 +16,13 @@ import docker
 import docker.errors
 import requests.exceptions
 import urllib3.exceptions
+from docker.types import Mount
 
 from hostctl.errors import EnvironmentProblem, RunFailed
 from hostctl.runtime import LineSink
 from hostctl.runtime.docker.engine import engine_url
 from hostctl.runtime.docker.files import Share, copy_in, copy_out, mounts
+from hostctl.runtime.docker.inputs import KEEP_ENV, InputVolumes, content_key
 from hostctl.runtime.docker.labels import run_labels
 from hostctl.runtime.docker.lease import Heartbeat, LinkLost, lease_environment, link_lost
 from hostctl.runtime.docker.shim import IN_RUN
@@ -40,13 +42,14 @@ class ContainerRunner:
     """Runs commands of one run, each in a fresh container of `image`, and returns their exit codes."""
 
     def __init__(self, client: docker.DockerClient, image: Any, reporter: Reporter, trap: SignalTrap,
-                 run_name: str, copy_files: bool) -> None:
+                 run_name: str, copy_files: bool, keep_inputs: int = 0) -> None:
         self.client = client
         self.image = image
         self.reporter = reporter
         self.trap = trap
         self.run_name = run_name
         self.copy_files = copy_files
+        self.keep_inputs = keep_inputs  # input volumes kept on a remote engine (inputs.py); 0: copy every time
 
     def run(self, command: list[str], shares: list[Share], environment: dict[str, str], role: str, *,
             network: bool, on_line: LineSink, keep: bool = False, workdir: str = IN_RUN,
@@ -57,16 +60,23 @@ class ContainerRunner:
         if self.copy_files:  # a remote engine: the payload holds a lease on this host (lease.py)
             environment = dict(environment, **lease_environment())
         try:
-            container = self.client.containers.create(
-                self.image.id, command=command, entrypoint=[], user="root", working_dir=workdir,
-                environment=environment, mounts=[] if self.copy_files else mounts(shares),
-                labels=run_labels(self.run_name, role, keep), init=True, tty=False, stdin_open=False,
-                network_mode="bridge" if network else "none", detach=True, mem_limit=memory, memswap_limit=memory,
-                nano_cpus=int(cpus * 1e9) if cpus else None,
-            )
+            def create(volumes: list[Mount]) -> Any:
+                return self.client.containers.create(
+                    self.image.id, command=command, entrypoint=[], user="root", working_dir=workdir,
+                    environment=environment, mounts=volumes if self.copy_files else mounts(shares),
+                    labels=run_labels(self.run_name, role, keep), init=True, tty=False, stdin_open=False,
+                    network_mode="bridge" if network else "none", detach=True, mem_limit=memory,
+                    memswap_limit=memory, nano_cpus=int(cpus * 1e9) if cpus else None,
+                )
+
+            cached = [s for s in shares if s.cache] if self.copy_files and self.keep_inputs else []
+            if cached:  # inputs kept on the engine in volumes, mounted read-only (inputs.py)
+                container = self._create_with_inputs(create, cached)
+            else:
+                container = create([])
             attached = _later(self.client.api.attach, container.id, stream=True, logs=True, demux=True)
             if self.copy_files:  # the attach stream's connection opens while the inputs go in
-                sent = copy_in(container, shares, self.reporter)
+                sent = copy_in(container, [s for s in shares if s not in cached], self.reporter)
 
                 def lost(exc: BaseException) -> LinkLost:
                     error = link_lost(engine_url(), exc)
@@ -114,6 +124,43 @@ class ContainerRunner:
                                        "remove it with `hostctl clean`)")
                 else:
                     self._remove(container)
+
+    def _create_with_inputs(self, create: Callable[[list[Mount]], Any], cached: list[Share]) -> Any:
+        """The container, with each cached share's volume mounted read-only: one found on the engine (when it
+        proves complete), else one filled now. A volume found incomplete is removed, and filled anew."""
+        volumes = InputVolumes(self.client, self.image, self.run_name, self.reporter)
+        keys = {share: content_key(share.host) for share in cached}
+        avoid: set[str] = set()
+        while True:
+            chosen: dict[Share, str] = {}
+            filled: set[Share] = set()
+            for share in cached:
+                found = [name for name in volumes.find(keys[share]) if name not in avoid]
+                if found:
+                    chosen[share] = found[0]
+                else:
+                    chosen[share] = volumes.fill(share, keys[share])
+                    filled.add(share)
+            container = create([Mount(share.inside, name, type="volume", read_only=True, no_copy=True)
+                                for share, name in chosen.items()])
+            broken = [share for share in cached if share not in filled
+                      and not volumes.complete(container, share, keys[share])]
+            if not broken:
+                break
+            container.remove(force=True)
+            for share in broken:
+                self.reporter.debug(f"input volume {chosen[share]} is incomplete (an interrupted copy): removed")
+                volumes.discard(chosen[share])
+                avoid.add(chosen[share])
+        for share, name in chosen.items():
+            if share in filled:
+                trimmed = volumes.trim(self.keep_inputs)
+                self.reporter.info(f"inputs kept on the engine in volume {name} for the next runs with the same "
+                                   f"content ({KEEP_ENV}=0 turns this off)"
+                                   + (f"; removed {len(trimmed)} older one(s)" if trimmed else ""))
+            else:
+                self.reporter.info(f"inputs already on the engine (volume {name}, same content): not copied")
+        return container
 
     def _pump(self, stream: Iterator[tuple[bytes | None, bytes | None]], on_line: LineSink,
               lines: queue.Queue[tuple[str, str] | BaseException | None]) -> None:

@@ -31,6 +31,7 @@ class Share:
     host: Path
     inside: str
     writable: bool
+    cache: bool = False  # on a remote engine, kept there in a volume between runs with the same content (inputs.py)
 
 
 def mounts(shares: list[Share]) -> list[Mount]:

@@ -20,6 +20,7 @@ from hostctl.runtime.docker.container import ContainerRunner
 from hostctl.runtime.docker.engine import connect, engine_url, is_local_engine
 from hostctl.runtime.docker.files import Share
 from hostctl.runtime.docker.images import check_platform, ensure_image
+from hostctl.runtime.docker.inputs import kept
 from hostctl.runtime.docker.labels import sweep
 from hostctl.runtime.docker.requirements import check_requirements, install_requirements
 from hostctl.runtime.docker.shim import (
@@ -81,7 +82,7 @@ class DockerRuntime:
         self.image = ensure_image(self.client, self.opts.image, self.opts.pull, self.reporter)
         check_platform(self.image)
         self.runner = ContainerRunner(self.client, self.image, self.reporter, self.trap, self.run_dir.name,
-                                      self.copy_files)
+                                      self.copy_files, keep_inputs=kept() if remote else 0)
         if self.opts.requirements is not None and self.requirements_text is not None:
             self.userbase = install_requirements(self.runner, self.opts.requirements, self.requirements_text,
                                                  self.opts.conda_env, self._environment(), self.reporter)
@@ -128,7 +129,8 @@ class DockerRuntime:
 
     def _shares(self) -> list[Share]:
         """What the payload sees of this machine: inputs and code read-only, only the run directory writable."""
-        shares = [Share(self.opts.input_dir.resolve(), IN_INPUTS, False), Share(self.run_dir.resolve(), IN_RUN, True),
+        shares = [Share(self.opts.input_dir.resolve(), IN_INPUTS, False, cache=True),
+                  Share(self.run_dir.resolve(), IN_RUN, True),
                   Share(PAYLOAD_DIR, f"{IN_CODE}/container_payload", False)]
         if self.opts.model_path:
             shares.append(Share(self.opts.model_path.resolve(), IN_MODEL, False))

@@ -1,0 +1,141 @@
+"""Inputs kept on a remote engine between runs (hostctl/runtime/docker/inputs.py), over a real sshd and engine."""
+
+from __future__ import annotations
+
+import io
+import json
+import shutil
+import tarfile
+
+import docker.types
+import h5py
+import pytest
+from helpers import run_hostctl
+from test_ssh_engine import docker_args, h5_arrays
+
+from hostctl.runtime.docker.inputs import LABEL_CACHE, LABEL_INPUTS, MARKER, content_key
+
+pytestmark = pytest.mark.docker
+
+
+def input_volumes(client, key: str | None = None) -> list:
+    label = f"{LABEL_INPUTS}={key}" if key else f"{LABEL_CACHE}=inputs"
+    return client.volumes.list(filters={"label": label})
+
+
+@pytest.fixture(autouse=True)
+def no_input_volumes(docker_client):
+    """Each test starts and ends with no input volume on the engine."""
+    for volume in input_volumes(docker_client):
+        volume.remove(force=True)
+    yield
+    for volume in input_volumes(docker_client):
+        volume.remove(force=True)
+
+
+def quantize(unet_inputs, out, image, sshd, **env):
+    proc = run_hostctl(docker_args(unet_inputs, out, image, "--no-evaluate", "--threads", "1"),
+                       env=sshd.client_env(**env))
+    assert proc.returncode == 0, proc.stderr
+    return proc.stderr
+
+
+def test_inputs_are_copied_once_and_mounted_by_the_next_runs(tmp_path, unet_inputs, stand_in_image, docker_client,
+                                                              sshd):
+    key = content_key(unet_inputs.dir)
+    first = quantize(unet_inputs, tmp_path / "ssh-first", stand_in_image, sshd)
+    [volume] = input_volumes(docker_client, key)
+    assert f"inputs kept on the engine in volume {volume.name}" in first
+    second = quantize(unet_inputs, tmp_path / "ssh-second", stand_in_image, sshd)
+    assert f"inputs already on the engine (volume {volume.name}, same content): not copied" in second
+    assert [v.name for v in input_volumes(docker_client)] == [volume.name]
+    assert (tmp_path / "ssh-first" / "quant_info.json").read_bytes() == \
+        (tmp_path / "ssh-second" / "quant_info.json").read_bytes()
+    got, want = (h5_arrays(tmp_path / d / "quantization_test_preds.h5") for d in ("ssh-second", "ssh-first"))
+    assert got.keys() == want.keys() and all((got[k] == want[k]).all() for k in want)
+
+    # one sample changed: another content, copied again into a volume of its own
+    changed = tmp_path / "changed"
+    shutil.copytree(unet_inputs.dir, changed)
+    with h5py.File(changed / unet_inputs.samples.name, "r+") as f:
+        f["calibration/c000"][0, 0, 0] += 1.0
+    assert content_key(changed) != key
+    unet_inputs.dir = changed
+    third = quantize(unet_inputs, tmp_path / "ssh-third", stand_in_image, sshd)
+    [other] = input_volumes(docker_client, content_key(changed))
+    assert f"inputs kept on the engine in volume {other.name}" in third
+    assert len(input_volumes(docker_client)) == 2
+
+
+def test_an_interrupted_copy_is_never_used(tmp_path, unet_inputs, stand_in_image, docker_client, sshd):
+    """A volume labelled with the inputs' content but without the completion marker (a copy cut short) is
+    removed, and the inputs are copied anew: the run succeeds on the whole inputs."""
+    key = content_key(unet_inputs.dir)
+    broken = docker_client.volumes.create("hostctl-inputs-test-broken",
+                                          labels={LABEL_INPUTS: key, LABEL_CACHE: "inputs"})
+    filler = docker_client.containers.create(stand_in_image, command=["true"], entrypoint=[],
+                                             mounts=[docker.types.Mount("/in", broken.name, type="volume")])
+    try:
+        data = unet_inputs.samples.read_bytes()[:4096]  # the first 4 kB of the samples, no state dict, no marker
+        out = io.BytesIO()
+        with tarfile.open(fileobj=out, mode="w") as tar:
+            info = tarfile.TarInfo(unet_inputs.samples.name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+        assert filler.put_archive("/in", out.getvalue())
+    finally:
+        filler.remove(force=True)
+    stderr = quantize(unet_inputs, tmp_path / "ssh-out", stand_in_image, sshd)
+    [volume] = input_volumes(docker_client, key)
+    assert volume.name != broken.name
+    assert f"inputs kept on the engine in volume {volume.name}" in stderr
+    reader = docker_client.containers.create(stand_in_image, command=["true"], entrypoint=[],
+                                             mounts=[docker.types.Mount("/in", volume.name, type="volume")])
+    try:
+        stream, _ = reader.get_archive(f"/in/{MARKER}")
+        with tarfile.open(fileobj=io.BytesIO(b"".join(stream))) as tar:
+            assert tar.extractfile(MARKER).read().decode() == key
+    finally:
+        reader.remove(force=True)
+
+
+def test_the_newest_are_kept_and_clean_removes_the_rest(tmp_path, unet_inputs, stand_in_image, docker_client, sshd):
+    first_key = content_key(unet_inputs.dir)
+    quantize(unet_inputs, tmp_path / "ssh-a", stand_in_image, sshd, HOSTCTL_INPUT_CACHE="1")
+    changed = tmp_path / "changed"
+    shutil.copytree(unet_inputs.dir, changed)
+    (changed / "notes.txt").write_text("another content\n")
+    unet_inputs.dir = changed
+    stderr = quantize(unet_inputs, tmp_path / "ssh-b", stand_in_image, sshd, HOSTCTL_INPUT_CACHE="1")
+    assert "removed 1 older one(s)" in stderr
+    assert input_volumes(docker_client, first_key) == []
+    [kept] = input_volumes(docker_client)
+    # a volume a container uses stays; `hostctl clean` over ssh removes the others
+    holder = docker_client.containers.create(stand_in_image, command=["true"], entrypoint=[],
+                                             mounts=[docker.types.Mount("/in", kept.name, type="volume")])
+    try:
+        spare = docker_client.volumes.create("hostctl-inputs-test-spare", labels={LABEL_CACHE: "inputs"})
+        listed = run_hostctl(["clean", "--dry-run", "--json"], env=sshd.client_env(), cwd=tmp_path)
+        assert json.loads(listed.stdout)["input volumes"] == [spare.name]
+        cleaned = run_hostctl(["clean"], env=sshd.client_env(), cwd=tmp_path)
+        assert cleaned.returncode == 0, cleaned.stderr
+        assert "removed 1 input volumes" in cleaned.stdout + cleaned.stderr
+        assert [v.name for v in input_volumes(docker_client)] == [kept.name]
+    finally:
+        holder.remove(force=True)
+
+
+def test_the_cache_can_be_turned_off(tmp_path, unet_inputs, stand_in_image, docker_client, sshd):
+    stderr = quantize(unet_inputs, tmp_path / "ssh-off", stand_in_image, sshd, HOSTCTL_INPUT_CACHE="0")
+    assert "inputs kept" not in stderr and "already on the engine" not in stderr
+    assert input_volumes(docker_client) == []
+
+
+def test_a_bad_cache_setting_is_one_line(tmp_path, unet_inputs, stand_in_image, docker_client, sshd):
+    proc = run_hostctl(docker_args(unet_inputs, tmp_path / "ssh-bad", stand_in_image),
+                       env=sshd.client_env(HOSTCTL_INPUT_CACHE="lots"))
+    assert proc.returncode == 2, proc.stderr
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and "HOSTCTL_INPUT_CACHE=lots" in errors[0], proc.stderr
+    assert "0 turns the cache off" in proc.stderr
+    assert not (tmp_path / "ssh-bad").exists()
