@@ -22,7 +22,7 @@ from hostctl.errors import EnvironmentProblem, RunFailed
 from hostctl.runtime import LineSink
 from hostctl.runtime.docker.engine import engine_url
 from hostctl.runtime.docker.files import Share, copy_in, copy_out, mounts
-from hostctl.runtime.docker.inputs import KEEP_ENV, InputVolumes, content_key
+from hostctl.runtime.docker.inputs import CachedInputs, InputVolumes
 from hostctl.runtime.docker.labels import run_labels
 from hostctl.runtime.docker.lease import Heartbeat, LinkLost, lease_environment, link_lost
 from hostctl.runtime.docker.shim import IN_RUN
@@ -70,22 +70,29 @@ class ContainerRunner:
                 )
 
             cached = [s for s in shares if s.cache] if self.copy_files and self.keep_inputs else []
-            if cached:  # inputs kept on the engine in volumes, mounted read-only (inputs.py)
-                container = self._create_with_inputs(create, cached)
-            else:
-                container = create([])
-            attached = _later(self.client.api.attach, container.id, stream=True, logs=True, demux=True)
-            if self.copy_files:  # the attach stream's connection opens while the inputs go in
-                sent = copy_in(container, [s for s in shares if s not in cached], self.reporter)
-
+            inputs = CachedInputs(InputVolumes(self.client, self.image, self.run_name, self.reporter), cached)
+            while True:  # a second time only when an input volume found on the engine proves incomplete
+                container = create(inputs.mounts())
+                # the attach stream's connection opens, and the volumes found are checked, while the rest goes in
+                attached = _later(self.client.api.attach, container.id, stream=True, logs=True, demux=True)
+                checked = _later(inputs.incomplete, container)
+                sent = copy_in(container, [s for s in shares if s not in cached],
+                               self.reporter) if self.copy_files else {}
+                broken = checked()
+                if not broken:
+                    break
+                attached()  # its stream ends with the container (docker's close() cannot shut an ssh pipe)
+                container.remove(force=True)
+                container = None
+                inputs.discard(broken)
+            inputs.report(self.keep_inputs)
+            if self.copy_files:
                 def lost(exc: BaseException) -> LinkLost:
                     error = link_lost(engine_url(), exc)
                     lines.put(error)  # ends the pump, which waits for the payload's lines
                     return error
 
                 heartbeat = Heartbeat(container, lost)
-            else:
-                sent = {}
             stream = attached()
             container.start()
             if heartbeat is not None:
@@ -124,43 +131,6 @@ class ContainerRunner:
                                        "remove it with `hostctl clean`)")
                 else:
                     self._remove(container)
-
-    def _create_with_inputs(self, create: Callable[[list[Mount]], Any], cached: list[Share]) -> Any:
-        """The container, with each cached share's volume mounted read-only: one found on the engine (when it
-        proves complete), else one filled now. A volume found incomplete is removed, and filled anew."""
-        volumes = InputVolumes(self.client, self.image, self.run_name, self.reporter)
-        keys = {share: content_key(share.host) for share in cached}
-        avoid: set[str] = set()
-        while True:
-            chosen: dict[Share, str] = {}
-            filled: set[Share] = set()
-            for share in cached:
-                found = [name for name in volumes.find(keys[share]) if name not in avoid]
-                if found:
-                    chosen[share] = found[0]
-                else:
-                    chosen[share] = volumes.fill(share, keys[share])
-                    filled.add(share)
-            container = create([Mount(share.inside, name, type="volume", read_only=True, no_copy=True)
-                                for share, name in chosen.items()])
-            broken = [share for share in cached if share not in filled
-                      and not volumes.complete(container, share, keys[share])]
-            if not broken:
-                break
-            container.remove(force=True)
-            for share in broken:
-                self.reporter.debug(f"input volume {chosen[share]} is incomplete (an interrupted copy): removed")
-                volumes.discard(chosen[share])
-                avoid.add(chosen[share])
-        for share, name in chosen.items():
-            if share in filled:
-                trimmed = volumes.trim(self.keep_inputs)
-                self.reporter.info(f"inputs kept on the engine in volume {name} for the next runs with the same "
-                                   f"content ({KEEP_ENV}=0 turns this off)"
-                                   + (f"; removed {len(trimmed)} older one(s)" if trimmed else ""))
-            else:
-                self.reporter.info(f"inputs already on the engine (volume {name}, same content): not copied")
-        return container
 
     def _pump(self, stream: Iterator[tuple[bytes | None, bytes | None]], on_line: LineSink,
               lines: queue.Queue[tuple[str, str] | BaseException | None]) -> None:

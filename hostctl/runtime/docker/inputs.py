@@ -26,6 +26,7 @@ from typing import Any
 
 import docker
 import docker.errors
+import docker.types
 import requests.exceptions
 
 from hostctl import __version__
@@ -152,6 +153,53 @@ class InputVolumes:
                 container.remove(force=True)
             except (docker.errors.DockerException, requests.exceptions.RequestException):
                 pass
+
+
+class CachedInputs:
+    """The input volumes one container mounts: for each cached share, the newest volume of its content found on
+    the engine, else one filled now. One found is checked for its marker while the container is prepared
+    (`incomplete`); one that fails is removed (`discard`) and the next `mounts()` fills another."""
+
+    def __init__(self, volumes: InputVolumes, shares: list[Share]) -> None:
+        self.volumes = volumes
+        self.keys = {share: content_key(share.host) for share in shares}
+        self.avoid: set[str] = set()
+        self.chosen: dict[Share, str] = {}
+        self.filled: set[Share] = set()
+
+    def mounts(self) -> list[docker.types.Mount]:
+        self.chosen, self.filled = {}, set()
+        for share, key in self.keys.items():
+            found = [name for name in self.volumes.find(key) if name not in self.avoid]
+            if found:
+                self.chosen[share] = found[0]
+            else:
+                self.chosen[share] = self.volumes.fill(share, key)
+                self.filled.add(share)
+        return [docker.types.Mount(share.inside, name, type="volume", read_only=True, no_copy=True)
+                for share, name in self.chosen.items()]
+
+    def incomplete(self, container: Any) -> list[str]:
+        """The volumes found on the engine (not filled now) that lack their marker in this container."""
+        return [name for share, name in self.chosen.items()
+                if share not in self.filled and not self.volumes.complete(container, share, self.keys[share])]
+
+    def discard(self, names: list[str]) -> None:
+        """Remove incomplete volumes (once the container that mounted them is gone); never choose them again."""
+        for name in names:
+            self.volumes.reporter.debug(f"input volume {name} is incomplete (an interrupted copy): removed")
+            self.volumes.discard(name)
+            self.avoid.add(name)
+
+    def report(self, keep: int) -> None:
+        for share, name in self.chosen.items():
+            if share in self.filled:
+                trimmed = self.volumes.trim(keep)
+                self.volumes.reporter.info(
+                    f"inputs kept on the engine in volume {name} for the next runs with the same content "
+                    f"({KEEP_ENV}=0 turns this off)" + (f"; removed {len(trimmed)} older one(s)" if trimmed else ""))
+            else:
+                self.volumes.reporter.info(f"inputs already on the engine (volume {name}, same content): not copied")
 
 
 def remove_unused(client: docker.DockerClient, volumes: list[Any], dry_run: bool = False) -> list[str]:
