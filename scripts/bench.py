@@ -150,7 +150,8 @@ def bench_remote(args: argparse.Namespace) -> None:
         print(f"ratio ssh:// / local socket: {med['ssh://'] / med['local socket']:.3f} (target <= 1.15), "
               f"copying the inputs every run {med['ssh:// copying'] / med['local socket']:.3f}")
         # each round's three runs ran back to back: their ratios share the machine's state at that moment
-        paired = {name: statistics.median(r / l for r, l in zip(rows[name], rows["local socket"]))
+        paired = {name: statistics.median(remote / local for remote, local in
+                                          zip(rows[name], rows["local socket"], strict=True))
                   for name in ("ssh://", "ssh:// copying")}
         print(f"median of the rounds' own ratios: ssh:// {paired['ssh://']:.3f}, "
               f"copying {paired['ssh:// copying']:.3f}")
