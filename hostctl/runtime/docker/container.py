@@ -75,7 +75,7 @@ class ContainerRunner:
                 container = create(inputs.mounts())
                 # the attach stream's connection opens, and the volumes found are checked, while the rest goes in
                 attached = _later(self.client.api.attach, container.id, stream=True, logs=True, demux=True)
-                checked = _later(inputs.incomplete, container)
+                checked = _later(inputs.incomplete, container) if cached else list
                 sent = copy_in(container, [s for s in shares if s not in cached],
                                self.reporter) if self.copy_files else {}
                 broken = checked()

@@ -12,6 +12,7 @@ import os
 import queue
 import tarfile
 import threading
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,6 +33,16 @@ class Share:
     inside: str
     writable: bool
     cache: bool = False  # on a remote engine, kept there in a volume between runs with the same content (inputs.py)
+
+
+def one_file_archive(name: str, data: bytes) -> bytes:
+    """A tar archive of one small file (mode 0644, mtime now), for put_archive."""
+    out = io.BytesIO()
+    with tarfile.open(fileobj=out, mode="w") as tar:
+        info = tarfile.TarInfo(name)
+        info.size, info.mode, info.mtime = len(data), 0o644, time.time()
+        tar.addfile(info, io.BytesIO(data))
+    return out.getvalue()
 
 
 def mounts(shares: list[Share]) -> list[Mount]:

@@ -31,7 +31,7 @@ import requests.exceptions
 
 from hostctl import __version__
 from hostctl.errors import UsageError
-from hostctl.runtime.docker.files import Share, copy_in
+from hostctl.runtime.docker.files import Share, copy_in, one_file_archive
 from hostctl.runtime.docker.labels import run_labels
 from hostctl.ui import Reporter
 
@@ -99,8 +99,7 @@ class InputVolumes:
 
     def find(self, key: str) -> list[str]:
         """Volumes labelled with this content, newest first (not yet checked for the marker)."""
-        volumes = self.client.volumes.list(filters={"label": f"{LABEL_INPUTS}={key}"})
-        return [v.name for v in sorted(volumes, key=lambda v: v.attrs.get("CreatedAt", ""), reverse=True)]
+        return [v.name for v in _newest_first(self.client.volumes.list(filters={"label": f"{LABEL_INPUTS}={key}"}))]
 
     def fill(self, share: Share, key: str) -> str:
         """A new volume with the share's content and, last, the marker; removed again if anything fails."""
@@ -114,7 +113,7 @@ class InputVolumes:
                 mounts=[docker.types.Mount(share.inside, name, type="volume", no_copy=True)],
                 labels=run_labels(self.run_name, "inputs", False))
             copy_in(filler, [share], self.reporter)
-            if not filler.put_archive(share.inside, _marker(key)):
+            if not filler.put_archive(share.inside, one_file_archive(MARKER, key.encode())):
                 raise docker.errors.APIError("the engine refused the inputs' completion marker")
         except BaseException:
             self._remove_quietly(filler)
@@ -142,9 +141,7 @@ class InputVolumes:
 
     def trim(self, keep: int) -> list[str]:
         """Remove all but the newest `keep` input volumes that no container uses; returns what went."""
-        volumes = sorted(self.client.volumes.list(filters={"label": f"{LABEL_CACHE}=inputs"}),
-                         key=lambda v: v.attrs.get("CreatedAt", ""), reverse=True)
-        return remove_unused(self.client, volumes[keep:])
+        return remove_unused(self.client, _newest_first(all_input_volumes(self.client))[keep:])
 
     @staticmethod
     def _remove_quietly(container: Any) -> None:
@@ -227,11 +224,5 @@ def all_input_volumes(client: docker.DockerClient) -> list[Any]:
     return client.volumes.list(filters={"label": f"{LABEL_CACHE}=inputs"})
 
 
-def _marker(key: str) -> bytes:
-    data = key.encode()
-    out = io.BytesIO()
-    with tarfile.open(fileobj=out, mode="w") as tar:
-        info = tarfile.TarInfo(MARKER)
-        info.size, info.mode = len(data), 0o644
-        tar.addfile(info, io.BytesIO(data))
-    return out.getvalue()
+def _newest_first(volumes: list[Any]) -> list[Any]:
+    return sorted(volumes, key=lambda v: v.attrs.get("CreatedAt", ""), reverse=True)

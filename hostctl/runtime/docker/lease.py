@@ -8,8 +8,6 @@ through because ssh died (or the engine stays unreachable) tells the run that th
 
 from __future__ import annotations
 
-import io
-import tarfile
 import threading
 import time
 from collections.abc import Callable
@@ -19,6 +17,7 @@ import requests.exceptions
 
 from container_payload.lease import LEASE_ENV, LEASE_SECONDS_ENV
 from hostctl.errors import RunFailed
+from hostctl.runtime.docker.files import one_file_archive
 from hostctl.runtime.docker.ssh import ssh_failure
 
 LEASE_FILE = "/hostctl/lease"
@@ -48,16 +47,6 @@ def is_link_failure(exc: BaseException) -> bool:
     return ssh_failure(exc) is not None or isinstance(exc, requests.exceptions.ConnectionError)
 
 
-def _beat(counter: int) -> bytes:
-    data = str(counter).encode()
-    out = io.BytesIO()
-    with tarfile.open(fileobj=out, mode="w") as tar:
-        info = tarfile.TarInfo(LEASE_FILE.lstrip("/"))
-        info.size, info.mode, info.mtime = len(data), 0o644, time.time()
-        tar.addfile(info, io.BytesIO(data))
-    return out.getvalue()
-
-
 class Heartbeat:
     """Beats while the container runs; calls `on_lost(exception)` once if the link is gone."""
 
@@ -71,7 +60,7 @@ class Heartbeat:
 
     def beat(self) -> None:
         self.counter += 1
-        self.container.put_archive("/", _beat(self.counter))
+        self.container.put_archive("/", one_file_archive(LEASE_FILE.lstrip("/"), str(self.counter).encode()))
 
     def start(self) -> None:
         self._thread = threading.Thread(target=self._run, name="hostctl-heartbeat", daemon=True)
