@@ -51,20 +51,27 @@ if __name__ == "__main__":
     if args.job == "-":
         args.job = wait_for_job()
     from container_payload.job import job_task
-    from container_payload.lease import start_from_environment
+    from container_payload.lease import TASK_ENV, start_from_environment, wait_until_ready
 
     start_from_environment()  # on a remote engine: exit when the host's heartbeat stops (lease.py)
 
-    try:
-        with open(args.job, encoding="utf-8") as f:
-            task = job_task(f.read())
-    except OSError:
-        task = "quantize"  # run.main reports the unreadable job
+    task = os.environ.get(TASK_ENV)  # on a remote engine, the job file may not be in yet
+    if not task:
+        try:
+            with open(args.job, encoding="utf-8") as f:
+                task = job_task(f.read())
+        except OSError:
+            task = "quantize"  # run.main reports the unreadable job
     if task == "compile":
         from container_payload.compiler import main_job  # no torch: the compiler needs none
     elif task == "inspect":
         from container_payload.inspector.run import main as main_job
     else:
         from container_payload.run import main as main_job
+    waited = wait_until_ready()  # on a remote engine: the job and inputs were copied in while all that imported
+    if waited is not None and waited >= 0.1:  # the copy, not the start, is what the run waited on
+        from container_payload.events import log
+
+        log("the payload started before its files were in and waited {:.1f} s for them".format(waited))
     code = main_job(args.job)
     exit_now(code)

@@ -23,7 +23,8 @@
                                interleaved in fresh processes (scripts/bench_threads.py)
     scripts/bench.py remote    a whole hostctl quantize --runtime docker over ssh:// (an sshd on loopback in front
                                of the same engine, tests/ssh/sshd.py) vs the same run on the local socket,
-                               interleaved; then copy_in / copy_out of one --remote-mb file over ssh against
+                               interleaved: re-run (inputs kept on the engine), first run (new inputs) and
+                               copying every run; then copy_in / copy_out of one --remote-mb file over ssh against
                                `docker cp` of it through the same ssh
     scripts/bench.py all       docker and payload
 
@@ -117,6 +118,7 @@ def bench_remote(args: argparse.Namespace) -> None:
     engine = os.environ.get("DOCKER_HOST", "unix:///var/run/docker.sock")
     server = SshServer(work / "sshd", engine if engine.startswith("unix://") else None)
     server.start()
+    before = _kept_volumes()
     env = dict(os.environ, HOSTCTL_CACHE_DIR=str(work / "cache"), COLUMNS="120")
     remote_env = dict(env, **server.client_env())
     try:
@@ -128,50 +130,75 @@ def bench_remote(args: argparse.Namespace) -> None:
         if args.threads:
             command += ["--threads", str(args.threads)]
         timed(command + ["--output-dir", str(work / "warm")], "model ", env=remote_env)
-        # ssh:// as users re-run it (the inputs kept on the engine by the first run), and copying every run
+        # ssh:// as users re-run it (the inputs kept on the engine by the first run); a first run (new inputs each
+        # round: one small file differs, so they fill a volume of their own); and copying every run (no cache)
+        fresh = work / "fresh"
+        shutil.copytree(inputs.dir, fresh)
+        first_command = command.copy()
+        first_command[first_command.index("--input-dir") + 1] = str(fresh)
         copying_env = dict(remote_env, HOSTCTL_INPUT_CACHE="0")
-        conditions = (("local socket", env), ("ssh://", remote_env), ("ssh:// copying", copying_env))
-        rows: dict[str, list[float]] = {name: [] for name, _ in conditions}
-        plans: dict[str, list[str]] = {name: [] for name, _ in conditions}
+        conditions = (("local socket", env, command), ("ssh://", remote_env, command),
+                      ("ssh:// first run", remote_env, first_command), ("ssh:// copying", copying_env, command))
+        rows: dict[str, list[float]] = {name: [] for name, _, _ in conditions}
+        plans: dict[str, list[str]] = {name: [] for name, _, _ in conditions}
         for i in range(args.runs):
-            for name, run_env in conditions:
-                out = work / f"{name.split()[-1].strip(':/')}{i}"
-                rows[name].append(timed(command + ["--output-dir", str(out)], "model ", env=run_env)[0])
+            (fresh / "round.txt").write_text(f"round {i}\n")
+            for name, run_env, run_command in conditions:
+                out = work / f"{name.replace(' ', '-').replace(':', '').replace('/', '')}{i}"
+                rows[name].append(timed(run_command + ["--output-dir", str(out)], "model ", env=run_env)[0])
                 threads = json.loads((out / "run.json").read_text())["runtime"]["threads"]
                 plans[name].append(f"{threads['threads']}{threads['wait_policy'][0]}")
+            _remove_input_volumes(fresh)
         med = {name: statistics.median(r) for name, r in rows.items()}
         size_mb = sum(p.stat().st_size for p in inputs.dir.iterdir()) / 1e6
         print(f"\nremote benchmark: {args.runs} interleaved runs each, image {image}, tiny Unet 3x128x128, "
               f"{args.remote_calib} calib + 8 test ({size_mb:.0f} MB of inputs), "
               f"{f'--threads {args.threads}' if args.threads else 'the threads each run planned'}")
         for name, r in rows.items():
-            print(f"{name:14} median {med[name]:6.2f} s   min {min(r):6.2f}   max {max(r):6.2f}   "
+            print(f"{name:16} median {med[name]:6.2f} s   min {min(r):6.2f}   max {max(r):6.2f}   "
                   f"threads (A: spinning, P: passive) {' '.join(plans[name])}")
-        print(f"ratio ssh:// / local socket: {med['ssh://'] / med['local socket']:.3f} (target <= 1.15), "
-              f"copying the inputs every run {med['ssh:// copying'] / med['local socket']:.3f}")
-        # each round's three runs ran back to back: their ratios share the machine's state at that moment
-        paired = {name: statistics.median(remote / local for remote, local in
-                                          zip(rows[name], rows["local socket"], strict=True))
-                  for name in ("ssh://", "ssh:// copying")}
-        print(f"median of the rounds' own ratios: ssh:// {paired['ssh://']:.3f}, "
-              f"copying {paired['ssh:// copying']:.3f}")
+        remote = [name for name in rows if name != "local socket"]
+        print("ratio to the local socket (target <= 1.15): " +
+              ", ".join(f"{name} {med[name] / med['local socket']:.3f}" for name in remote))
+        # each round's runs ran back to back: their ratios share the machine's state at that moment
+        paired = {name: statistics.median(r / local for r, local in zip(rows[name], rows["local socket"], strict=True))
+                  for name in remote}
+        print("median of the rounds' own ratios: " + ", ".join(f"{name} {paired[name]:.3f}" for name in remote))
         _bench_copies(args, work, remote_env, image)
     finally:
         server.stop()
-        _remove_input_volumes(work / "in")
+        for volume in _kept_volumes() - before:
+            _remove_volume(volume)
         shutil.rmtree(work, ignore_errors=True)
 
 
+def _kept_volumes() -> set[str]:
+    """The volumes hostctl keeps on the engine (inputs, the payload's code: hostctl/runtime/docker/inputs.py)."""
+    import docker
+
+    from hostctl.runtime.docker.inputs import kept_volumes
+
+    return {volume.name for volume in kept_volumes(docker.from_env())}
+
+
 def _remove_input_volumes(inputs: Path) -> None:
-    """The volumes the benchmark's runs kept on the engine for its inputs (hostctl/runtime/docker/inputs.py)."""
+    """The volumes the benchmark's runs kept on the engine for these inputs."""
     import docker
 
     from hostctl.runtime.docker.inputs import LABEL_INPUTS, content_key
 
-    if inputs.is_dir():
-        client = docker.from_env()
-        for volume in client.volumes.list(filters={"label": f"{LABEL_INPUTS}={content_key(inputs)}"}):
-            volume.remove(force=True)
+    client = docker.from_env()
+    for volume in client.volumes.list(filters={"label": f"{LABEL_INPUTS}={content_key(inputs)}"}):
+        _remove_volume(volume.name)
+
+
+def _remove_volume(name: str) -> None:
+    import docker
+
+    try:
+        docker.from_env().volumes.get(name).remove(force=True)
+    except docker.errors.NotFound:
+        pass
 
 
 def _bench_copies(args: argparse.Namespace, work: Path, env: dict[str, str], image: str) -> None:

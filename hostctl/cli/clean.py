@@ -32,7 +32,8 @@ def clean(
 ) -> None:
     """Remove containers hostctl left (kept or orphaned), requirement caches of images that are gone, the
     temporary files of runs that died (beside output directories, and payload staging in the temp directory),
-    failed-run directories older than the newest one, and the input volumes a remote engine keeps (not in use)."""
+    failed-run directories older than the newest one, and the volumes a remote engine keeps (inputs and the payload's
+    code, when not in use)."""
     from hostctl.errors import EnvironmentProblem
     from hostctl.runtime.docker import clean as clean_up
 

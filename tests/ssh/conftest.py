@@ -38,11 +38,11 @@ def start_server(root: Path, docker_client) -> SshServer:
 @pytest.fixture(scope="session")
 def sshd(tmp_path_factory, docker_client):
     server = start_server(tmp_path_factory.mktemp("sshd"), docker_client)
-    before = {v.name for v in docker_client.volumes.list(filters={"label": "hostctl.cache=inputs"})}
+    before = {v.name for v in docker_client.volumes.list(filters={"label": "hostctl.cache"})}
     yield server
     server.stop()
-    # the input volumes this tier's remote runs left on the engine (hostctl/runtime/docker/inputs.py)
-    for volume in docker_client.volumes.list(filters={"label": "hostctl.cache=inputs"}):
+    # the volumes (inputs, payload code) this tier's remote runs left on the engine (hostctl/runtime/docker/inputs.py)
+    for volume in docker_client.volumes.list(filters={"label": "hostctl.cache"}):
         if volume.name not in before:
             volume.remove(force=True)
 

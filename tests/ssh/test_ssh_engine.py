@@ -171,18 +171,24 @@ def _running(docker_client, pid: int) -> list:
     return [c for c in hostctl_containers(docker_client) if c.labels.get("hostctl.pid") == str(pid)]
 
 
-def test_killed_ssh_session_mid_calibration(tmp_path, stand_in_image, docker_client, own_sshd):
-    """The sshd children serving hostctl die: exit 1 within 30 s, one line, earlier results intact, no container."""
-    proc, out, before, _ = _calibrating(tmp_path, stand_in_image, own_sshd.client_env(), docker_client)
-    killed = own_sshd.kill_sessions()
-    started = time.monotonic()
+def kill_sessions_and_check(proc: subprocess.Popen, sshd) -> tuple[str, float]:
+    """Kill the sshd children serving a run: it must exit 1 within 30 s with one line. (stderr, when cut)"""
+    killed = sshd.kill_sessions()
+    cut = time.monotonic()
     _, stderr = proc.communicate(timeout=60)
-    took = time.monotonic() - started
+    took = time.monotonic() - cut
     print(f"killed {len(killed)} sshd session(s): exit {proc.returncode} after {took:.1f} s\n{stderr[-600:]}")
     assert proc.returncode == 1, stderr
     assert took < 30
     errors = error_lines(stderr)
     assert len(errors) == 1 and "lost the connection to the Docker engine" in errors[0], stderr
+    return stderr, cut
+
+
+def test_killed_ssh_session_mid_calibration(tmp_path, stand_in_image, docker_client, own_sshd):
+    """The sshd children serving hostctl die: exit 1 within 30 s, one line, earlier results intact, no container."""
+    proc, out, before, _ = _calibrating(tmp_path, stand_in_image, own_sshd.client_env(), docker_client)
+    kill_sessions_and_check(proc, own_sshd)
     assert tree_snapshot(out) == before
     deadline = time.monotonic() + 60
     while _running(docker_client, proc.pid) and time.monotonic() < deadline:

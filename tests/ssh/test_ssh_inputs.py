@@ -4,16 +4,21 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import shutil
+import subprocess
+import sys
 import tarfile
+import time
 
 import docker.types
 import h5py
 import pytest
-from helpers import run_hostctl
-from test_ssh_engine import docker_args, h5_arrays
+from helpers import run_hostctl, source_path, tree_snapshot
+from test_ssh_engine import _earlier_results, _running, docker_args, h5_arrays, kill_sessions_and_check
 
 from hostctl.runtime.docker.inputs import LABEL_CACHE, LABEL_INPUTS, MARKER, content_key
+from hostctl.runtime.docker.shim import PAYLOAD_DIR
 
 pytestmark = pytest.mark.docker
 
@@ -40,14 +45,32 @@ def quantize(unet_inputs, out, image, sshd, **env):
     return proc.stderr
 
 
+
+def container_events(client, since: float) -> list[tuple[str, str]]:
+    """(role, action) of hostctl's containers on the engine since `since`, in the engine's order."""
+    events = client.events(since=int(since) - 1, until=int(time.time()) + 1, decode=True,
+                           filters={"type": "container", "label": "hostctl.run"})
+    return [(e["Actor"]["Attributes"].get("hostctl.role", ""), e["Action"]) for e in events]
+
+
 def test_inputs_are_copied_once_and_mounted_by_the_next_runs(tmp_path, unet_inputs, stand_in_image, docker_client,
                                                               sshd):
     key = content_key(unet_inputs.dir)
+    since = time.time()
     first = quantize(unet_inputs, tmp_path / "ssh-first", stand_in_image, sshd)
     [volume] = input_volumes(docker_client, key)
     assert f"inputs kept on the engine in volume {volume.name}" in first
+    # the new volume was filled by the payload's own container (mounted writable there), not by a helper
+    assert {role for role, _ in container_events(docker_client, since)} == {"payload"}
+    since = time.time()
     second = quantize(unet_inputs, tmp_path / "ssh-second", stand_in_image, sshd)
     assert f"inputs already on the engine (volume {volume.name}, same content): not copied" in second
+    # the code is on the engine too: nothing is copied into the container before it starts
+    events = container_events(docker_client, since)
+    payload = [action for role, action in events if role == "payload" and action in ("create", "start",
+                                                                                    "extract-to-dir")]
+    assert payload[:2] == ["create", "start"] and "extract-to-dir" in payload, events
+    assert ("inputs", "create") not in events and ("code", "create") not in events
     assert [v.name for v in input_volumes(docker_client)] == [volume.name]
     assert (tmp_path / "ssh-first" / "quant_info.json").read_bytes() == \
         (tmp_path / "ssh-second" / "quant_info.json").read_bytes()
@@ -115,12 +138,15 @@ def test_the_newest_are_kept_and_clean_removes_the_rest(tmp_path, unet_inputs, s
                                              mounts=[docker.types.Mount("/in", kept.name, type="volume")])
     try:
         spare = docker_client.volumes.create("hostctl-inputs-test-spare", labels={LABEL_CACHE: "inputs"})
+        code = [v.name for v in docker_client.volumes.list(filters={"label": f"{LABEL_CACHE}=code"})]
+        assert len(code) == 1 and code[0].startswith("hostctl-code-")  # the payload's, kept by the runs
         listed = run_hostctl(["clean", "--dry-run", "--json"], env=sshd.client_env(), cwd=tmp_path)
-        assert json.loads(listed.stdout)["input volumes"] == [spare.name]
+        assert sorted(json.loads(listed.stdout)["engine volumes"]) == sorted([spare.name, *code])
         cleaned = run_hostctl(["clean"], env=sshd.client_env(), cwd=tmp_path)
         assert cleaned.returncode == 0, cleaned.stderr
-        assert "removed 1 input volumes" in cleaned.stdout + cleaned.stderr
+        assert "removed 2 engine volumes" in cleaned.stdout + cleaned.stderr
         assert [v.name for v in input_volumes(docker_client)] == [kept.name]
+        assert docker_client.volumes.list(filters={"label": f"{LABEL_CACHE}=code"}) == []
     finally:
         holder.remove(force=True)
 
@@ -139,3 +165,62 @@ def test_a_bad_cache_setting_is_one_line(tmp_path, unet_inputs, stand_in_image, 
     assert len(errors) == 1 and "HOSTCTL_INPUT_CACHE=lots" in errors[0], proc.stderr
     assert "0 turns the cache off" in proc.stderr
     assert not (tmp_path / "ssh-bad").exists()
+
+
+def test_the_link_drops_while_the_inputs_go_in(tmp_path, unet_inputs, stand_in_image, docker_client, own_sshd):
+    """The payload already started and waits while its inputs are copied; the ssh sessions die mid-copy: exit 1
+    within 30 s with one line, earlier results intact, the payload's container gone within 60 s, and no volume
+    of that content kept half-filled (the run removes it, or `hostctl clean` does)."""
+    with open(unet_inputs.dir / "padding.bin", "wb") as f:  # enough to copy for seconds over loopback
+        block = os.urandom(1 << 20)
+        for _ in range(768):
+            f.write(block)
+    key = content_key(unet_inputs.dir)
+    out = tmp_path / "ssh-out"
+    before = _earlier_results(out)
+    env = dict(os.environ, COLUMNS="200", **own_sshd.client_env())
+    env["PYTHONPATH"] = source_path(env.get("PYTHONPATH"))
+    proc = subprocess.Popen([sys.executable, "-m", "hostctl",
+                             *docker_args(unet_inputs, out, stand_in_image, "--no-evaluate", "--threads", "1")],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:  # the payload runs, and its 800 MB of inputs have just begun to go in
+        if [c for c in _running(docker_client, proc.pid) if c.status == "running"]:
+            break
+        assert proc.poll() is None, proc.communicate()
+        time.sleep(0.02)
+    else:
+        raise AssertionError("the payload never started")
+    stderr, cut = kill_sessions_and_check(proc, own_sshd)
+    assert "Calibrating" not in stderr  # the link dropped before the payload had its inputs
+    assert tree_snapshot(out) == before
+    print("left on the engine after the run:", [v.name for v in input_volumes(docker_client, key)])
+    while _running(docker_client, proc.pid) and time.monotonic() - cut < 60:
+        time.sleep(1)
+    assert _running(docker_client, proc.pid) == []
+    cleaned = run_hostctl(["clean"], env=own_sshd.client_env(), cwd=tmp_path)
+    assert cleaned.returncode == 0, cleaned.stderr
+    assert input_volumes(docker_client, key) == []
+
+
+def test_an_interrupted_copy_of_the_payload_code_is_never_used(tmp_path, unet_inputs, stand_in_image, docker_client,
+                                                               sshd):
+    """The payload's code kept on the engine, but cut short (no marker, half the package): the container's shim
+    refuses it before Python starts, the run removes it and copies the code anew, and succeeds."""
+    key = content_key(PAYLOAD_DIR)
+    broken = docker_client.volumes.create("hostctl-code-test-broken", labels={LABEL_INPUTS: key, LABEL_CACHE: "code"})
+    filler = docker_client.containers.create(stand_in_image, command=["true"], entrypoint=[],
+                                             mounts=[docker.types.Mount("/code", broken.name, type="volume")])
+    try:
+        out = io.BytesIO()
+        with tarfile.open(fileobj=out, mode="w") as tar:
+            tar.add(str(PAYLOAD_DIR / "__main__.py"), arcname="__main__.py")  # no job.py, no run.py, no marker
+        assert filler.put_archive("/code", out.getvalue())
+    finally:
+        filler.remove(force=True)
+    stderr = quantize(unet_inputs, tmp_path / "ssh-out", stand_in_image, sshd)
+    assert "the volume is incomplete" in stderr  # the shim's word, before the run went on with new volumes
+    assert broken.name not in [v.name for v in docker_client.volumes.list()]
+    code = docker_client.volumes.list(filters={"label": f"{LABEL_INPUTS}={key}"})
+    assert code and all(v.attrs["Labels"][LABEL_CACHE] == "code" for v in code)
+    assert (tmp_path / "ssh-out" / "quant_info.json").is_file()

@@ -6,6 +6,7 @@ exit codes): the container is removed in `finally`, whatever ended the run, incl
 
 from __future__ import annotations
 
+import functools
 import queue
 import threading
 import time
@@ -18,6 +19,7 @@ import requests.exceptions
 import urllib3.exceptions
 from docker.types import Mount
 
+from container_payload.lease import READY_ENV
 from hostctl.errors import EnvironmentProblem, RunFailed
 from hostctl.runtime import LineSink
 from hostctl.runtime.docker.engine import engine_url
@@ -25,7 +27,7 @@ from hostctl.runtime.docker.files import Share, copy_in, copy_out, mounts
 from hostctl.runtime.docker.inputs import CachedInputs, InputVolumes
 from hostctl.runtime.docker.labels import run_labels
 from hostctl.runtime.docker.lease import Heartbeat, LinkLost, lease_environment, link_lost
-from hostctl.runtime.docker.shim import IN_RUN
+from hostctl.runtime.docker.shim import CHECK_ENV, EXIT_INCOMPLETE, IN_RUN, READY_FILE
 from hostctl.runtime.docker.ssh import ssh_failure, stream_failure
 from hostctl.runtime.lines import LineSplitter
 from hostctl.signals import SignalTrap
@@ -53,54 +55,65 @@ class ContainerRunner:
 
     def run(self, command: list[str], shares: list[Share], environment: dict[str, str], role: str, *,
             network: bool, on_line: LineSink, keep: bool = False, workdir: str = IN_RUN,
-            memory: str | None = None, cpus: float | None = None) -> int:
+            memory: str | None = None, cpus: float | None = None, waits: bool = False) -> int:
+        """`waits`: the command is the payload, which can wait for READY_FILE (container_payload/lease.py): when
+        files are copied, the container starts once what it needs at once is in (`Share.early`: the code), and the
+        rest (the job, the inputs) follows while the payload's Python starts and imports torch, READY_FILE last."""
         container = None
         heartbeat: Heartbeat | None = None
-        lines: queue.Queue[tuple[str, str] | BaseException | None] = queue.Queue()
         if self.copy_files:  # a remote engine: the payload holds a lease on this host (lease.py)
             environment = dict(environment, **lease_environment())
+        late = self.copy_files and waits
+        if late:
+            environment = dict(environment, **{READY_ENV: READY_FILE})
+        cached = [s for s in shares if s.cache] if self.copy_files and self.keep_inputs else []
+        uncached = [s for s in shares if s not in cached] if self.copy_files else []
+        before = [s for s in uncached if s.early or not late]  # copied in before the start
+        after = [s for s in uncached if s not in before]
+        inputs = CachedInputs(InputVolumes(self.client, self.reporter), cached)
         try:
-            def create(volumes: list[Mount]) -> Any:
+            def create(volumes: list[Mount], env: dict[str, str]) -> Any:
                 return self.client.containers.create(
                     self.image.id, command=command, entrypoint=[], user="root", working_dir=workdir,
-                    environment=environment, mounts=volumes if self.copy_files else mounts(shares),
+                    environment=env, mounts=volumes if self.copy_files else mounts(shares),
                     labels=run_labels(self.run_name, role, keep), init=True, tty=False, stdin_open=False,
                     network_mode="bridge" if network else "none", detach=True, mem_limit=memory,
                     memswap_limit=memory, nano_cpus=int(cpus * 1e9) if cpus else None,
                 )
 
-            cached = [s for s in shares if s.cache] if self.copy_files and self.keep_inputs else []
-            inputs = CachedInputs(InputVolumes(self.client, self.image, self.run_name, self.reporter), cached)
-            while True:  # a second time only when an input volume found on the engine proves incomplete
-                container = create(inputs.mounts())
-                # the attach stream's connection opens, and the volumes found are checked, while the rest goes in
+            while True:  # a second time only when a volume found on the engine proves incomplete
+                lines: queue.Queue[tuple[str, str] | BaseException | None] = queue.Queue()
+                volumes = inputs.mounts()
+                fill_now = [s for s in cached if s in inputs.pending and (s.early or not late)]
+                fill_later = [s for s in cached if s in inputs.pending and s not in fill_now]
+                checks = inputs.checks()
+                container = create(volumes, dict(environment, **{CHECK_ENV: checks}) if checks else environment)
+                # the attach stream's connection opens while the files go in (logs=True: nothing printed is lost)
                 attached = _later(self.client.api.attach, container.id, stream=True, logs=True, demux=True)
-                checked = _later(inputs.incomplete, container) if cached else list
-                sent = copy_in(container, [s for s in shares if s not in cached],
-                               self.reporter) if self.copy_files else {}
-                broken = checked()
-                if not broken:
+                sent = {}
+                if before or fill_now:  # a new volume's marker after its content
+                    sent = copy_in(container, fill_now + before, self.reporter, last=inputs.markers(fill_now))
+                    inputs.filled_in(fill_now)
+                if self.copy_files:
+                    heartbeat = Heartbeat(container, functools.partial(self._lost, lines=lines))
+                container.start()
+                if heartbeat is not None:
+                    heartbeat.start()
+                if late:  # the payload starts meanwhile; READY_FILE, last, lets it go on
+                    sent.update(copy_in(container, fill_later + after, self.reporter,
+                                        last=[*inputs.markers(fill_later), (READY_FILE, b"")]))
+                    inputs.filled_in(fill_later)
+                inputs.report(self.keep_inputs)
+                self._pump(attached(), on_line, lines)
+                code = self._wait(container, heartbeat)
+                if heartbeat is not None:
+                    heartbeat.stop()
+                if not (checks and code == EXIT_INCOMPLETE):
                     break
-                attached()  # its stream ends with the container (docker's close() cannot shut an ssh pipe)
+                # the shim found a volume without its marker (an interrupted copy): new volumes, and again
                 container.remove(force=True)
                 container = None
-                inputs.discard(broken)
-            inputs.report(self.keep_inputs)
-            if self.copy_files:
-                def lost(exc: BaseException) -> LinkLost:
-                    error = link_lost(engine_url(), exc)
-                    lines.put(error)  # ends the pump, which waits for the payload's lines
-                    return error
-
-                heartbeat = Heartbeat(container, lost)
-            stream = attached()
-            container.start()
-            if heartbeat is not None:
-                heartbeat.start()
-            self._pump(stream, on_line, lines)
-            code = self._wait(container, heartbeat)
-            if heartbeat is not None:
-                heartbeat.stop()
+                inputs.discard(inputs.found())
             if self.copy_files:
                 copy_out(container, [s for s in shares if s.writable], sent)
             self._check_oom(container, code, memory)
@@ -131,6 +144,15 @@ class ContainerRunner:
                                        "remove it with `hostctl clean`)")
                 else:
                     self._remove(container)
+            if inputs.pending:
+                inputs.abandon()
+
+    @staticmethod
+    def _lost(exc: BaseException, lines: queue.Queue[tuple[str, str] | BaseException | None]) -> LinkLost:
+        """The heartbeat's word that the link is gone: it ends the pump, which waits for the payload's lines."""
+        error = link_lost(engine_url(), exc)
+        lines.put(error)
+        return error
 
     def _pump(self, stream: Iterator[tuple[bytes | None, bytes | None]], on_line: LineSink,
               lines: queue.Queue[tuple[str, str] | BaseException | None]) -> None:

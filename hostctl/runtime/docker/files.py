@@ -32,7 +32,9 @@ class Share:
     host: Path
     inside: str
     writable: bool
-    cache: bool = False  # on a remote engine, kept there in a volume between runs with the same content (inputs.py)
+    cache: str = ""  # on a remote engine, kept there in a volume between runs with the same content, labelled with
+    # this kind ("inputs", "code": inputs.py)
+    early: bool = False  # needed when the command starts (the payload's code); the rest may follow (container.py)
 
 
 def one_file_archive(name: str, data: bytes) -> bytes:
@@ -54,8 +56,11 @@ QUEUED = 8
 MB = 1e6
 
 
-def copy_in(container: Any, shares: list[Share], reporter: Reporter | None = None) -> dict[str, tuple[int, int]]:
-    """Put every share into the created container, owned by the caller (whom the shim maps vitis-ai-user to).
+def copy_in(container: Any, shares: list[Share], reporter: Reporter | None = None,
+            last: list[tuple[str, bytes]] | None = None) -> dict[str, tuple[int, int]]:
+    """Put every share into the container, owned by the caller (whom the shim maps vitis-ai-user to), and then
+    the small files `last` (path inside, content): the engine writes the archive's members in order, so when one
+    of those appears, everything before it is in.
 
     The archive is streamed as it is written (a 1 GB calibration file never sits in memory), with a progress bar
     in MB. Returns what went in, as {path inside: (size, mtime)}, so that copy_out brings back only what changed.
@@ -74,6 +79,10 @@ def copy_in(container: Any, shares: list[Share], reporter: Reporter | None = Non
         with tarfile.open(fileobj=out, mode="w|", format=tarfile.PAX_FORMAT) as tar:
             for share in shares:
                 tar.add(str(share.host), arcname=share.inside.lstrip("/"), recursive=True, filter=owned)
+            for path, data in last or []:
+                info = tarfile.TarInfo(path.lstrip("/"))
+                info.size, info.mode, info.mtime, info.uid, info.gid = len(data), 0o644, time.time(), uid, gid
+                tar.addfile(info, io.BytesIO(data))
 
     total = sum(_size(share.host) for share in shares)
     show = reporter is not None and total >= 8 * MB

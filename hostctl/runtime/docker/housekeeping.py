@@ -13,7 +13,7 @@ import requests.exceptions
 from hostctl.errors import EnvironmentProblem
 from hostctl.runtime.docker.engine import connect, engine_url, is_local_engine
 from hostctl.runtime.docker.images import check_platform
-from hostctl.runtime.docker.inputs import all_input_volumes, remove_unused
+from hostctl.runtime.docker.inputs import kept_volumes, remove_unused
 from hostctl.runtime.docker.labels import LABEL_RUN, orphans, run_labels
 from hostctl.runtime.docker.requirements import stale_caches
 
@@ -76,8 +76,8 @@ def _engine_free(client: docker.DockerClient, image_id: str) -> int | None:
 
 
 def clean(dry_run: bool, include_caches: bool = True) -> dict[str, list[str]]:
-    """Remove labelled containers whose owner is gone or that were kept, stale requirement caches, and the input
-    volumes kept on the engine (inputs.py) that no container uses."""
+    """Remove labelled containers whose owner is gone or that were kept, stale requirement caches, and the volumes
+    kept on the engine (inputs.py: inputs and the payload's code) that no container uses."""
     client = connect()
     containers = orphans(client, include_kept=True)
     caches = stale_caches(client) if include_caches else []
@@ -90,6 +90,6 @@ def clean(dry_run: bool, include_caches: bool = True) -> dict[str, list[str]]:
         for path in caches:
             shutil.rmtree(path, ignore_errors=True)
     # after the containers: a volume an orphan held is free now
-    volumes = remove_unused(client, all_input_volumes(client), dry_run) if include_caches else []
+    volumes = remove_unused(client, kept_volumes(client), dry_run) if include_caches else []
     return {"containers": [f"{c.short_id} {c.labels.get(LABEL_RUN, '')}" for c in containers],
-            "caches": [str(p) for p in caches], "input volumes": volumes}
+            "caches": [str(p) for p in caches], "engine volumes": volumes}

@@ -13,6 +13,8 @@ from typing import Any
 
 import docker
 
+from container_payload.job import job_task
+from container_payload.lease import TASK_ENV
 from hostctl.errors import EnvironmentProblem
 from hostctl.options import QuantizeOptions
 from hostctl.runtime import LineSink, offer_local_runtime
@@ -129,23 +131,25 @@ class DockerRuntime:
 
     def _shares(self) -> list[Share]:
         """What the payload sees of this machine: inputs and code read-only, only the run directory writable."""
-        shares = [Share(self.opts.input_dir.resolve(), IN_INPUTS, False, cache=True),
+        shares = [Share(self.opts.input_dir.resolve(), IN_INPUTS, False, cache="inputs"),
                   Share(self.run_dir.resolve(), IN_RUN, True),
-                  Share(PAYLOAD_DIR, f"{IN_CODE}/container_payload", False)]
+                  Share(PAYLOAD_DIR, f"{IN_CODE}/container_payload", False, cache="code", early=True)]
         if self.opts.model_path:
             shares.append(Share(self.opts.model_path.resolve(), IN_MODEL, False))
-        if self.userbase is not None:
-            shares.append(Share(self.userbase, IN_USERBASE, False))
+        if self.userbase is not None:  # Python adds a user site only if it exists when it starts
+            shares.append(Share(self.userbase, IN_USERBASE, False, early=True))
         return shares + [Share(host, inside, False) for host, inside in self.read_only]
 
     def run(self, job_file: Path, on_line: LineSink) -> int:
-        return self._run_container(shim(PAYLOAD_COMMAND), self._shares(), self._environment(), "payload",
+        # the payload imports what its task needs before the job itself may be in (copied files: container.py)
+        environment = dict(self._environment(), **{TASK_ENV: job_task(job_file.read_text(encoding="utf-8"))})
+        return self._run_container(shim(PAYLOAD_COMMAND), self._shares(), environment, "payload",
                                    network=False, on_line=on_line, keep=self.opts.keep_container,
-                                   memory=self.opts.memory, cpus=getattr(self.opts, "cpus", None))
+                                   memory=self.opts.memory, cpus=getattr(self.opts, "cpus", None), waits=True)
 
     def _run_container(self, command: list[str], shares: list[Share], environment: dict[str, str], role: str, *,
                        network: bool, on_line: LineSink, keep: bool = False, workdir: str = IN_RUN,
-                       memory: str | None = None, cpus: float | None = None) -> int:
+                       memory: str | None = None, cpus: float | None = None, waits: bool = False) -> int:
         assert self.runner is not None, "prepare() first"
         return self.runner.run(command, shares, environment, role, network=network, on_line=on_line, keep=keep,
-                               workdir=workdir, memory=memory, cpus=cpus)
+                               workdir=workdir, memory=memory, cpus=cpus, waits=waits)
