@@ -138,15 +138,17 @@ def test_the_newest_are_kept_and_clean_removes_the_rest(tmp_path, unet_inputs, s
                                              mounts=[docker.types.Mount("/in", kept.name, type="volume")])
     try:
         spare = docker_client.volumes.create("hostctl-inputs-test-spare", labels={LABEL_CACHE: "inputs"})
-        code = [v.name for v in docker_client.volumes.list(filters={"label": f"{LABEL_CACHE}=code"})]
-        assert len(code) == 1 and code[0].startswith("hostctl-code-")  # the payload's, kept by the runs
+        code = docker_client.volumes.list(filters={"label": f"{LABEL_INPUTS}={content_key(PAYLOAD_DIR)}"})
+        assert len(code) == 1 and code[0].name.startswith("hostctl-code-")  # the payload's, kept by the runs
+        unused = sorted(v.name for v in docker_client.volumes.list(filters={"label": LABEL_CACHE})
+                        if v.name != kept.name)
+        assert spare.name in unused and code[0].name in unused
         listed = run_hostctl(["clean", "--dry-run", "--json"], env=sshd.client_env(), cwd=tmp_path)
-        assert sorted(json.loads(listed.stdout)["engine volumes"]) == sorted([spare.name, *code])
+        assert sorted(json.loads(listed.stdout)["engine volumes"]) == unused
         cleaned = run_hostctl(["clean"], env=sshd.client_env(), cwd=tmp_path)
         assert cleaned.returncode == 0, cleaned.stderr
-        assert "removed 2 engine volumes" in cleaned.stdout + cleaned.stderr
-        assert [v.name for v in input_volumes(docker_client)] == [kept.name]
-        assert docker_client.volumes.list(filters={"label": f"{LABEL_CACHE}=code"}) == []
+        assert f"removed {len(unused)} engine volumes" in cleaned.stdout + cleaned.stderr
+        assert [v.name for v in docker_client.volumes.list(filters={"label": LABEL_CACHE})] == [kept.name]
     finally:
         holder.remove(force=True)
 
