@@ -133,12 +133,15 @@ class Reporter:
         if key in self._tasks:
             self._bars().update(self._tasks[key], description=description)
 
-    def finish_task(self, key: str) -> None:
+    def finish_task(self, key: str, complete: bool = True) -> None:
+        """The task ended: its bar shows it complete, or, if it was cut short, where it stopped."""
         if key in self._tasks:
             task = self._tasks[key]
             total = self._bars().tasks[task].total
-            if total is not None:
+            if total is not None and complete:
                 self._bars().update(task, completed=total)
+            elif not complete:
+                self._bars().stop_task(task)
 
     @contextlib.contextmanager
     def task(self, key: str, total: float | None, description: str | None = None,

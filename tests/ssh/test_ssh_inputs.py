@@ -6,10 +6,12 @@ import io
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import tarfile
 import time
+from pathlib import Path
 
 import docker.types
 import h5py
@@ -169,40 +171,69 @@ def test_a_bad_cache_setting_is_one_line(tmp_path, unet_inputs, stand_in_image, 
     assert not (tmp_path / "ssh-bad").exists()
 
 
+def _copying(tmp_path, unet_inputs, image, docker_client, sshd) -> tuple[subprocess.Popen, Path, dict, str]:
+    """A quantize over ssh with 512 MB of inputs, caught while they go in (its container started, the payload
+    waiting): its process (a session of its own), output directory, what that held before, the inputs' key.
+
+    Watched through the engine's events: listing containers waits while an archive goes into one (the engine
+    locks it)."""
+    with open(unet_inputs.dir / "padding.bin", "wb") as f:  # enough to copy for seconds over loopback
+        block = os.urandom(1 << 20)
+        for _ in range(512):
+            f.write(block)
+    out = tmp_path / "ssh-out"
+    before = _earlier_results(out)
+    env = dict(os.environ, COLUMNS="200", **sshd.client_env())
+    env["PYTHONPATH"] = source_path(env.get("PYTHONPATH"))
+    events = docker_client.events(decode=True, filters={"type": "container", "event": "start",
+                                                        "label": "hostctl.run"})
+    try:
+        proc = subprocess.Popen([sys.executable, "-m", "hostctl",
+                                 *docker_args(unet_inputs, out, image, "--no-evaluate", "--threads", "1")],
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+                                start_new_session=True)
+        started = next(events)
+    finally:
+        events.close()
+    assert started["Actor"]["Attributes"]["hostctl.pid"] == str(proc.pid)
+    time.sleep(0.3)  # the copy is under way
+    return proc, out, before, content_key(unet_inputs.dir)
+
+
+def _nothing_left(proc, tmp_path, docker_client, sshd, key: str, since: float) -> None:
+    """The payload's container goes within 60 s; no volume of those inputs survives `hostctl clean`."""
+    while _running(docker_client, proc.pid) and time.monotonic() - since < 60:
+        time.sleep(1)
+    assert _running(docker_client, proc.pid) == []
+    print("left on the engine after the run:", [v.name for v in input_volumes(docker_client, key)])
+    cleaned = run_hostctl(["clean"], env=sshd.client_env(), cwd=tmp_path)
+    assert cleaned.returncode == 0, cleaned.stderr
+    assert input_volumes(docker_client, key) == []
+
+
 def test_the_link_drops_while_the_inputs_go_in(tmp_path, unet_inputs, stand_in_image, docker_client, own_sshd):
     """The payload already started and waits while its inputs are copied; the ssh sessions die mid-copy: exit 1
     within 30 s with one line, earlier results intact, the payload's container gone within 60 s, and no volume
     of that content kept half-filled (the run removes it, or `hostctl clean` does)."""
-    with open(unet_inputs.dir / "padding.bin", "wb") as f:  # enough to copy for seconds over loopback
-        block = os.urandom(1 << 20)
-        for _ in range(768):
-            f.write(block)
-    key = content_key(unet_inputs.dir)
-    out = tmp_path / "ssh-out"
-    before = _earlier_results(out)
-    env = dict(os.environ, COLUMNS="200", **own_sshd.client_env())
-    env["PYTHONPATH"] = source_path(env.get("PYTHONPATH"))
-    proc = subprocess.Popen([sys.executable, "-m", "hostctl",
-                             *docker_args(unet_inputs, out, stand_in_image, "--no-evaluate", "--threads", "1")],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:  # the payload runs, and its 800 MB of inputs have just begun to go in
-        if [c for c in _running(docker_client, proc.pid) if c.status == "running"]:
-            break
-        assert proc.poll() is None, proc.communicate()
-        time.sleep(0.02)
-    else:
-        raise AssertionError("the payload never started")
+    proc, out, before, key = _copying(tmp_path, unet_inputs, stand_in_image, docker_client, own_sshd)
     stderr, cut = kill_sessions_and_check(proc, own_sshd)
     assert "Calibrating" not in stderr  # the link dropped before the payload had its inputs
+    assert "512/512" not in stderr and "537/537" not in stderr  # the bar stopped where the copy did
     assert tree_snapshot(out) == before
-    print("left on the engine after the run:", [v.name for v in input_volumes(docker_client, key)])
-    while _running(docker_client, proc.pid) and time.monotonic() - cut < 60:
-        time.sleep(1)
-    assert _running(docker_client, proc.pid) == []
-    cleaned = run_hostctl(["clean"], env=own_sshd.client_env(), cwd=tmp_path)
-    assert cleaned.returncode == 0, cleaned.stderr
-    assert input_volumes(docker_client, key) == []
+    _nothing_left(proc, tmp_path, docker_client, own_sshd, key, cut)
+
+
+def test_ctrl_c_while_the_inputs_go_in(tmp_path, unet_inputs, stand_in_image, docker_client, sshd):
+    """Ctrl-C during the copy: 130 as locally, earlier results intact, nothing left on the engine."""
+    proc, out, before, key = _copying(tmp_path, unet_inputs, stand_in_image, docker_client, sshd)
+    os.killpg(proc.pid, signal.SIGINT)  # the terminal's Ctrl-C: hostctl and every child in its group
+    cut = time.monotonic()
+    _, stderr = proc.communicate(timeout=60)
+    print(f"SIGINT during the copy: exit {proc.returncode} after {time.monotonic() - cut:.1f} s\n{stderr[-600:]}")
+    assert proc.returncode == 130, stderr
+    assert "Calibrating" not in stderr
+    assert tree_snapshot(out) == before
+    _nothing_left(proc, tmp_path, docker_client, sshd, key, cut)
 
 
 def test_an_interrupted_copy_of_the_payload_code_is_never_used(tmp_path, unet_inputs, stand_in_image, docker_client,

@@ -96,15 +96,17 @@ def copy_in(container: Any, shares: list[Share], reporter: Reporter | None = Non
         if show:
             reporter.update_task("copy-in", done=min(done, total) // MB)
 
+    copied = False
     try:
         with _streamed(write, progress) as body:
             if not container.put_archive("/", body):
                 raise RunFailed("the Docker engine refused the copied inputs", "Run `hostctl doctor`.")
+        copied = True
     except docker.errors.APIError as exc:
         raise _copy_problem(exc, "copying the inputs into the container") from exc
     finally:
         if show:
-            reporter.finish_task("copy-in")
+            reporter.finish_task("copy-in", complete=copied)  # a copy cut short shows how far it got
             reporter.close()
     return sent
 
