@@ -22,13 +22,13 @@ IN_REQ = "/hostctl/req"
 READY_FILE = "/hostctl/ready"  # put in last when files are copied: the payload's go-ahead (container_payload/lease.py)
 CONDA_SH = "/opt/vitis_ai/conda/etc/profile.d/conda.sh"
 
-# Runs as root in the container. Maps the caller onto vitis-ai-user/group (-o: the ids may already be taken),
-# drops privileges with gosu (keeps HOME, passwd entry and exit code), activates the env with conda.sh (not
-# `conda run`, which buffers output) and execs the command, so that signals and the exit status go straight
-# through docker-init to the payload.
 CHECK_ENV = "HOSTCTL_CHECK"
 EXIT_INCOMPLETE = 76  # a volume kept on the engine lacks its completion marker (hostctl/runtime/docker/inputs.py)
 
+# Runs as root in the container. Checks the markers of the volumes kept on the engine, maps the caller onto
+# vitis-ai-user/group (-o: the ids may already be taken), drops privileges with gosu (keeps HOME, passwd entry
+# and exit code), activates the env with conda.sh (not `conda run`, which buffers output) and execs the command,
+# so that signals and the exit status go straight through docker-init to the payload.
 SHIM = "; ".join([
     "set -e",
     # CHECK_ENV: "FILE=CONTENT ..." of the volumes found on the engine; one without its marker was never finished
